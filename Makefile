@@ -1,0 +1,29 @@
+# The two commands of the README: `make test` goes from a fresh clone to a green
+# run by itself (it creates .venv and installs everything it needs).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install test lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): setup.cfg setup.py pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[all,dev]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check dispatcher tests benchmarks
+	$(BIN)/ruff format --check dispatcher tests benchmarks
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/core_overhead.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,157 @@
+"""Per-node cost of building and running graphs of no-op functions.
+
+Three shapes (wide fan-in, deep chain, binary tree) at several sizes. For each, in
+one process and one run:
+
+- build: µs per node to make the ``Op`` nodes;
+- plain: µs per node for plain Python calling the same functions in topological
+  order (the floor);
+- each in-process executor: run time per node, and its overhead over plain;
+- dask: ``dask.delayed`` graph of the same calls computed with
+  ``scheduler="sync"`` (build excluded), and its overhead over plain.
+
+Every figure is the median of ``--repeat`` timings after one warm-up.
+
+    python benchmarks/core_overhead.py                 # 1e3, 1e4, 1e5 nodes
+    python benchmarks/core_overhead.py --sizes 1000000 --no-dask
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import platform
+import statistics
+import sys
+import time
+
+import dispatcher as dp
+
+
+def noop(*args):
+    return None
+
+
+def build_wide(n):
+    roots = [dp.Op(noop) for _ in range(n - 1)]
+    return dp.Op(noop, *roots)
+
+
+def build_chain(n):
+    node = dp.Op(noop)
+    for _ in range(n - 1):
+        node = dp.Op(noop, node)
+    return node
+
+
+def build_tree(n):
+    level = [dp.Op(noop) for _ in range((n + 1) // 2)]
+    while len(level) > 1:
+        nxt = [dp.Op(noop, level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        if len(level) % 2:
+            nxt.append(level[-1])
+        level = nxt
+    return level[0]
+
+
+SHAPES = {"wide": build_wide, "chain": build_chain, "tree": build_tree}
+
+
+def plain_program(output):
+    """The graph as a flat program: (func, argument slots) in topological order."""
+    order = dp.DispatchGraph(output).topological_order()
+    slot = {n: i for i, n in enumerate(order)}
+    return [(n.func, [slot[a] for a in n.args]) for n in order]
+
+
+def run_plain(program):
+    values = [None] * len(program)
+    for i, (func, slots) in enumerate(program):
+        values[i] = func(*[values[s] for s in slots])
+    return values[-1]
+
+
+def dask_graph(output):
+    import dask
+
+    made = {}
+    for n in dp.DispatchGraph(output).topological_order():
+        made[n] = dask.delayed(n.func, pure=False)(*[made[a] for a in n.args])
+    return made[output]
+
+
+def timed(fn, repeat):
+    fn()  # warm-up
+    times = []
+    for _ in range(repeat):
+        gc.collect()
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), min(times), max(times)
+
+
+def measure(shape, n, repeat, with_dask):
+    build = SHAPES[shape]
+    gc.collect()
+    start = time.perf_counter()
+    output = build(n)
+    build_s = time.perf_counter() - start
+    n = len(dp.DispatchGraph(output))
+    row = {"shape": shape, "nodes": n, "build_us": build_s / n * 1e6}
+    program = plain_program(output)
+    plain = timed(lambda: run_plain(program), repeat)[0]
+    row["plain_us"] = plain / n * 1e6
+    executors = {
+        "serial": dp.SerialExecutor(),
+        "threads": dp.ThreadExecutor(),
+        "async": dp.AsyncExecutor(),
+    }
+    for name, ex in executors.items():
+        with ex:
+            t = timed(lambda ex=ex: dp.run(ex, [output]), repeat)[0]
+        row[f"{name}_us"] = t / n * 1e6
+        row[f"{name}_overhead_us"] = (t - plain) / n * 1e6
+    if with_dask:
+        import dask
+
+        d = dask_graph(output)
+        t = timed(lambda: dask.compute(d, scheduler="sync"), repeat)[0]
+        row["dask_sync_us"] = t / n * 1e6
+        row["dask_sync_overhead_us"] = (t - plain) / n * 1e6
+        row["dask_over_serial"] = row["dask_sync_overhead_us"] / row["serial_overhead_us"]
+    return row
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000, 10_000, 100_000])
+    parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--no-dask", action="store_true", help="skip the dask.delayed baseline")
+    parser.add_argument("--json", help="also write the rows to this file")
+    args = parser.parse_args(argv)
+    sys.setrecursionlimit(max(10_000, sys.getrecursionlimit()))
+
+    cols = ["shape", "nodes", "build_us", "plain_us", "serial_overhead_us", "threads_overhead_us",
+            "async_overhead_us"]
+    if not args.no_dask:
+        cols += ["dask_sync_overhead_us", "dask_over_serial"]
+    print(f"# python {platform.python_version()}, {platform.machine()}, dispatcher {dp.__version__}")
+    print("# µs per node, median of", args.repeat, "runs; overhead = executor time - plain time")
+    print(" ".join(f"{c:>20}" for c in cols))
+    rows = []
+    for shape in args.shapes:
+        for n in args.sizes:
+            row = measure(shape, n, args.repeat, not args.no_dask)
+            rows.append(row)
+            print(" ".join(f"{row[c]:>20.2f}" if isinstance(row[c], float) else f"{row[c]:>20}" for c in cols),
+                  flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"python": platform.python_version(), "rows": rows}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

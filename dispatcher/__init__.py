@@ -1,0 +1,49 @@
+"""dispatcher: build computation graphs from plain function calls, run them anywhere.
+
+A port of Julia's Dispatcher.jl. Calls deferred with :class:`Op` (or the
+:func:`op` decorator) become nodes; the nodes' arguments say what depends on what;
+:func:`run` and :func:`execute` run the resulting graph on an interchangeable
+executor.
+
+>>> import dispatcher as dp
+>>> @dp.op
+... def add(x, y):
+...     return x + y
+>>> total = add(add(1, 2), 10)
+>>> dp.execute(total, dp.ThreadExecutor())
+13
+"""
+
+from .api import ProgressBar, execute, run, run_async
+from .engine import Backoff, Callback
+from .executors import AsyncExecutor, Executor, PoolExecutor, SerialExecutor, ThreadExecutor
+from .graph import DispatchGraph
+from .nodes import CollectNode, DataNode, DispatchNode, IndexNode, Op, op
+from .results import DependencyError, DispatcherError, DispatchResult, ExecutorError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DispatchNode",
+    "Op",
+    "op",
+    "DataNode",
+    "IndexNode",
+    "CollectNode",
+    "DispatchGraph",
+    "run",
+    "execute",
+    "run_async",
+    "DispatchResult",
+    "DispatcherError",
+    "DependencyError",
+    "ExecutorError",
+    "Executor",
+    "SerialExecutor",
+    "AsyncExecutor",
+    "ThreadExecutor",
+    "PoolExecutor",
+    "Backoff",
+    "Callback",
+    "ProgressBar",
+]

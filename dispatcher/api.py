@@ -1,0 +1,208 @@
+"""``run``, ``execute`` and ``run_async``: the entry points of a run.
+
+They build the engine's run state from the arguments and hand it to the blocking
+or the asyncio driver. ``execute`` without an executor uses a fresh
+:class:`SerialExecutor`: the same values as every other executor, in the calling
+thread, where a debugger and a profiler can follow each node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+from .engine import Callback, RunState, drive, drive_async
+from .graph import DispatchGraph
+from .nodes import DispatchNode
+from .results import DispatchResult
+
+__all__ = ["run", "execute", "run_async", "ProgressBar"]
+
+
+class ProgressBar(Callback):
+    """A tqdm progress bar on stderr, one step per finished or failed node."""
+
+    def __init__(self, **tqdm_options: Any):
+        self.options = {"file": sys.stderr, "unit": "node", "desc": "dispatcher", **tqdm_options}
+        self.bar = None
+
+    def on_start(self, total: int) -> None:
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=total, **self.options)
+
+    def on_finish(self, node, value) -> None:
+        self.bar.update(1)
+
+    def on_fail(self, node, error) -> None:
+        self.bar.update(1)
+
+    def on_end(self) -> None:
+        self.bar.close()
+
+
+def _state(
+    executor,
+    outputs,
+    inputs,
+    *,
+    input_map: dict | None = None,
+    throw_error: bool = True,
+    progress: bool = False,
+    callbacks: Iterable[Callback] = (),
+    release: bool = False,
+) -> RunState:
+    from .executors.base import Executor
+
+    if not isinstance(executor, Executor):
+        raise TypeError(f"expected an executor, got {type(executor).__name__}: {executor!r:.80}")
+    callbacks = list(callbacks)
+    for cb in callbacks:
+        if not isinstance(cb, Callback):
+            raise TypeError(f"callbacks must be dispatcher.Callback objects, got {type(cb).__name__}")
+    if progress:
+        callbacks.append(ProgressBar())
+    executor._open()
+    return RunState(
+        outputs,
+        inputs,
+        input_map=input_map,
+        throw_error=throw_error,
+        retries=executor.retries,
+        retry_on=executor.retry_on,
+        backoff=executor.backoff,
+        timeout=executor.timeout,
+        release=release,
+        callbacks=callbacks,
+        inline_light=executor.inline_light,
+        inline_all=executor.runs_inline,
+        track_deadlines=not executor.enforces_timeouts,
+    )
+
+
+def run(
+    executor,
+    outputs: DispatchNode | Iterable[DispatchNode] | DispatchGraph,
+    inputs: Iterable[DispatchNode] = (),
+    *,
+    input_map: dict | None = None,
+    throw_error: bool = True,
+    progress: bool = False,
+    callbacks: Iterable[Callback] = (),
+    release: bool = False,
+) -> list[DispatchResult]:
+    """Run the graph that ends in ``outputs`` on ``executor``; one result per output.
+
+    Args:
+        executor: any dispatcher executor.
+        outputs: a node, a list of nodes, or a :class:`DispatchGraph` (whose leaf
+            nodes are the outputs).
+        inputs: nodes whose latest value (``fetch()``) is used instead of running
+            them; their ancestors are not run.
+        input_map: ``{node: value}`` to use instead of running those nodes.
+        throw_error: raise the first failure's :class:`DependencyError` (True), or
+            run everything that does not depend on a failure and return the failed
+            outputs as error results (False).
+        progress: show a tqdm progress bar on stderr.
+        callbacks: :class:`Callback` objects told about each node.
+        release: drop each intermediate value once no remaining node needs it
+            (outputs are kept; a released node's ``fetch()`` says so).
+
+    A cycle raises :class:`ExecutorError` before anything runs.
+
+    >>> import dispatcher as dp
+    >>> a = dp.Op(sum, [1, 2])
+    >>> [r.value for r in dp.run(dp.ThreadExecutor(), [a, dp.Op(abs, -5)])]
+    [3, 5]
+    """
+    state = _state(
+        executor,
+        outputs,
+        inputs,
+        input_map=input_map,
+        throw_error=throw_error,
+        progress=progress,
+        callbacks=callbacks,
+        release=release,
+    )
+    if executor.needs_loop:
+        return _run_coroutine(drive_async(state, executor))
+    return drive(state, executor)
+
+
+async def run_async(
+    executor,
+    outputs: DispatchNode | Iterable[DispatchNode] | DispatchGraph,
+    inputs: Iterable[DispatchNode] = (),
+    **options: Any,
+) -> list[DispatchResult]:
+    """:func:`run` inside a running event loop: ``await dp.run_async(executor, outputs)``.
+
+    The loop keeps serving other work while nodes run, except for a synchronous
+    executor (:class:`SerialExecutor`), whose nodes run on the loop one by one.
+    """
+    state = _state(executor, outputs, inputs, **options)
+    return await drive_async(state, executor)
+
+
+def execute(graph_or_nodes: Any, executor=None, **run_options: Any) -> Any:
+    """Run and return values: a node gives its value, a list of nodes a list of
+    values, a :class:`DispatchGraph` the list of its leaf nodes' values.
+
+    A failure raises its :class:`DependencyError`. Without an executor a fresh
+    :class:`SerialExecutor` runs the graph.
+
+    >>> import dispatcher as dp
+    >>> dp.execute(dp.Op(len, "four"))
+    4
+    """
+    if run_options.get("throw_error") is False:
+        raise ValueError("execute always raises on failure; use run(..., throw_error=False)")
+    single = isinstance(graph_or_nodes, DispatchNode)
+    outputs = [graph_or_nodes] if single else graph_or_nodes
+    if executor is None:
+        from .executors.serial import SerialExecutor
+
+        with SerialExecutor() as executor:
+            results = run(executor, outputs, **run_options)
+    else:
+        results = run(executor, outputs, **run_options)
+    values = [r.unwrap() for r in results]
+    return values[0] if single else values
+
+
+def _run_coroutine(coro):
+    """Run ``coro`` to the end from synchronous code, whether or not a loop runs here."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    # This thread already runs a loop (a notebook): use a loop in a helper thread.
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(coro)
+    box: dict = {}
+
+    def target():
+        try:
+            box["value"] = loop.run_until_complete(task)
+        except BaseException as exc:
+            box["error"] = exc
+        finally:
+            loop.close()
+
+    helper = threading.Thread(target=target, name="dispatcher-loop")
+    helper.start()
+    try:
+        helper.join()
+    except KeyboardInterrupt:
+        loop.call_soon_threadsafe(task.cancel)
+        helper.join()
+        raise
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+

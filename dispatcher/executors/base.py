@@ -1,0 +1,111 @@
+"""The executor base: what every executor shares, and the two things each must say.
+
+An executor says how a ready :class:`~dispatcher.engine.Task` is started
+(``_submit(task, done)``, which arranges for ``done(task, ok, payload)`` to be
+called when it finishes, from any thread) and how a started task is stopped
+(``_cancel(task)``). Everything else (ordering, retries, timeouts, errors,
+progress) lives in the engine. Class flags describe the executor to the engine:
+
+``synchronous``
+    ``_submit`` runs the task to the end before it returns.
+``runs_inline``
+    the engine may call the node's function itself, where the run is driven,
+    instead of making a task (``_submit`` is then used only for nodes with a
+    timeout).
+``enforces_timeouts``
+    ``_submit`` stops a task at its timeout itself (raising ``TimeoutError``), so
+    the engine need not watch the clock for it.
+``needs_loop``
+    tasks run on an asyncio event loop, so a blocking ``run`` starts one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..engine import Backoff, Task
+from ..nodes import _predicates
+from ..results import ExecutorError
+
+__all__ = ["Executor"]
+
+
+class Executor:
+    """Base class of executors.
+
+    Args:
+        retries: how many times a failed node may run again (default 5, as in
+            Dispatcher.jl); a node's own ``retries`` overrides it.
+        retry_on: predicates ``exception -> bool``; a failed node is retried only
+            when one of them returns True. Defaults to the executor's
+            :attr:`default_retry_on` (nothing, for executors that run nodes in
+            this process).
+        backoff: the delays between attempts (:class:`~dispatcher.Backoff`).
+        timeout: seconds after which any node fails with ``TimeoutError``, unless
+            the node has a ``timeout`` of its own (default: no limit).
+    """
+
+    synchronous = False
+    runs_inline = False
+    enforces_timeouts = False
+    needs_loop = False
+    inline_light = True
+    default_retry_on: tuple = ()
+
+    def __init__(
+        self,
+        *,
+        retries: int = 5,
+        retry_on: Any = None,
+        backoff: Backoff | None = None,
+        timeout: float | None = None,
+    ):
+        if not isinstance(retries, int) or retries < 0:
+            raise ValueError(f"retries must be a non-negative int, got {retries!r}")
+        if timeout is not None and not timeout > 0:
+            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        if backoff is not None and not isinstance(backoff, Backoff):
+            raise TypeError(f"backoff must be a dispatcher.Backoff, got {type(backoff).__name__}")
+        self.retries = retries
+        self.retry_on = self.default_retry_on if retry_on is None else _predicates(retry_on)
+        self.backoff = backoff if backoff is not None else Backoff()
+        self.timeout = timeout
+        self.closed = False
+
+    # -- what each executor says -------------------------------------------------
+    def _submit(self, task: Task, done) -> None:
+        raise NotImplementedError
+
+    def _cancel(self, task: Task) -> None:
+        """Stop ``task`` if the backend can; its ``done`` is still called once."""
+
+    def _open(self) -> None:
+        """Get ready for a run (start workers on first use); called by every run."""
+        if self.closed:
+            raise ExecutorError(f"{type(self).__name__} is closed")
+
+    def _shutdown(self) -> None:
+        """Release the workers this executor started."""
+
+    # -- shared surface ---------------------------------------------------------------
+    def run(self, outputs, inputs=(), **options):
+        """``dispatcher.run(self, outputs, inputs, **options)``."""
+        from ..api import run
+
+        return run(self, outputs, inputs, **options)
+
+    def close(self) -> None:
+        """Shut down what this executor started; running it again raises ExecutorError."""
+        if not self.closed:
+            self.closed = True
+            self._shutdown()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = " closed" if self.closed else ""
+        return f"<{type(self).__name__}{state}>"

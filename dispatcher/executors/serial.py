@@ -1,0 +1,94 @@
+"""SerialExecutor: one node at a time, in the calling thread.
+
+The engine calls each node's function itself (``runs_inline``), so a serial run
+costs little more than calling the functions by hand.
+
+Nodes run inside the caller's own stack, so ``pdb.set_trace()``, ``breakpoint()``
+and ``cProfile`` work inside them. A node's timeout is enforced with ``SIGALRM``
+when the run is driven from the main thread (the node is interrupted by a
+``TimeoutError`` raised inside it); from any other thread the node runs in a helper
+thread that is abandoned, still running, when its time is up.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+from ..results import format_exception
+from .base import Executor
+
+__all__ = ["SerialExecutor"]
+
+
+class SerialExecutor(Executor):
+    """Run nodes one at a time in the calling thread (debugging, profiling).
+
+    >>> import dispatcher as dp
+    >>> with dp.SerialExecutor() as ex:
+    ...     dp.run(ex, [dp.Op(max, 3, 4)])[0].value
+    4
+    """
+
+    synchronous = True
+    runs_inline = True
+    enforces_timeouts = True
+
+    def _submit(self, task, done) -> None:
+        if task.timeout is not None:
+            self._submit_timed(task, done)
+            return
+        try:
+            kwargs = task.kwargs
+            value = task.func(*task.args, **kwargs) if kwargs else task.func(*task.args)
+        except Exception as exc:
+            done(task, False, (exc, format_exception(exc)))
+        else:
+            done(task, True, value)
+
+    def _submit_timed(self, task, done) -> None:
+        if threading.current_thread() is threading.main_thread():
+            outcome = _call_with_alarm(task)
+        else:
+            outcome = _call_in_thread(task)
+        done(task, *outcome)
+
+
+def _timeout_error(task) -> TimeoutError:
+    return TimeoutError(f"node {task.node.label!r} ran longer than its timeout of {task.timeout} s")
+
+
+def _call_with_alarm(task):
+    def on_alarm(signum, frame):
+        raise _timeout_error(task)
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, task.timeout)
+    try:
+        try:
+            value = task.call()
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+    except Exception as exc:
+        return False, (exc, format_exception(exc))
+    finally:
+        signal.signal(signal.SIGALRM, previous)
+    return True, value
+
+
+def _call_in_thread(task):
+    box: list = []
+
+    def target():
+        try:
+            box.append((True, task.call()))
+        except BaseException as exc:
+            box.append((False, (exc, format_exception(exc))))
+
+    worker = threading.Thread(target=target, name=f"dispatcher-{task.node.label}", daemon=True)
+    worker.start()
+    worker.join(task.timeout)
+    if not box:
+        exc = _timeout_error(task)
+        return False, (exc, format_exception(exc))
+    return box[0]

@@ -1,0 +1,95 @@
+"""Results of a run and the package's exceptions.
+
+A run gives one :class:`DispatchResult` per requested output. A result is either
+a value or a :class:`DependencyError`; the error always names the node that failed
+first, carries the original exception and its formatted traceback from wherever the
+node ran, and is shared by every node downstream of that failure.
+"""
+
+from __future__ import annotations
+
+import traceback as _tb
+from typing import Any
+
+import attrs
+
+__all__ = [
+    "DispatcherError",
+    "DependencyError",
+    "ExecutorError",
+    "DispatchResult",
+]
+
+
+class DispatcherError(Exception):
+    """Base of the package's own exceptions."""
+
+
+class ExecutorError(DispatcherError):
+    """The graph or the executor's configuration cannot run.
+
+    Raised before anything runs for a cycle or a malformed graph, and for a closed
+    executor or a missing backend.
+    """
+
+
+class DependencyError(DispatcherError):
+    """A node failed, or a node it depends on failed.
+
+    Attributes:
+        error: the original exception.
+        traceback: its formatted traceback, from wherever the node ran.
+        node: the node that failed first.
+    """
+
+    def __init__(self, error: BaseException, traceback: str | None = None, node: Any = None):
+        self.error = error
+        self.traceback = traceback if traceback is not None else format_exception(error)
+        self.node = node
+        super().__init__(error, self.traceback, node)
+
+    def __str__(self) -> str:
+        label = self.node.label if self.node is not None else "<unknown>"
+        return f"node {label!r} failed: {type(self.error).__name__}: {self.error}"
+
+    def __repr__(self) -> str:
+        return f"DependencyError({self})"
+
+
+def format_exception(error: BaseException) -> str:
+    """The formatted traceback of ``error`` as one string."""
+    return "".join(_tb.format_exception(type(error), error, error.__traceback__))
+
+
+@attrs.define(slots=True, eq=False)
+class DispatchResult:
+    """The outcome of one output node: its value, or the error that stopped it."""
+
+    node: Any
+    value: Any = None
+    error: DependencyError | None = None
+
+    def is_ok(self) -> bool:
+        """True when the node produced a value."""
+        return self.error is None
+
+    def is_error(self) -> bool:
+        """True when the node or one of its dependencies failed."""
+        return self.error is not None
+
+    def unwrap(self) -> Any:
+        """The value, or raise the :class:`DependencyError`."""
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+    def __repr__(self) -> str:
+        label = self.node.label
+        if self.error is None:
+            return f"DispatchResult({label!r}, value={_short(self.value)})"
+        return f"DispatchResult({label!r}, error={self.error})"
+
+
+def _short(value: Any, width: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
