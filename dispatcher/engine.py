@@ -335,6 +335,7 @@ class RunState:
     def done(self, task: Task, ok: bool, payload: Any) -> None:
         """A task finished: ``payload`` is its value, or ``(exception, traceback)``."""
         node = task.node
+        task.args = task.kwargs = None  # the arguments may be large: drop them now
         running = self.running
         current = running.pop(node, None)
         if current is not task:  # a late answer from an attempt that timed out

@@ -373,6 +373,8 @@ class DataNode(DispatchNode):
 
     data: Any
 
+    light = True
+
     def __init__(self, data: Any, label: str | None = None):
         self._label = label
         self._outcome = data
@@ -381,6 +383,9 @@ class DataNode(DispatchNode):
 
     def fetch(self) -> Any:
         return self.data
+
+    def prepare(self, get):
+        return _identity, (self.data,), None
 
     def _default_label(self) -> str:
         return "data"
@@ -415,6 +420,10 @@ class IndexNode(DispatchNode):
 
     def _default_label(self) -> str:
         return f"{self.node.label}[{self.index!r}]"
+
+
+def _identity(value: Any) -> Any:
+    return value
 
 
 def _getitem(value: Any, index: Any) -> Any:

@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
+import functools
 import inspect
 import weakref
 
 from ..results import format_exception
 from .base import Executor
+from .pools import _report as _report_future
 
 __all__ = ["AsyncExecutor"]
 
@@ -79,26 +81,17 @@ class AsyncExecutor(Executor):
             if not inspect.isawaitable(awaitable):
                 done(task, True, awaitable)
                 return
-        task.handle = loop.create_task(self._await(task, awaitable, done, loop))
+        handle = task.handle = loop.create_task(self._await(awaitable, loop))
+        handle.add_done_callback(functools.partial(_report, task, done, awaitable))
 
-    async def _await(self, task, awaitable, done, loop) -> None:
-        try:
-            if self.max_concurrency is None:
-                value = await awaitable
-            else:
-                limit = self._limits.get(loop)
-                if limit is None:
-                    limit = self._limits[loop] = asyncio.Semaphore(self.max_concurrency)
-                async with limit:
-                    value = await awaitable
-        except asyncio.CancelledError as exc:
-            if inspect.iscoroutine(awaitable):
-                awaitable.close()
-            done(task, False, (exc, ""))
-        except Exception as exc:
-            done(task, False, (exc, format_exception(exc)))
-        else:
-            done(task, True, value)
+    async def _await(self, awaitable, loop):
+        if self.max_concurrency is None:
+            return await awaitable
+        limit = self._limits.get(loop)
+        if limit is None:
+            limit = self._limits[loop] = asyncio.Semaphore(self.max_concurrency)
+        async with limit:
+            return await awaitable
 
     def _cancel(self, task) -> None:
         if task.handle is not None:
@@ -109,3 +102,9 @@ class AsyncExecutor(Executor):
         if self._threads is not None:
             self._threads.shutdown(wait=True, cancel_futures=True)
             self._threads = None
+
+
+def _report(task, done, awaitable, handle) -> None:
+    if handle.cancelled() and inspect.iscoroutine(awaitable):
+        awaitable.close()  # cancelled before it started: never awaited
+    _report_future(task, done, handle)

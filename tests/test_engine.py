@@ -1,0 +1,499 @@
+"""Engine semantics on every in-process executor: errors, retries, timeouts,
+inputs, callbacks, progress, logging, release of intermediates, interruption."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import threading
+import time
+import weakref
+
+import pytest
+
+import dispatcher as dp
+from dispatcher.engine import Backoff, RunState
+
+from .conftest import make_executor
+
+FAST = Backoff(first_delay=0.001, factor=2.0, max_delay=0.01, jitter=0.1)
+
+
+def inc(x):
+    return x + 1
+
+
+def boom(*args):
+    raise ValueError("boom")
+
+
+# -- errors -------------------------------------------------------------------------
+
+
+def test_failure_deep_in_graph_names_the_node_and_spares_the_rest(executor):
+    chain = [dp.Op(inc, 0)]
+    for i in range(1, 300):
+        chain.append(dp.Op(boom if i == 150 else inc, chain[-1]))
+    chain[150].label = "deep-failure"
+    side = dp.Op(inc, chain[100])
+    results = dp.run(executor, [chain[-1], side, chain[149]], throw_error=False)
+    assert results[0].is_error()
+    err = results[0].error
+    assert err.node is chain[150] and isinstance(err.error, ValueError)
+    assert "deep-failure" in str(err) and "boom" in str(err)
+    assert "in boom" in err.traceback
+    assert err.__cause__ is err.error
+    assert results[1].value == 102 and results[2].value == 150
+    # every node downstream of the failure carries the same error
+    assert all(n.state() == "failed" for n in chain[150:])
+    with pytest.raises(dp.DependencyError) as info:
+        chain[200].fetch()
+    assert info.value is err
+    with pytest.raises(dp.DependencyError, match="deep-failure"):
+        dp.run(executor, [chain[-1]])
+
+
+def test_throw_error_stops_starting_nodes_serial():
+    ran = []
+    a = dp.Op(boom)
+    others = [dp.Op(ran.append, i) for i in range(5)]
+    with pytest.raises(dp.DependencyError):
+        dp.run(dp.SerialExecutor(), [a, *others])
+    assert ran == []
+
+
+@pytest.mark.parametrize("name", ["async", "threads", "pool"])
+def test_throw_error_awaits_running_nodes(name):
+    ex, pool = make_executor(name)
+    finished = []
+
+    def slow():
+        time.sleep(0.3)
+        finished.append(True)
+
+    async def slow_async():
+        await asyncio.sleep(0.3)
+        finished.append(True)
+
+    def fail_soon():
+        time.sleep(0.05)
+        raise ValueError("first")
+
+    slow_fn = slow_async if name == "async" else slow
+    with pytest.raises(dp.DependencyError, match="first"):
+        dp.run(ex, [dp.Op(slow_fn), dp.Op(fail_soon)])
+    ex.close()
+    if pool is not None:
+        pool.shutdown()
+    if name == "async":
+        assert finished == []  # cancelled
+    else:
+        assert finished == [True]  # a thread cannot be stopped: awaited
+    time.sleep(0.4)
+    assert finished in ([], [True])
+
+
+def test_throw_error_false_runs_everything_independent(executor):
+    bad = dp.Op(boom)
+    after = dp.Op(inc, bad)
+    fine = dp.Op(inc, 1)
+    results = dp.run(executor, [after, fine, bad], throw_error=False)
+    assert [r.is_error() for r in results] == [True, False, True]
+    assert results[0].error is results[2].error
+    assert results[1].unwrap() == 2
+
+
+def test_failed_input_propagates_and_unrun_input_is_refused(executor):
+    bad = dp.Op(boom)
+    dp.run(executor, [bad], throw_error=False)
+    child = dp.Op(inc, bad)
+    (result,) = dp.run(executor, [child], [bad], throw_error=False)
+    assert result.error.node is bad
+    fresh = dp.Op(inc, 1)
+    with pytest.raises(dp.ExecutorError, match="has not run"):
+        dp.run(executor, [dp.Op(inc, fresh)], [fresh])
+
+
+def test_bad_arguments_are_refused(executor):
+    with pytest.raises(TypeError, match="outputs must be nodes"):
+        dp.run(executor, [3])
+    with pytest.raises(TypeError, match="input_map keys"):
+        dp.run(executor, [dp.Op(inc, 1)], input_map={"x": 1})
+    with pytest.raises(TypeError, match="executor"):
+        dp.run("serial", [dp.Op(inc, 1)])
+    with pytest.raises(TypeError, match="Callback"):
+        dp.run(executor, [dp.Op(inc, 1)], callbacks=[print])
+
+
+def test_graph_missing_an_edge_is_refused(executor):
+    a = dp.Op(inc, 1)
+    b = dp.Op(inc, a)
+    g = dp.DispatchGraph()
+    g.add(a).add(b)
+    with pytest.raises(dp.ExecutorError, match="no edge"):
+        dp.run(executor, g)
+    g.add_edge(a, b)
+    assert [r.value for r in dp.run(executor, g)] == [3]
+
+
+def test_graph_edges_order_nodes_without_data(executor):
+    seen = []
+    first = dp.Op(seen.append, "first")
+    second = dp.Op(seen.append, "second")
+    g = dp.DispatchGraph([first, second])
+    g.add_edge(first, second)
+    dp.run(executor, g)
+    assert seen == ["first", "second"]
+
+
+def test_closed_executor_refuses_to_run(executor):
+    node = dp.Op(inc, 1)
+    assert dp.run(executor, [node])[0].value == 2
+    assert executor.run([node])[0].value == 2  # reusable
+    executor.close()
+    executor.close()
+    with pytest.raises(dp.ExecutorError, match="closed"):
+        dp.run(executor, [node])
+
+
+def test_outputs_given_by_input_map_and_data_nodes(executor):
+    a = dp.Op(boom)
+    b = dp.Op(inc, a)
+    results = dp.run(executor, [a, b, dp.DataNode("x")], input_map={a: 10})
+    assert [r.value for r in results] == [10, 11, "x"]
+
+
+# -- execute -----------------------------------------------------------------------
+
+
+def test_execute_forms(executor):
+    a = dp.Op(inc, 1)
+    b = dp.Op(inc, a)
+    assert dp.execute(b, executor) == 3
+    assert dp.execute([a, b], executor) == [2, 3]
+    assert dp.execute(dp.DispatchGraph([a, b])) == [3]
+    with pytest.raises(dp.DependencyError):
+        dp.execute(dp.Op(boom))
+    with pytest.raises(ValueError, match="throw_error"):
+        dp.execute(a, throw_error=False)
+
+
+# -- retries ------------------------------------------------------------------------
+
+
+class Flaky:
+    def __init__(self, failures, exc=ConnectionError):
+        self.failures = failures
+        self.calls = 0
+        self.exc = exc
+
+    def __call__(self, x):
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise self.exc(f"failure {self.calls}")
+        return x * 10
+
+
+def test_retry_until_success(executor_factory):
+    ex = executor_factory(retries=3, retry_on=[lambda e: isinstance(e, ConnectionError)], backoff=FAST)
+    flaky = Flaky(2)
+    retried = []
+
+    class Watch(dp.Callback):
+        def on_retry(self, node, error, attempt, delay):
+            retried.append((attempt, str(error), delay > 0))
+
+    assert dp.run(ex, [dp.Op(flaky, 4)], callbacks=[Watch()])[0].value == 40
+    assert flaky.calls == 3
+    assert retried == [(1, "failure 1", True), (2, "failure 2", True)]
+
+
+def test_retries_run_out(executor_factory):
+    ex = executor_factory(retries=2, retry_on=lambda e: True, backoff=FAST)
+    flaky = Flaky(10)
+    with pytest.raises(dp.DependencyError, match="failure 3"):
+        dp.run(ex, [dp.Op(flaky, 1)])
+    assert flaky.calls == 3
+
+
+def test_no_retry_without_a_predicate_saying_so(executor_factory):
+    ex = executor_factory(backoff=FAST)  # default retry_on: none for in-process executors
+    flaky = Flaky(1)
+    with pytest.raises(dp.DependencyError):
+        dp.run(ex, [dp.Op(flaky, 1)])
+    assert flaky.calls == 1
+    ex2 = executor_factory(retry_on=lambda e: isinstance(e, KeyError), backoff=FAST)
+    flaky = Flaky(1)
+    with pytest.raises(dp.DependencyError):
+        dp.run(ex2, [dp.Op(flaky, 1)])
+    assert flaky.calls == 1
+
+
+def test_node_options_override_executor_retries(executor_factory):
+    ex = executor_factory(retries=0, backoff=FAST)
+    flaky = Flaky(2)
+    node = dp.op(flaky, retries=2, retry_on=lambda e: True)(5)
+    assert dp.run(ex, [node])[0].value == 50
+    never = Flaky(1)
+    node = dp.op(never, retry_on=lambda e: False)(5)
+    ex2 = executor_factory(retries=5, retry_on=lambda e: True, backoff=FAST)
+    with pytest.raises(dp.DependencyError):
+        dp.run(ex2, [node])
+    assert never.calls == 1
+
+
+def test_retry_predicate_that_raises_is_reported(executor_factory):
+    ex = executor_factory(retry_on=lambda e: 1 / 0, backoff=FAST)
+    with pytest.raises(dp.DispatcherError, match="retry_on predicate"):
+        dp.run(ex, [dp.Op(boom)])
+
+
+def test_backoff_is_exponential_and_jittered():
+    b = Backoff(first_delay=0.1, factor=3.0, max_delay=1.0, jitter=0.1)
+    assert b.delay(1, lambda: 0.5) == pytest.approx(0.1)
+    assert b.delay(2, lambda: 0.5) == pytest.approx(0.3)
+    assert b.delay(5, lambda: 0.5) == pytest.approx(1.0)
+    assert b.delay(1, lambda: 0.0) == pytest.approx(0.09)
+    assert b.delay(1, lambda: 1.0) == pytest.approx(0.11)
+    with pytest.raises(TypeError):
+        dp.SerialExecutor(backoff=0.5)
+
+
+# -- timeouts ----------------------------------------------------------------------
+
+
+def test_node_timeout_fails_with_timeout_error(executor_factory):
+    ex = executor_factory()
+    finished = []
+
+    if executor_factory.name == "async":
+
+        async def slow():
+            await asyncio.sleep(2)
+            finished.append(True)
+    else:
+
+        def slow():
+            time.sleep(2) if executor_factory.name != "serial" else _spin(2)
+            finished.append(True)
+
+    node = dp.op(slow, timeout=0.2)()
+    start = time.monotonic()
+    with pytest.raises(dp.DependencyError) as info:
+        dp.run(ex, [node])
+    assert time.monotonic() - start < 1.9
+    assert isinstance(info.value.error, TimeoutError)
+    assert "timeout of 0.2 s" in str(info.value)
+    if executor_factory.name in ("serial", "async"):
+        time.sleep(0.1)
+        assert finished == []  # the work was stopped
+
+
+def _spin(seconds):
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass
+
+
+def test_timeout_then_retry_succeeds(executor_factory):
+    ex = executor_factory(timeout=0.2, retry_on=lambda e: isinstance(e, TimeoutError), backoff=FAST)
+    calls = []
+
+    def first_slow():
+        calls.append(1)
+        if len(calls) == 1:
+            time.sleep(0.6)
+        return "ok"
+
+    assert dp.run(ex, [dp.Op(first_slow)])[0].value == "ok"
+    assert len(calls) == 2
+
+
+def test_serial_timeout_off_the_main_thread():
+    box = []
+
+    def target():
+        try:
+            dp.execute(dp.op(time.sleep, timeout=0.1)(1))
+        except dp.DependencyError as err:
+            box.append(err)
+
+    t = threading.Thread(target=target)
+    t.start()
+    t.join(5)
+    assert isinstance(box[0].error, TimeoutError)
+
+
+def test_executor_options_are_validated():
+    with pytest.raises(ValueError):
+        dp.ThreadExecutor(timeout=-1)
+    with pytest.raises(ValueError):
+        dp.SerialExecutor(retries=-1)
+    with pytest.raises(ValueError):
+        dp.ThreadExecutor(0)
+    with pytest.raises(ValueError):
+        dp.AsyncExecutor(sync="processes")
+
+
+# -- callbacks, progress, logging --------------------------------------------------
+
+
+class Recorder(dp.Callback):
+    def __init__(self):
+        self.events = []
+
+    def on_start(self, total):
+        self.events.append(("start", total))
+
+    def on_submit(self, node):
+        self.events.append(("submit", node.label))
+
+    def on_finish(self, node, value):
+        self.events.append(("finish", node.label, value))
+
+    def on_fail(self, node, error):
+        self.events.append(("fail", node.label, error.node.label))
+
+    def on_end(self):
+        self.events.append(("end",))
+
+
+def test_callbacks_see_every_node(executor):
+    a = dp.op(inc, label="a")(1)
+    b = dp.op(inc, label="b")(a)
+    bad = dp.op(boom, label="bad")(a)
+    after = dp.op(inc, label="after")(bad)
+    rec = Recorder()
+    dp.run(executor, [b, after], callbacks=[rec], throw_error=False)
+    ev = rec.events
+    assert ev[0] == ("start", 4) and ev[-1] == ("end",)
+    assert ev.index(("submit", "a")) < ev.index(("finish", "a", 2)) < ev.index(("submit", "b"))
+    assert ("finish", "b", 3) in ev
+    assert ("fail", "bad", "bad") in ev and ("fail", "after", "bad") in ev
+    assert ("submit", "after") not in ev
+
+
+def test_exception_in_callback_ends_the_run_clearly(executor):
+    class Broken(dp.Callback):
+        def on_finish(self, node, value):
+            raise RuntimeError("callback bug")
+
+    with pytest.raises(dp.DispatcherError, match=r"Broken.on_finish for node 'inc'.*callback bug"):
+        dp.run(executor, [dp.Op(inc, dp.Op(inc, 1))], callbacks=[Broken()])
+    # the executor is still usable
+    assert dp.run(executor, [dp.Op(inc, 1)])[0].value == 2
+
+
+def test_progress_bar_on_stderr(executor, capsys):
+    dp.run(executor, [dp.Op(sum, [dp.Op(inc, i) for i in range(7)])], progress=True)
+    err = capsys.readouterr().err
+    assert "8/8" in err and "dispatcher" in err
+
+
+def test_logging(executor, caplog):
+    with caplog.at_level(logging.DEBUG, logger="dispatcher"):
+        dp.run(executor, [dp.op(inc, label="logged")(1), dp.Op(boom)], throw_error=False)
+    messages = [r.getMessage() for r in caplog.records if r.name == "dispatcher"]
+    assert "start 'logged'" in messages and "finished 'logged'" in messages
+    assert any("node 'boom' failed: ValueError: boom" in m for m in messages)
+
+
+# -- release of intermediates -------------------------------------------------------
+
+
+class Big:
+    pass
+
+
+def test_release_frees_intermediates_but_keeps_outputs(executor):
+    refs = []
+
+    def make():
+        value = Big()
+        refs.append(weakref.ref(value))
+        return value
+
+    def use(v):
+        return "used"
+
+    def check(_):
+        gc.collect()
+        return refs[0]() is None
+
+    a = dp.Op(make)
+    b = dp.Op(use, a)
+    c = dp.Op(check, b)
+    assert dp.run(executor, [c, b], release=True)[0].value is True
+    with pytest.raises(dp.DispatcherError, match="released"):
+        a.fetch()
+    assert a.state() == "released"
+    assert b.fetch() == "used"
+    # a later run that needs a as an input is refused instead of using a stale value
+    with pytest.raises(dp.ExecutorError, match="released"):
+        dp.run(executor, [dp.Op(use, a)], [a])
+    refs.clear()
+    assert dp.run(executor, [c])[0].value is False  # kept by default
+    assert isinstance(a.fetch(), Big)
+
+
+def test_release_in_state_counts_every_dependent():
+    a = dp.Op(inc, 1)
+    b = dp.Op(inc, a)
+    c = dp.Op(inc, a)
+    d = dp.Op(sum, [b, c])
+    state = RunState([d], release=True)
+    assert state.needed == {a: 2, b: 1, c: 1}
+
+
+# -- run_async and loops -------------------------------------------------------------
+
+
+def test_run_async_inside_a_loop(executor):
+    async def main():
+        other = asyncio.create_task(asyncio.sleep(0.01, "other"))
+        results = await dp.run_async(executor, [dp.Op(inc, dp.Op(inc, 1))])
+        return results[0].value, await other
+
+    assert asyncio.run(main()) == (3, "other")
+
+
+def test_blocking_run_of_async_executor_inside_a_running_loop():
+    async def coro(x):
+        await asyncio.sleep(0.01)
+        return x * 2
+
+    async def notebook_cell():
+        return dp.execute(dp.Op(coro, 21), dp.AsyncExecutor())
+
+    assert asyncio.run(notebook_cell()) == 42
+
+
+def test_async_executor_concurrency_and_threads():
+    active = []
+    peak = []
+
+    async def job(i):
+        active.append(i)
+        peak.append(len(active))
+        await asyncio.sleep(0.02)
+        active.remove(i)
+        return i
+
+    with dp.AsyncExecutor(max_concurrency=3) as ex:
+        assert dp.execute([dp.Op(job, i) for i in range(12)], ex) == list(range(12))
+    assert max(peak) == 3
+
+    with dp.AsyncExecutor(sync="threads", max_workers=2) as ex:
+        names = dp.execute([dp.Op(lambda: threading.current_thread().name) for _ in range(4)], ex)
+    assert all(n.startswith("dispatcher-async") for n in names)
+
+
+def test_async_executor_awaits_many_coroutines_concurrently():
+    async def wait(x):
+        await asyncio.sleep(0.2)
+        return x
+
+    start = time.monotonic()
+    assert dp.execute(dp.CollectNode([dp.Op(wait, i) for i in range(50)]), dp.AsyncExecutor()) == list(range(50))
+    assert time.monotonic() - start < 5  # 50 sequential sleeps would take 10 s
