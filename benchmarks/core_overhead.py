@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import math
 import platform
 import statistics
 import sys
@@ -92,7 +93,14 @@ def timed(fn, repeat):
     return statistics.median(times), min(times), max(times)
 
 
-def measure(shape, n, repeat, with_dask):
+EXECUTORS = {
+    "serial": dp.SerialExecutor,
+    "threads": dp.ThreadExecutor,
+    "async": dp.AsyncExecutor,
+}
+
+
+def measure(shape, n, repeat, executors, with_dask, dask_history, dask_budget):
     build = SHAPES[shape]
     gc.collect()
     start = time.perf_counter()
@@ -103,54 +111,90 @@ def measure(shape, n, repeat, with_dask):
     program = plain_program(output)
     plain = timed(lambda: run_plain(program), repeat)[0]
     row["plain_us"] = plain / n * 1e6
-    executors = {
-        "serial": dp.SerialExecutor(),
-        "threads": dp.ThreadExecutor(),
-        "async": dp.AsyncExecutor(),
-    }
-    for name, ex in executors.items():
-        with ex:
+    for name in executors:
+        with EXECUTORS[name]() as ex:
             t = timed(lambda ex=ex: dp.run(ex, [output]), repeat)[0]
         row[f"{name}_us"] = t / n * 1e6
         row[f"{name}_overhead_us"] = (t - plain) / n * 1e6
     if with_dask:
         import dask
 
+        estimate = _estimate(dask_history, n)
+        if estimate > dask_budget:
+            row["dask_skipped_estimate_s"] = estimate
+            return row
         d = dask_graph(output)
         t = timed(lambda: dask.compute(d, scheduler="sync"), repeat)[0]
+        dask_history.append((n, t))
         row["dask_sync_us"] = t / n * 1e6
         row["dask_sync_overhead_us"] = (t - plain) / n * 1e6
-        row["dask_over_serial"] = row["dask_sync_overhead_us"] / row["serial_overhead_us"]
+        if "serial_overhead_us" in row:
+            row["dask_over_serial"] = row["dask_sync_overhead_us"] / row["serial_overhead_us"]
     return row
 
 
+def _estimate(history, n):
+    """Seconds one dask run at ``n`` nodes will take, extrapolated from smaller sizes
+    with the growth exponent seen between the last two (dask's cost per node grows
+    with the size on some shapes)."""
+    if not history:
+        return 0.0
+    n1, t1 = history[-1]
+    k = 1.0
+    if len(history) > 1:
+        n0, t0 = history[-2]
+        k = max(1.0, math.log(t1 / t0) / math.log(n1 / n0))
+    return t1 * (n / n1) ** k * 2  # a warm-up and at least one timed run
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000, 10_000, 100_000])
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--executors", nargs="+", default=list(EXECUTORS), choices=list(EXECUTORS))
     parser.add_argument("--no-dask", action="store_true", help="skip the dask.delayed baseline")
+    parser.add_argument(
+        "--dask-budget",
+        type=float,
+        default=120.0,
+        help="skip a dask measurement expected to take longer than this many seconds",
+    )
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args(argv)
     sys.setrecursionlimit(max(10_000, sys.getrecursionlimit()))
 
-    cols = ["shape", "nodes", "build_us", "plain_us", "serial_overhead_us", "threads_overhead_us",
-            "async_overhead_us"]
+    cols = ["shape", "nodes", "build_us", "plain_us"] + [f"{e}_overhead_us" for e in args.executors]
     if not args.no_dask:
-        cols += ["dask_sync_overhead_us", "dask_over_serial"]
+        cols += ["dask_sync_overhead_us"]
+        if "serial" in args.executors:
+            cols += ["dask_over_serial"]
     print(f"# python {platform.python_version()}, {platform.machine()}, dispatcher {dp.__version__}")
     print("# µs per node, median of", args.repeat, "runs; overhead = executor time - plain time")
-    print(" ".join(f"{c:>20}" for c in cols))
+    print(" ".join(f"{c:>14}" for c in cols))
     rows = []
     for shape in args.shapes:
+        dask_history: list = []
         for n in args.sizes:
-            row = measure(shape, n, args.repeat, not args.no_dask)
+            row = measure(
+                shape, n, args.repeat, args.executors, not args.no_dask, dask_history, args.dask_budget
+            )
             rows.append(row)
-            print(" ".join(f"{row[c]:>20.2f}" if isinstance(row[c], float) else f"{row[c]:>20}" for c in cols),
-                  flush=True)
+            print(" ".join(_cell(row, c) for c in cols), flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"python": platform.python_version(), "rows": rows}, f, indent=2)
+
+
+def _cell(row, col):
+    value = row.get(col)
+    if value is None:
+        est = row.get("dask_skipped_estimate_s")
+        text = f"skip~{est:.0f}s" if est is not None and col.startswith("dask") else "-"
+        return f"{text:>14}"
+    return f"{value:>14.2f}" if isinstance(value, float) else f"{value:>14}"
 
 
 if __name__ == "__main__":

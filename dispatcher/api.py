@@ -19,7 +19,7 @@ from .graph import DispatchGraph
 from .nodes import DispatchNode
 from .results import DispatchResult
 
-__all__ = ["run", "execute", "run_async", "ProgressBar"]
+__all__ = ["ProgressBar", "execute", "run", "run_async"]
 
 
 class ProgressBar(Callback):
@@ -204,5 +204,3 @@ def _run_coroutine(coro):
     if "error" in box:
         raise box["error"]
     return box["value"]
-
-

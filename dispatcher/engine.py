@@ -58,7 +58,7 @@ from .graph import DispatchGraph, _deps_of, topological_order
 from .nodes import NEVER, RELEASED, DispatchNode, Failure, _func_name
 from .results import DependencyError, DispatcherError, DispatchResult, ExecutorError, format_exception
 
-__all__ = ["Backoff", "Callback", "Task", "RunState", "drive", "drive_async"]
+__all__ = ["Backoff", "Callback", "RunState", "Task", "drive", "drive_async"]
 
 logger = logging.getLogger("dispatcher")
 
@@ -112,7 +112,7 @@ class Callback:
 class Task:
     """One attempt at running one node: what an executor starts."""
 
-    __slots__ = ("node", "func", "args", "kwargs", "attempt", "timeout", "handle")
+    __slots__ = ("args", "attempt", "func", "handle", "kwargs", "node", "timeout")
 
     def __init__(self, node, func, args, kwargs, attempt, timeout):
         self.node = node
@@ -373,7 +373,9 @@ class RunState:
             if self.running.get(task.node) is task:
                 del self.running[task.node]
                 expired.append(task)
-                exc = TimeoutError(f"node {task.node.label!r} ran longer than its timeout of {task.timeout} s")
+                exc = TimeoutError(
+                    f"node {task.node.label!r} ran longer than its timeout of {task.timeout} s"
+                )
                 self._failed(task.node, exc, format_exception(exc), task.attempt)
         delayed = self.delayed
         while delayed and delayed[0][0] <= now:
@@ -469,7 +471,12 @@ class RunState:
                 heapq.heappush(self.delayed, (self.clock() + delay, self._seq, node))
                 logger.warning(
                     "node %r failed (attempt %d of %d), retrying in %.3g s: %s: %s",
-                    node.label, attempt, retries + 1, delay, type(exc).__name__, exc,
+                    node.label,
+                    attempt,
+                    retries + 1,
+                    delay,
+                    type(exc).__name__,
+                    exc,
                 )
                 if self.callbacks:
                     self._notify("on_retry", node, node, exc, attempt, delay)

@@ -42,7 +42,7 @@ class DispatchGraph:
     (2, True, True)
     """
 
-    __slots__ = ("_parents", "_children")
+    __slots__ = ("_children", "_parents")
 
     def __init__(
         self,

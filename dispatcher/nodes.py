@@ -27,12 +27,12 @@ import attrs
 from .results import DependencyError, DispatcherError
 
 __all__ = [
+    "CollectNode",
+    "DataNode",
     "DispatchNode",
+    "IndexNode",
     "Op",
     "op",
-    "DataNode",
-    "IndexNode",
-    "CollectNode",
 ]
 
 _CONTAINERS = (list, tuple, set, frozenset, dict)
@@ -208,7 +208,7 @@ def _short(value: Any, width: int = 40) -> str:
         return f"<{value.label}>"
     if type(value) in _CONTAINERS and len(value) > 4:
         return f"{type(value).__name__}[{len(value)}]"
-    text = repr(value) if not type(value) in _CONTAINERS else _short_container(value)
+    text = repr(value) if type(value) not in _CONTAINERS else _short_container(value)
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
@@ -468,7 +468,7 @@ _OPTIONS = ("label", "nout", "retries", "retry_on", "timeout")
 class OpFunction:
     """A function wrapped by :func:`op`: calling it returns an :class:`Op`."""
 
-    __slots__ = ("func", "options", "__dict__")
+    __slots__ = ("__dict__", "func", "options")
 
     def __init__(self, func: Callable, options: dict):
         self.func = func

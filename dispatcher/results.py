@@ -14,10 +14,10 @@ from typing import Any
 import attrs
 
 __all__ = [
-    "DispatcherError",
     "DependencyError",
-    "ExecutorError",
     "DispatchResult",
+    "DispatcherError",
+    "ExecutorError",
 ]
 
 

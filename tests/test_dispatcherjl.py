@@ -50,7 +50,7 @@ def test_executor_example_on_graph(executor):
     b = dp.Op(lambda x: x, 4)
     c = dp.Op(max, a, b)
     e = dp.op(factorials, nout=2)(c)
-    f, g = e
+    _f, g = e
     h = dp.Op(lambda x: x / 2, g)
     results = dp.run(executor, dp.DispatchGraph(h))
     assert [r.unwrap() for r in results] == [math.factorial(8) / 2]
@@ -143,7 +143,7 @@ def test_application_errors(executor):
     d = dp.Op(math.sqrt, c)
     e = dp.op(application_error, nout=2)(c)
     e.set_label("ApplicationError")
-    f, g = e
+    _f, g = e
     h = dp.Op(lambda x: comm.put(x / 2), g)
     h.set_label("put!")
 

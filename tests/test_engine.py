@@ -495,5 +495,7 @@ def test_async_executor_awaits_many_coroutines_concurrently():
         return x
 
     start = time.monotonic()
-    assert dp.execute(dp.CollectNode([dp.Op(wait, i) for i in range(50)]), dp.AsyncExecutor()) == list(range(50))
+    assert dp.execute(dp.CollectNode([dp.Op(wait, i) for i in range(50)]), dp.AsyncExecutor()) == list(
+        range(50)
+    )
     assert time.monotonic() - start < 5  # 50 sequential sleeps would take 10 s

@@ -151,7 +151,7 @@ def test_index_node_and_unpacking():
     node = dp.Op(dict, x=1)
     assert dp.execute(node["x"]) == 1
     with pytest.raises(TypeError, match="nout"):
-        a, b = dp.Op(tuple, [1, 2])
+        _a, _b = dp.Op(tuple, [1, 2])
     with pytest.raises(TypeError, match="node"):
         dp.IndexNode(3, 0)
 

@@ -5,4 +5,4 @@ from .base import Executor
 from .pools import PoolExecutor, ThreadExecutor
 from .serial import SerialExecutor
 
-__all__ = ["Executor", "SerialExecutor", "AsyncExecutor", "ThreadExecutor", "PoolExecutor"]
+__all__ = ["AsyncExecutor", "Executor", "PoolExecutor", "SerialExecutor", "ThreadExecutor"]
