@@ -7,8 +7,18 @@ one process and one run:
 - plain: µs per node for plain Python calling the same functions in topological
   order (the floor);
 - each in-process executor: run time per node, and its overhead over plain;
-- dask: ``dask.delayed`` graph of the same calls computed with
-  ``scheduler="sync"`` (build excluded), and its overhead over plain.
+- dask, twice: ``dask.delayed`` objects of the same calls computed with
+  ``scheduler="sync"`` (``dask_delayed``), and the same calls as a plain dask task
+  graph (a dict of task tuples) given to dask's synchronous scheduler,
+  ``dask.local.get_sync`` (``dask_sync``): the second leaves out dask.delayed's
+  graph handling and optimisation, so it is dask's scheduling cost alone. Building
+  either is not timed.
+
+``dask.delayed`` copies every ancestor's graph layers into each new object, so a
+deep chain of delayed objects takes memory quadratic in its length (a 100,000-node
+chain does not fit in 24 GiB); delayed chains longer than ``--delayed-chain-max``
+are not measured, and any dask measurement expected to take longer than
+``--dask-budget`` seconds is skipped and its estimate shown.
 
 Every figure is the median of ``--repeat`` timings after one warm-up.
 
@@ -73,13 +83,20 @@ def run_plain(program):
     return values[-1]
 
 
-def dask_graph(output):
+def dask_delayed(output):
     import dask
 
     made = {}
     for n in dp.DispatchGraph(output).topological_order():
         made[n] = dask.delayed(n.func, pure=False)(*[made[a] for a in n.args])
     return made[output]
+
+
+def dask_task_graph(output):
+    """The same calls as a dask task graph: {key: (func, *argument keys)}."""
+    order = dp.DispatchGraph(output).topological_order()
+    key = {n: f"n{i}" for i, n in enumerate(order)}
+    return {key[n]: (n.func, *[key[a] for a in n.args]) for n in order}, key[output]
 
 
 def timed(fn, repeat):
@@ -100,7 +117,9 @@ EXECUTORS = {
 }
 
 
-def measure(shape, n, repeat, executors, with_dask, dask_history, dask_budget):
+def measure(
+    shape, n, repeat, executors, with_dask, dask_history, delayed_history, dask_budget, delayed_chain_max
+):
     build = SHAPES[shape]
     gc.collect()
     start = time.perf_counter()
@@ -118,19 +137,47 @@ def measure(shape, n, repeat, executors, with_dask, dask_history, dask_budget):
         row[f"{name}_overhead_us"] = (t - plain) / n * 1e6
     if with_dask:
         import dask
+        import dask.local
 
-        estimate = _estimate(dask_history, n)
-        if estimate > dask_budget:
-            row["dask_skipped_estimate_s"] = estimate
-            return row
-        d = dask_graph(output)
-        t = timed(lambda: dask.compute(d, scheduler="sync"), repeat)[0]
-        dask_history.append((n, t))
-        row["dask_sync_us"] = t / n * 1e6
-        row["dask_sync_overhead_us"] = (t - plain) / n * 1e6
-        if "serial_overhead_us" in row:
-            row["dask_over_serial"] = row["dask_sync_overhead_us"] / row["serial_overhead_us"]
+        dsk, key = dask_task_graph(output)
+        _dask_column(
+            row,
+            "dask_sync",
+            n,
+            plain,
+            repeat,
+            dask_history,
+            dask_budget,
+            lambda: dask.local.get_sync(dsk, key),
+        )
+        if shape == "chain" and n > delayed_chain_max:
+            row["dask_delayed_skipped"] = "chain too long for dask.delayed's memory"
+        else:
+            d = dask_delayed(output)
+            _dask_column(
+                row,
+                "dask_delayed",
+                n,
+                plain,
+                repeat,
+                delayed_history,
+                dask_budget,
+                lambda: dask.compute(d, scheduler="sync"),
+            )
     return row
+
+
+def _dask_column(row, name, n, plain, repeat, history, budget, fn):
+    estimate = _estimate(history, n)
+    if estimate > budget:
+        row[f"{name}_skipped_estimate_s"] = estimate
+        return
+    t = timed(fn, repeat)[0]
+    history.append((n, t))
+    row[f"{name}_us"] = t / n * 1e6
+    row[f"{name}_overhead_us"] = (t - plain) / n * 1e6
+    if "serial_overhead_us" in row:
+        row[f"{name}_over_serial"] = row[f"{name}_overhead_us"] / row["serial_overhead_us"]
 
 
 def _estimate(history, n):
@@ -162,24 +209,39 @@ def main(argv=None):
         default=120.0,
         help="skip a dask measurement expected to take longer than this many seconds",
     )
+    parser.add_argument(
+        "--delayed-chain-max",
+        type=int,
+        default=20_000,
+        help="longest chain measured with dask.delayed (its memory is quadratic)",
+    )
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args(argv)
     sys.setrecursionlimit(max(10_000, sys.getrecursionlimit()))
 
     cols = ["shape", "nodes", "build_us", "plain_us"] + [f"{e}_overhead_us" for e in args.executors]
     if not args.no_dask:
-        cols += ["dask_sync_overhead_us"]
+        cols += ["dask_sync_overhead_us", "dask_delayed_overhead_us"]
         if "serial" in args.executors:
-            cols += ["dask_over_serial"]
+            cols += ["dask_sync_over_serial", "dask_delayed_over_serial"]
     print(f"# python {platform.python_version()}, {platform.machine()}, dispatcher {dp.__version__}")
     print("# µs per node, median of", args.repeat, "runs; overhead = executor time - plain time")
-    print(" ".join(f"{c:>14}" for c in cols))
+    print(" ".join(f"{c:>{_width(c)}}" for c in cols))
     rows = []
     for shape in args.shapes:
         dask_history: list = []
+        delayed_history: list = []
         for n in args.sizes:
             row = measure(
-                shape, n, args.repeat, args.executors, not args.no_dask, dask_history, args.dask_budget
+                shape,
+                n,
+                args.repeat,
+                args.executors,
+                not args.no_dask,
+                dask_history,
+                delayed_history,
+                args.dask_budget,
+                args.delayed_chain_max,
             )
             rows.append(row)
             print(" ".join(_cell(row, c) for c in cols), flush=True)
@@ -191,10 +253,15 @@ def main(argv=None):
 def _cell(row, col):
     value = row.get(col)
     if value is None:
-        est = row.get("dask_skipped_estimate_s")
+        prefix = "dask_delayed" if col.startswith("dask_delayed") else "dask_sync"
+        est = row.get(f"{prefix}_skipped_estimate_s")
         text = f"skip~{est:.0f}s" if est is not None and col.startswith("dask") else "-"
-        return f"{text:>14}"
-    return f"{value:>14.2f}" if isinstance(value, float) else f"{value:>14}"
+        return f"{text:>{_width(col)}}"
+    return f"{value:>{_width(col)}.2f}" if isinstance(value, float) else f"{value:>{_width(col)}}"
+
+
+def _width(col):
+    return max(10, len(col))
 
 
 if __name__ == "__main__":

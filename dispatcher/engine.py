@@ -298,20 +298,24 @@ class RunState:
         without a task.
         """
         ready = self.ready
+        poison = self.poison
+        get = self._get
+        inline_light = self.inline_light
+        inline_untimed = self.inline_all
         while ready and self.error is None:
             node = ready.pop()
-            if self.poison and node in self.poison:
-                self._finish_error(node, self.poison.pop(node))
+            if poison and node in poison:
+                self._finish_error(node, poison.pop(node))
                 continue
             try:
-                func, args, kwargs = node.prepare(self._get)
+                func, args, kwargs = node.prepare(get)
             except Exception as exc:  # a malformed node: fail it, do not crash the run
                 self._failed(node, exc, format_exception(exc), 1)
                 continue
             timeout = node.timeout
             if timeout is None:
                 timeout = self.timeout
-            if (node.light and self.inline_light) or (self.inline_all and timeout is None):
+            if (inline_untimed and timeout is None) or (inline_light and node.light):
                 if self.hooks:
                     self._submitted(node)
                 try:

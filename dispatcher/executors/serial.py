@@ -35,23 +35,21 @@ class SerialExecutor(Executor):
     enforces_timeouts = True
 
     def _submit(self, task, done) -> None:
-        if task.timeout is not None:
-            self._submit_timed(task, done)
-            return
-        try:
-            kwargs = task.kwargs
-            value = task.func(*task.args, **kwargs) if kwargs else task.func(*task.args)
-        except Exception as exc:
-            done(task, False, (exc, format_exception(exc)))
-        else:
-            done(task, True, value)
-
-    def _submit_timed(self, task, done) -> None:
-        if threading.current_thread() is threading.main_thread():
+        # The engine calls untimed nodes itself (runs_inline); the rest come here.
+        if task.timeout is None:
+            outcome = _call(task)
+        elif threading.current_thread() is threading.main_thread():
             outcome = _call_with_alarm(task)
         else:
             outcome = _call_in_thread(task)
         done(task, *outcome)
+
+
+def _call(task):
+    try:
+        return True, task.call()
+    except Exception as exc:
+        return False, (exc, format_exception(exc))
 
 
 def _timeout_error(task) -> TimeoutError:
@@ -65,25 +63,19 @@ def _call_with_alarm(task):
     previous = signal.signal(signal.SIGALRM, on_alarm)
     signal.setitimer(signal.ITIMER_REAL, task.timeout)
     try:
-        try:
-            value = task.call()
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-    except Exception as exc:
+        return _call(task)
+    except TimeoutError as exc:  # the alarm rang as the call was returning
         return False, (exc, format_exception(exc))
     finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
-    return True, value
 
 
 def _call_in_thread(task):
     box: list = []
 
     def target():
-        try:
-            box.append((True, task.call()))
-        except BaseException as exc:
-            box.append((False, (exc, format_exception(exc))))
+        box.append(_call(task))
 
     worker = threading.Thread(target=target, name=f"dispatcher-{task.node.label}", daemon=True)
     worker.start()
