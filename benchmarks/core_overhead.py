@@ -20,7 +20,9 @@ chain does not fit in 24 GiB); delayed chains longer than ``--delayed-chain-max`
 are not measured, and any dask measurement expected to take longer than
 ``--dask-budget`` seconds is skipped and its estimate shown.
 
-Every figure is the median of ``--repeat`` timings after one warm-up.
+Every figure is the median of ``max(--repeat, 100000 // nodes)`` timings after one
+warm-up, so that small graphs, which run in a millisecond, are timed often enough
+to rise above the noise of a shared machine.
 
     python benchmarks/core_overhead.py                 # 1e3, 1e4, 1e5 nodes
     python benchmarks/core_overhead.py --sizes 1000000 --no-dask
@@ -127,6 +129,7 @@ def measure(
     build_s = time.perf_counter() - start
     n = len(dp.DispatchGraph(output))
     row = {"shape": shape, "nodes": n, "build_us": build_s / n * 1e6}
+    repeat = max(repeat, 100_000 // n)
     program = plain_program(output)
     plain = timed(lambda: run_plain(program), repeat)[0]
     row["plain_us"] = plain / n * 1e6
@@ -225,7 +228,9 @@ def main(argv=None):
         if "serial" in args.executors:
             cols += ["dask_sync_over_serial", "dask_delayed_over_serial"]
     print(f"# python {platform.python_version()}, {platform.machine()}, dispatcher {dp.__version__}")
-    print("# µs per node, median of", args.repeat, "runs; overhead = executor time - plain time")
+    print(
+        f"# µs per node, median of max({args.repeat}, 100000 // nodes) runs; overhead = run time - plain time"
+    )
     print(" ".join(f"{c:>{_width(c)}}" for c in cols))
     rows = []
     for shape in args.shapes:

@@ -227,7 +227,7 @@ class RunState:
         given = self.values
         failed_given = self.errors
         waiting: dict = {}  # node -> number of unfinished dependencies
-        children: dict = {}  # node -> nodes waiting for it
+        children: dict = {}  # node -> the node waiting for it, or a list of several
         poison: dict = {}  # node -> DependencyError of a failed given dependency
         ready: list = []
         out_of_order = False  # an edge against creation order: a cycle is possible
@@ -250,11 +250,15 @@ class RunState:
                     out_of_order = True
                 kids = children.get(dep)
                 if kids is None:
-                    children[dep] = [node]
+                    # one waiting node is stored bare: most nodes have one, and
+                    # a list for each would cost memory and garbage collection
+                    children[dep] = node
                     if dep not in waiting:
                         stack.append(dep)
-                else:
+                elif type(kids) is list:
                     kids.append(node)
+                else:
+                    children[dep] = [kids, node]
             waiting[node] = count
             if count == 0:
                 ready.append(node)
@@ -273,7 +277,7 @@ class RunState:
         self.total = len(waiting)
         self.remaining = len(waiting)
         # node -> how many dependents still need its value; None keeps every value
-        self.needed = {n: len(kids) for n, kids in children.items()} if self.release else None
+        self.needed = {n: len(_kids(k)) for n, k in children.items()} if self.release else None
         self.keep = set(self.outputs)
         self.deps_of = deps_of
 
@@ -436,9 +440,9 @@ class RunState:
             if self.callbacks:
                 self._notify("on_finish", node, node, value)
         kids = self.children.get(node)
-        if kids:
+        if kids is not None:
             waiting = self.waiting
-            for kid in kids:
+            for kid in kids if type(kids) is list else (kids,):
                 n = waiting[kid] - 1
                 waiting[kid] = n
                 if n == 0:
@@ -511,9 +515,9 @@ class RunState:
         if self.throw_error and self.error is None:
             self.error = error
         kids = self.children.get(node)
-        if kids:
+        if kids is not None:
             waiting, ready, poison = self.waiting, self.ready, self.poison
-            for kid in kids:
+            for kid in _kids(kids):
                 if kid not in poison:
                     poison[kid] = error
                 n = waiting[kid] - 1
@@ -563,6 +567,11 @@ def _check_graph_edges(waiting, graph, given, failed_given) -> None:
                 )
 
 
+def _kids(entry) -> list | tuple:
+    """The nodes of a ``children`` entry (a bare node or a list)."""
+    return entry if type(entry) is list else (entry,)
+
+
 def _all_reachable(waiting, children, ready) -> bool:
     """Kahn's check: can every node become ready?"""
     if len(ready) == len(waiting):
@@ -573,7 +582,7 @@ def _all_reachable(waiting, children, ready) -> bool:
     while stack:
         node = stack.pop()
         seen += 1
-        for kid in children.get(node, ()):
+        for kid in _kids(children.get(node, [])):
             n = count[kid] - 1
             count[kid] = n
             if n == 0:
