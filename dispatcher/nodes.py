@@ -35,7 +35,7 @@ __all__ = [
     "op",
 ]
 
-_CONTAINERS = (list, tuple, set, frozenset, dict)
+_CONTAINERS = frozenset((list, tuple, set, frozenset, dict))
 
 _creation = itertools.count()
 """Numbers nodes in the order they are made. A node made from others comes after
@@ -224,6 +224,18 @@ def _short_container(value: Any) -> str:
     return f"{type(value).__name__}({{{inner}}})"
 
 
+_SHARED_POSITIONS: dict = {}
+
+
+def _positions(positions: tuple) -> tuple:
+    """One shared tuple for each short list of argument positions: most nodes have
+    the same few (``(0,)``, ``(0, 1)``), so a million nodes need not hold a million
+    copies."""
+    if len(positions) > 4:
+        return positions
+    return _SHARED_POSITIONS.setdefault(positions, positions)
+
+
 def _scan(value: Any, found: dict) -> bool:
     """Record the nodes inside ``value`` in ``found``; True if there were any."""
     if isinstance(value, DispatchNode):
@@ -298,12 +310,18 @@ class Op(DispatchNode):
 
     def _set_call(self, args: tuple, kwargs: dict | None) -> None:
         found: dict = {}
-        argpos = [i for i, a in enumerate(args) if _scan(a, found)]
+        argpos = []
+        for i, a in enumerate(args):
+            if isinstance(a, DispatchNode):
+                found[a] = None
+                argpos.append(i)
+            elif type(a) in _CONTAINERS and _scan(a, found):
+                argpos.append(i)
         kwkeys = [k for k, v in kwargs.items() if _scan(v, found)] if kwargs else ()
         self._args = args
         self._kwargs = kwargs
-        self._deps = tuple(found)
-        self._argpos = tuple(argpos) if argpos else None
+        self._deps = tuple(found) if found else ()
+        self._argpos = _positions(tuple(argpos)) if argpos else None
         self._kwkeys = tuple(kwkeys) if kwkeys else None
 
     @property
