@@ -612,7 +612,7 @@ def drive(state: RunState, executor: Any) -> list[DispatchResult]:
         while True:
             task = state.next_task()
             while task is not None:
-                executor._submit(task, done)
+                _start(state, executor, task, done)
                 task = state.next_task()
             if state.finished:
                 break
@@ -640,6 +640,15 @@ def drive(state: RunState, executor: Any) -> list[DispatchResult]:
     if state.error is not None:
         raise state.error
     return state.results()
+
+
+def _start(state: RunState, executor, task: Task, done) -> None:
+    """Hand ``task`` to the executor; a refusal (the pool is broken or shut down,
+    the call cannot be sent) fails that node instead of leaving it running."""
+    try:
+        executor._submit(task, done)
+    except Exception as exc:
+        state.done(task, False, (exc, format_exception(exc)))
 
 
 def _cancel(executor, tasks) -> None:
@@ -687,7 +696,7 @@ async def drive_async(state: RunState, executor: Any) -> list[DispatchResult]:
         while True:
             task = state.next_task()
             while task is not None:
-                executor._submit(task, done)
+                _start(state, executor, task, done)
                 task = state.next_task()
             if state.finished:
                 break

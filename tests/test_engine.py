@@ -499,3 +499,16 @@ def test_async_executor_awaits_many_coroutines_concurrently():
         range(50)
     )
     assert time.monotonic() - start < 5  # 50 sequential sleeps would take 10 s
+
+
+def test_pool_that_refuses_a_call_fails_the_node_instead_of_hanging():
+    class Refusing:
+        def submit(self, fn, *args, **kwargs):
+            raise RuntimeError("cannot schedule new futures after shutdown")
+
+    ex = dp.PoolExecutor(Refusing())
+    with pytest.raises(dp.DependencyError, match="after shutdown") as info:
+        dp.run(ex, [dp.op(inc, label="refused")(1)])
+    assert info.value.node.label == "refused"
+    (result,) = dp.run(ex, [dp.Op(inc, 1)], throw_error=False)
+    assert isinstance(result.error.error, RuntimeError)
