@@ -41,7 +41,9 @@ class ProgressBar(Callback):
         self.bar.update(1)
 
     def on_end(self) -> None:
-        self.bar.close()
+        if self.bar is not None:  # None when an earlier callback's on_start failed
+            self.bar.close()
+            self.bar = None
 
 
 def _state(

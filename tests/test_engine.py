@@ -512,3 +512,12 @@ def test_pool_that_refuses_a_call_fails_the_node_instead_of_hanging():
     assert info.value.node.label == "refused"
     (result,) = dp.run(ex, [dp.Op(inc, 1)], throw_error=False)
     assert isinstance(result.error.error, RuntimeError)
+
+
+def test_failing_on_start_callback_with_progress_bar_reports_the_callback():
+    class BrokenStart(dp.Callback):
+        def on_start(self, total):
+            raise RuntimeError("no start")
+
+    with pytest.raises(dp.DispatcherError, match=r"BrokenStart.on_start.*no start"):
+        dp.run(dp.SerialExecutor(), [dp.Op(inc, 1)], callbacks=[BrokenStart()], progress=True)
