@@ -16,10 +16,26 @@ executor.
 
 from .api import ProgressBar, execute, run, run_async
 from .engine import Backoff, Callback
-from .executors import AsyncExecutor, Executor, PoolExecutor, SerialExecutor, ThreadExecutor
+from .executors import (
+    AsyncExecutor,
+    Executor,
+    ParallelExecutor,
+    PoolExecutor,
+    ProcessExecutor,
+    SerialExecutor,
+    ThreadExecutor,
+)
 from .graph import DispatchGraph
 from .nodes import CollectNode, DataNode, DispatchNode, IndexNode, Op, op
-from .results import DependencyError, DispatcherError, DispatchResult, ExecutorError
+from .results import (
+    DependencyError,
+    DispatcherError,
+    DispatchResult,
+    ExecutorError,
+    RemoteError,
+    WorkerLostError,
+    is_worker_lost,
+)
 
 __version__ = "0.1.0"
 
@@ -38,11 +54,16 @@ __all__ = [
     "ExecutorError",
     "IndexNode",
     "Op",
+    "ParallelExecutor",
     "PoolExecutor",
+    "ProcessExecutor",
     "ProgressBar",
+    "RemoteError",
     "SerialExecutor",
     "ThreadExecutor",
+    "WorkerLostError",
     "execute",
+    "is_worker_lost",
     "op",
     "run",
     "run_async",

@@ -75,6 +75,7 @@ def _state(
         throw_error=throw_error,
         retries=executor.retries,
         retry_on=executor.retry_on,
+        always_retry_on=executor.default_retry_on,
         backoff=executor.backoff,
         timeout=executor.timeout,
         release=release,

@@ -152,6 +152,7 @@ class RunState:
         throw_error: bool = True,
         retries: int = 5,
         retry_on: tuple = (),
+        always_retry_on: tuple = (),
         backoff: Backoff | None = None,
         timeout: float | None = None,
         release: bool = False,
@@ -165,6 +166,7 @@ class RunState:
         self.throw_error = throw_error
         self.retries = retries
         self.retry_on = tuple(retry_on)
+        self.always_retry_on = tuple(always_retry_on)
         self.backoff = backoff if backoff is not None else Backoff()
         self.timeout = timeout
         self.release = release
@@ -472,7 +474,9 @@ class RunState:
             retry_on = getattr(node, "retry_on", None)
             if retry_on is None:
                 retry_on = self.retry_on
-            if retry_on and self._should_retry(node, exc, retry_on):
+            if (retry_on and self._should_retry(node, exc, retry_on)) or (
+                self.always_retry_on and self._should_retry(node, exc, self.always_retry_on)
+            ):
                 delay = self.backoff.delay(attempt, self.rand)
                 self.attempts[node] = attempt + 1
                 self._seq += 1
@@ -489,7 +493,7 @@ class RunState:
                 if self.callbacks:
                     self._notify("on_retry", node, node, exc, attempt, delay)
                 return
-        error = DependencyError(exc, tb, node)
+        error = DependencyError(exc, tb, node, attempt)
         error.__cause__ = exc
         logger.info("node %r failed: %s: %s", node.label, type(exc).__name__, exc)
         self._finish_error(node, error)
@@ -611,9 +615,11 @@ def drive(state: RunState, executor: Any) -> list[DispatchResult]:
         state.start()
         while True:
             task = state.next_task()
-            while task is not None:
-                _start(state, executor, task, done)
-                task = state.next_task()
+            if task is not None:
+                while task is not None:
+                    _start(state, executor, task, done)
+                    task = state.next_task()
+                executor._flush()
             if state.finished:
                 break
             wake = state.next_wakeup()
@@ -633,6 +639,7 @@ def drive(state: RunState, executor: Any) -> list[DispatchResult]:
         if state.running:
             _settle(state, executor, wait)
     except BaseException:
+        executor._interrupt()
         _settle(state, executor, wait)
         state.end()
         raise
@@ -695,9 +702,11 @@ async def drive_async(state: RunState, executor: Any) -> list[DispatchResult]:
         state.start()
         while True:
             task = state.next_task()
-            while task is not None:
-                _start(state, executor, task, done)
-                task = state.next_task()
+            if task is not None:
+                while task is not None:
+                    _start(state, executor, task, done)
+                    task = state.next_task()
+                executor._flush()
             if state.finished:
                 break
             wake = state.next_wakeup()
@@ -721,6 +730,7 @@ async def drive_async(state: RunState, executor: Any) -> list[DispatchResult]:
         if state.running:
             await _settle_async(state, executor, None if synchronous else completions)
     except BaseException:
+        executor._interrupt()
         await asyncio.shield(_settle_async(state, executor, None if synchronous else completions))
         state.end()
         raise

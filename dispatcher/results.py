@@ -18,6 +18,8 @@ __all__ = [
     "DispatchResult",
     "DispatcherError",
     "ExecutorError",
+    "RemoteError",
+    "WorkerLostError",
 ]
 
 
@@ -33,6 +35,34 @@ class ExecutorError(DispatcherError):
     """
 
 
+class WorkerLostError(DispatcherError):
+    """The worker process, rank or machine running a node went away mid-node.
+
+    Executors that run nodes elsewhere retry a node that fails with it by default
+    (``retries`` times); the message says which worker died and how.
+    """
+
+
+class RemoteError(DispatcherError):
+    """Stands for an exception raised in a worker that could not be pickled back.
+
+    Attributes:
+        type_name: the qualified name of the original exception's type.
+    """
+
+    def __init__(self, type_name: str, message: str):
+        self.type_name = type_name
+        super().__init__(type_name, message)
+
+    def __str__(self) -> str:
+        return f"{self.type_name}: {self.args[1]}"
+
+
+def is_worker_lost(error: BaseException) -> bool:
+    """``retry_on`` predicate: the node's worker went away (:class:`WorkerLostError`)."""
+    return isinstance(error, WorkerLostError)
+
+
 class DependencyError(DispatcherError):
     """A node failed, or a node it depends on failed.
 
@@ -40,17 +70,22 @@ class DependencyError(DispatcherError):
         error: the original exception.
         traceback: its formatted traceback, from wherever the node ran.
         node: the node that failed first.
+        attempts: how many times that node ran (more than 1 after retries).
     """
 
-    def __init__(self, error: BaseException, traceback: str | None = None, node: Any = None):
+    def __init__(
+        self, error: BaseException, traceback: str | None = None, node: Any = None, attempts: int = 1
+    ):
         self.error = error
         self.traceback = traceback if traceback is not None else format_exception(error)
         self.node = node
-        super().__init__(error, self.traceback, node)
+        self.attempts = attempts
+        super().__init__(error, self.traceback, node, attempts)
 
     def __str__(self) -> str:
         label = self.node.label if self.node is not None else "<unknown>"
-        return f"node {label!r} failed: {type(self.error).__name__}: {self.error}"
+        tries = f" after {self.attempts} attempts" if self.attempts > 1 else ""
+        return f"node {label!r} failed{tries}: {type(self.error).__name__}: {self.error}"
 
     def __repr__(self) -> str:
         return f"DependencyError({self})"

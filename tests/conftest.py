@@ -1,14 +1,66 @@
-"""Shared fixtures: every in-process executor, each made fresh and closed after."""
+"""Shared fixtures: every executor, each made fresh and closed after, and state
+that nodes can share even when they run in other processes."""
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import fcntl
+import json
+import os
+import tempfile
 
 import pytest
 
 import dispatcher as dp
 
-EXECUTOR_NAMES = ["serial", "async", "threads", "pool"]
+EXECUTOR_NAMES = ["serial", "async", "threads", "pool", "process"]
+LOCAL_EXECUTOR_NAMES = ["serial", "async", "threads", "pool"]  # share this process's memory
+
+
+class FileChannel:
+    """A FIFO of JSON values in a file: what Dispatcher.jl's tests do with a
+    ``RemoteChannel``, for nodes that may run in other processes. Pickles by path."""
+
+    def __init__(self, path: str | None = None):
+        if path is None:
+            fd, path = tempfile.mkstemp(prefix="dispatcher-test-")
+            os.close(fd)
+        self.path = path
+
+    def _update(self, change):
+        with open(self.path, "r+") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            items = [json.loads(line) for line in f if line.strip()]
+            result = change(items)
+            f.seek(0)
+            f.truncate()
+            f.writelines(json.dumps(item) + "\n" for item in items)
+            return result
+
+    def put(self, item) -> None:
+        self._update(lambda items: items.append(item))
+
+    append = put
+
+    def get_nowait(self):
+        return self._update(lambda items: items.pop(0))
+
+    def items(self) -> list:
+        return self._update(lambda items: list(items))
+
+    def peek(self):
+        return self.items()[0]
+
+    def empty(self) -> bool:
+        return not self.items()
+
+    def __len__(self) -> int:
+        return len(self.items())
+
+    def __eq__(self, other):
+        return isinstance(other, FileChannel) and other.path == self.path
+
+    __hash__ = None
 
 
 def make_executor(name: str, **options) -> tuple[dp.Executor, object]:
@@ -22,6 +74,8 @@ def make_executor(name: str, **options) -> tuple[dp.Executor, object]:
     if name == "pool":
         pool = cf.ThreadPoolExecutor(4)
         return dp.PoolExecutor(pool, **options), pool
+    if name == "process":
+        return dp.ProcessExecutor(2, **options), None
     raise ValueError(name)
 
 
@@ -46,3 +100,13 @@ def executor_factory(request):
 @pytest.fixture
 def executor(executor_factory):
     return executor_factory()
+
+
+@pytest.fixture(params=LOCAL_EXECUTOR_NAMES)
+def local_executor(request):
+    """An executor whose nodes run in this process (they can share its memory)."""
+    ex, pool = make_executor(request.param)
+    yield ex
+    ex.close()
+    if pool is not None:
+        pool.shutdown(wait=True)

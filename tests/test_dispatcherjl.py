@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
-import queue
 
 import pytest
 
 import dispatcher as dp
+
+from .conftest import FileChannel
 
 
 def factorials(x):
@@ -15,7 +16,7 @@ def factorials(x):
 
 
 def test_executor_example(executor):
-    comm: queue.Queue = queue.Queue()
+    comm = FileChannel()  # Dispatcher.jl uses a RemoteChannel for its parallel runs
 
     a = dp.Op(lambda: 3)
     a.set_label("3")
@@ -57,7 +58,7 @@ def test_executor_example_on_graph(executor):
 
 
 def _stateful_graph():
-    comm: queue.Queue = queue.Queue()
+    comm = FileChannel()
 
     def start():
         comm.put(4)
@@ -84,11 +85,11 @@ def test_partial_run_with_dict_input(executor):
     comm, a, b, c = _stateful_graph()
     ret = dp.run(executor, [b])
     assert len(ret) == 1 and not ret[0].is_error()
-    assert ret[0].unwrap() is comm
-    assert comm.queue[0] == 5
+    assert ret[0].unwrap() == comm
+    assert comm.peek() == 5
     # run the remainder of the graph: a is not run again
     results = dp.run(executor, [c], input_map={a: a.fetch()})
-    assert comm.queue[0] == 7
+    assert comm.peek() == 7
     assert len(results) == 1 and results[0].is_ok()
     assert results[0].node is c
 
@@ -97,9 +98,9 @@ def test_partial_run_with_array_input(executor):
     comm, a, b, c = _stateful_graph()
     b_ret = dp.run(executor, [b])
     assert b_ret[0].is_ok()
-    assert comm.queue[0] == 5
+    assert comm.peek() == 5
     results = dp.run(executor, [c], [a])
-    assert comm.queue[0] == 7
+    assert comm.peek() == 7
     assert len(results) == 1 and results[0].is_ok()
 
 
@@ -132,7 +133,7 @@ def test_functions(executor):
 
 
 def test_application_errors(executor):
-    comm: queue.Queue = queue.Queue()
+    comm = FileChannel()
 
     def application_error(x):
         return (math.factorial(x), _raise(RuntimeError("Application Error")))

@@ -15,7 +15,7 @@ import pytest
 import dispatcher as dp
 from dispatcher.engine import Backoff, RunState
 
-from .conftest import make_executor
+from .conftest import FileChannel, make_executor
 
 FAST = Backoff(first_delay=0.001, factor=2.0, max_delay=0.01, jitter=0.1)
 
@@ -138,13 +138,13 @@ def test_graph_missing_an_edge_is_refused(executor):
 
 
 def test_graph_edges_order_nodes_without_data(executor):
-    seen = []
+    seen = FileChannel()
     first = dp.Op(seen.append, "first")
     second = dp.Op(seen.append, "second")
     g = dp.DispatchGraph([first, second])
     g.add_edge(first, second)
     dp.run(executor, g)
-    assert seen == ["first", "second"]
+    assert seen.items() == ["first", "second"]
 
 
 def test_closed_executor_refuses_to_run(executor):
@@ -183,15 +183,23 @@ def test_execute_forms(executor):
 
 
 class Flaky:
+    """Fails its first ``failures`` calls; counts calls in a file, so that it
+    works in worker processes too."""
+
     def __init__(self, failures, exc=ConnectionError):
         self.failures = failures
-        self.calls = 0
+        self.log = FileChannel()
         self.exc = exc
 
+    @property
+    def calls(self) -> int:
+        return len(self.log)
+
     def __call__(self, x):
-        self.calls += 1
-        if self.calls <= self.failures:
-            raise self.exc(f"failure {self.calls}")
+        self.log.put(1)
+        calls = self.calls
+        if calls <= self.failures:
+            raise self.exc(f"failure {calls}")
         return x * 10
 
 
@@ -265,9 +273,10 @@ def test_backoff_is_exponential_and_jittered():
 
 def test_node_timeout_fails_with_timeout_error(executor_factory):
     ex = executor_factory()
-    finished = []
+    finished = FileChannel()
+    name = executor_factory.name
 
-    if executor_factory.name == "async":
+    if name == "async":
 
         async def slow():
             await asyncio.sleep(2)
@@ -275,7 +284,7 @@ def test_node_timeout_fails_with_timeout_error(executor_factory):
     else:
 
         def slow():
-            time.sleep(2) if executor_factory.name != "serial" else _spin(2)
+            time.sleep(2) if name != "serial" else _spin(2)
             finished.append(True)
 
     node = dp.op(slow, timeout=0.2)()
@@ -285,9 +294,9 @@ def test_node_timeout_fails_with_timeout_error(executor_factory):
     assert time.monotonic() - start < 1.9
     assert isinstance(info.value.error, TimeoutError)
     assert "timeout of 0.2 s" in str(info.value)
-    if executor_factory.name in ("serial", "async"):
+    if name in ("serial", "async", "process"):
         time.sleep(0.1)
-        assert finished == []  # the work was stopped
+        assert finished.items() == []  # the work was stopped
 
 
 def _spin(seconds):
@@ -298,7 +307,7 @@ def _spin(seconds):
 
 def test_timeout_then_retry_succeeds(executor_factory):
     ex = executor_factory(timeout=0.2, retry_on=lambda e: isinstance(e, TimeoutError), backoff=FAST)
-    calls = []
+    calls = FileChannel()
 
     def first_slow():
         calls.append(1)
@@ -406,7 +415,8 @@ class Big:
     pass
 
 
-def test_release_frees_intermediates_but_keeps_outputs(executor):
+def test_release_frees_intermediates_but_keeps_outputs(local_executor):
+    executor = local_executor
     refs = []
 
     def make():

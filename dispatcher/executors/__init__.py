@@ -3,6 +3,15 @@
 from .aio import AsyncExecutor
 from .base import Executor
 from .pools import PoolExecutor, ThreadExecutor
+from .process import ParallelExecutor, ProcessExecutor
 from .serial import SerialExecutor
 
-__all__ = ["AsyncExecutor", "Executor", "PoolExecutor", "SerialExecutor", "ThreadExecutor"]
+__all__ = [
+    "AsyncExecutor",
+    "Executor",
+    "ParallelExecutor",
+    "PoolExecutor",
+    "ProcessExecutor",
+    "SerialExecutor",
+    "ThreadExecutor",
+]

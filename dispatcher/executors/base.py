@@ -17,6 +17,11 @@ progress) lives in the engine. Class flags describe the executor to the engine:
     the engine need not watch the clock for it.
 ``needs_loop``
     tasks run on an asyncio event loop, so a blocking ``run`` starts one.
+
+Two optional hooks: ``_flush()`` is called after each burst of ``_submit`` calls
+(an executor may hold tasks back to send them together), and ``_interrupt()`` when
+a run ends by an exception that is not a node's failure (Ctrl-C, a failing
+callback): an executor with worker processes stops them there.
 """
 
 from __future__ import annotations
@@ -37,9 +42,10 @@ class Executor:
         retries: how many times a failed node may run again (default 5, as in
             Dispatcher.jl); a node's own ``retries`` overrides it.
         retry_on: predicates ``exception -> bool``; a failed node is retried only
-            when one of them returns True. Defaults to the executor's
-            :attr:`default_retry_on` (nothing, for executors that run nodes in
-            this process).
+            when one of them returns True (default: none). A node's own
+            ``retry_on`` replaces them. The executor's :attr:`default_retry_on`
+            (a lost worker, for executors that run nodes in other processes)
+            apply to every node in addition; ``retries=0`` turns all retries off.
         backoff: the delays between attempts (:class:`~dispatcher.Backoff`).
         timeout: seconds after which any node fails with ``TimeoutError``, unless
             the node has a ``timeout`` of its own (default: no limit).
@@ -67,7 +73,7 @@ class Executor:
         if backoff is not None and not isinstance(backoff, Backoff):
             raise TypeError(f"backoff must be a dispatcher.Backoff, got {type(backoff).__name__}")
         self.retries = retries
-        self.retry_on = self.default_retry_on if retry_on is None else _predicates(retry_on)
+        self.retry_on = () if retry_on is None else _predicates(retry_on)
         self.backoff = backoff if backoff is not None else Backoff()
         self.timeout = timeout
         self.closed = False
@@ -86,6 +92,12 @@ class Executor:
 
     def _shutdown(self) -> None:
         """Release the workers this executor started."""
+
+    def _flush(self) -> None:
+        """A burst of ``_submit`` calls is over: start what was held back."""
+
+    def _interrupt(self) -> None:
+        """The run is being interrupted: stop the work at once (it is then cancelled)."""
 
     # -- shared surface ---------------------------------------------------------------
     def run(self, outputs, inputs=(), **options):

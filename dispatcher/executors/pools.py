@@ -2,8 +2,16 @@
 
 ``PoolExecutor(pool)`` runs nodes on any object whose ``submit(fn, *args,
 **kwargs)`` returns a future with ``add_done_callback``; it never shuts that pool
-down (the pool is the caller's). ``ThreadExecutor`` owns a thread pool, started on
-first use and shut down by ``close()``.
+down (the pool is the caller's). Given a ``concurrent.futures.ProcessPoolExecutor``
+(or an ``mpi4py.futures.MPIPoolExecutor``) it sends each call and its result as
+cloudpickle bytes, so lambdas, closures and ``__main__`` functions work there too
+(loky and dask pools pickle with cloudpickle themselves); ``cloudpickle=True`` or
+``False`` decides it for any other pool. A process pool's broken worker breaks the
+whole ``concurrent.futures`` pool, which only its owner can replace:
+:class:`~dispatcher.ProcessExecutor` replaces lost workers itself.
+
+``ThreadExecutor`` owns a thread pool, started on first use and shut down by
+``close()``.
 
 A thread cannot be stopped from outside: a node that passes its timeout fails with
 ``TimeoutError`` at once, but its thread runs on until the function returns, and
@@ -16,7 +24,10 @@ import concurrent.futures as cf
 import functools
 import os
 
+import cloudpickle
+
 from ..results import format_exception
+from ._serialize import call_pickled, decode_outcome, dumps_call
 from .base import Executor
 
 __all__ = ["PoolExecutor", "ThreadExecutor"]
@@ -38,6 +49,28 @@ def _report(task, done, future) -> None:
         done(task, True, future.result())
 
 
+def _report_pickled(task, done, future) -> None:
+    if future.cancelled():
+        _cancelled(task, done)
+        return
+    exc = future.exception()
+    if exc is not None:
+        done(task, False, (exc, format_exception(exc)))
+        return
+    try:
+        ok, value = decode_outcome(*cloudpickle.loads(future.result()))
+    except Exception as err:  # a result this process cannot unpickle
+        done(task, False, (err, format_exception(err)))
+    else:
+        done(task, ok, value)
+
+
+def _is_process_pool(pool) -> bool:
+    if isinstance(pool, cf.ProcessPoolExecutor):
+        return not type(pool).__module__.startswith("loky")  # loky uses cloudpickle itself
+    return type(pool).__name__ == "MPIPoolExecutor"
+
+
 class PoolExecutor(Executor):
     """Run nodes on a pool you own: anything with ``submit()`` returning futures.
 
@@ -47,16 +80,23 @@ class PoolExecutor(Executor):
     1024
     """
 
-    def __init__(self, pool, **options):
+    def __init__(self, pool, *, cloudpickle: bool | None = None, **options):
         if not callable(getattr(pool, "submit", None)):
             raise TypeError(f"PoolExecutor needs an object with submit(), got {type(pool).__name__}")
         super().__init__(**options)
         self.pool = pool
+        self.cloudpickle = _is_process_pool(pool) if cloudpickle is None else bool(cloudpickle)
 
     def _submit(self, task, done) -> None:
-        future = self.pool.submit(task.func, *task.args, **(task.kwargs or {}))
+        if self.cloudpickle:
+            payload = dumps_call(task.node.label, task.func, task.args, task.kwargs)
+            future = self.pool.submit(call_pickled, payload)
+            report = _report_pickled
+        else:
+            future = self.pool.submit(task.func, *task.args, **(task.kwargs or {}))
+            report = _report
         task.handle = future
-        future.add_done_callback(functools.partial(_report, task, done))
+        future.add_done_callback(functools.partial(report, task, done))
 
     def _cancel(self, task) -> None:
         if task.handle is not None:

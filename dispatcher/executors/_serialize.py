@@ -1,0 +1,140 @@
+"""Sending calls to other processes with cloudpickle, and saying what cannot go.
+
+When a call cannot be pickled, :func:`unpicklable_error` finds which part of it
+(the function, a positional or keyword argument) and, inside that, the innermost
+object that fails (looking into containers, attributes and closures), so the
+node's error names the argument and the offending object rather than a bare
+``PicklingError`` from deep inside a pool.
+"""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+import cloudpickle
+
+from ..results import RemoteError, format_exception
+
+__all__ = ["call_pickled", "decode_outcome", "dumps_call", "unpicklable_error"]
+
+_DEPTH = 6
+_WIDTH = 200
+
+
+def _fails(obj: Any) -> Exception | None:
+    try:
+        cloudpickle.dumps(obj)
+    except Exception as exc:
+        return exc
+    return None
+
+
+def _parts(obj: Any):
+    """(where, value) for what pickling ``obj`` pickles next."""
+    if isinstance(obj, dict):
+        for key, value in list(obj.items())[:_WIDTH]:
+            yield " key", key
+            yield f"[{_short(key, 40)}]", value
+    elif isinstance(obj, (list, tuple)):
+        for i, value in enumerate(obj[:_WIDTH]):
+            yield f"[{i}]", value
+    elif isinstance(obj, (set, frozenset)):
+        for value in list(obj)[:_WIDTH]:
+            yield " item", value
+    elif callable(obj) and hasattr(obj, "__code__"):
+        code = obj.__code__
+        for name, cell in zip(code.co_freevars, obj.__closure__ or ()):
+            try:
+                yield f" (captured {name!r})", cell.cell_contents
+            except ValueError:  # an empty cell
+                continue
+        for name in code.co_names:
+            if name in obj.__globals__:
+                yield f" (global {name!r})", obj.__globals__[name]
+    else:
+        state = getattr(obj, "__dict__", None)
+        if isinstance(state, dict):
+            for key, value in list(state.items())[:_WIDTH]:
+                yield f".{key}", value
+
+
+def _innermost(obj: Any, path: str, depth: int = 0) -> tuple[str, Any, Exception]:
+    for where, part in _parts(obj) if depth < _DEPTH else ():
+        exc = _fails(part)
+        if exc is not None:
+            return _innermost(part, path + where, depth + 1)
+    return path, obj, _fails(obj) or pickle.PicklingError("cannot be pickled")
+
+
+def _short(obj: Any, width: int = 80) -> str:
+    try:
+        text = repr(obj)
+    except Exception:
+        text = f"<{type(obj).__qualname__} object>"
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def unpicklable_error(label: str, func, args, kwargs) -> pickle.PicklingError:
+    """The error for a call of node ``label`` that cannot be pickled."""
+    parts = [("its function", func)]
+    parts += [(f"argument {i}", a) for i, a in enumerate(args)]
+    parts += [(f"keyword argument {k!r}", v) for k, v in (kwargs or {}).items()]
+    for what, value in parts:
+        if _fails(value) is None:
+            continue
+        path, culprit, exc = _innermost(value, "")
+        inside = f" (at {what}{path})" if path else ""
+        return pickle.PicklingError(
+            f"cannot send node {label!r} to another process: {what} holds a "
+            f"{type(culprit).__module__}.{type(culprit).__qualname__} object{inside}, "
+            f"{_short(culprit)}, which cannot be pickled ({type(exc).__name__}: {exc})"
+        )
+    return pickle.PicklingError(f"cannot send node {label!r} to another process")
+
+
+def dumps_call(label: str, func, args, kwargs) -> bytes:
+    """The call as cloudpickle bytes; a :class:`pickle.PicklingError` naming the
+    argument and object that cannot be pickled otherwise."""
+    try:
+        return cloudpickle.dumps((func, args, kwargs))
+    except Exception as exc:
+        raise unpicklable_error(label, func, args, kwargs) from exc
+
+
+def call_pickled(payload: bytes) -> bytes:
+    """Run a call made by :func:`dumps_call` (in a pool's worker); the outcome as
+    cloudpickle bytes, decoded by :func:`decode_outcome`."""
+    func, args, kwargs = cloudpickle.loads(payload)
+    try:
+        outcome = (True, func(*args, **kwargs) if kwargs else func(*args))
+    except BaseException as exc:  # the failure travels back as the node's error
+        outcome = (False, (exc, format_exception(exc)))
+    try:
+        return cloudpickle.dumps(outcome)
+    except Exception as exc:
+        ok, value = outcome
+        if not ok:
+            error, tb = value
+            return cloudpickle.dumps(
+                (False, (None, f"{type(error).__module__}.{type(error).__qualname__}", str(error), tb))
+            )
+        err = pickle.PicklingError(
+            f"the result ({type(value).__qualname__} object) cannot be pickled to send it back "
+            f"from the worker process: {type(exc).__name__}: {exc}"
+        )
+        return cloudpickle.dumps((False, (err, format_exception(exc))))
+
+
+def decode_outcome(ok: bool, value: Any) -> tuple[bool, Any]:
+    """``(ok, payload)`` for the engine from a worker's outcome: a failure whose
+    exception could not be pickled becomes a :class:`RemoteError`."""
+    if ok:
+        return True, value
+    if len(value) == 3:  # (type name, message, traceback) from the process worker
+        type_name, message, tb = value
+        return False, (RemoteError(type_name, message), tb)
+    if len(value) == 4:  # (None, type name, message, traceback) from call_pickled
+        _, type_name, message, tb = value
+        return False, (RemoteError(type_name, message), tb)
+    return False, value
