@@ -86,13 +86,16 @@ def test_functions_from_main_work_in_a_script_without_a_main_guard(tmp_path):
                 def __init__(self, v):
                     self.v = v
 
-            total = dp.Op(lambda xs: sum(b.v for b in xs), dp.CollectNode([dp.Op(Box, dp.Op(square, i)) for i in range(5)]))
+            boxes = dp.CollectNode([dp.Op(Box, dp.Op(square, i)) for i in range(5)])
+            total = dp.Op(lambda xs: sum(b.v for b in xs), boxes)
             with dp.ProcessExecutor(2) as ex:
                 print("total", dp.execute(total, ex))
             """
         )
     )
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["total", "30"]
 
@@ -266,7 +269,7 @@ def test_procs_removed(killed, delay):
     b = dp.Op(ident, 4)
     c = dp.Op(biggest, a, b)
     d = dp.Op(sqrt, c)
-    f, g = dp.op(facts, nout=2)(c)
+    _f, g = dp.op(facts, nout=2)(c)
     h = dp.Op(half, g)
     with dp.ProcessExecutor(2, backoff=FAST) as ex:
         ex.start()
@@ -408,7 +411,9 @@ def test_ctrl_c_in_a_script_leaves_no_worker_behind(tmp_path):
         "print(*ex.worker_pids(), flush=True)\n"
         "dp.run(ex, [dp.Op(time.sleep, 60) for _ in range(4)])\n"
     )
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     pids = [int(p) for p in proc.stdout.readline().split()]
     time.sleep(0.3)
     proc.send_signal(signal.SIGINT)
@@ -482,7 +487,9 @@ def test_large_arrays_travel_whole_and_writable(ex):
         a += 1  # arrays that arrive are writable
         return a
 
-    results = dp.execute([dp.Op(bump, c_order.copy()), dp.Op(bump, f_order.copy(order="F")), dp.Op(bump, strided)], ex)
+    results = dp.execute(
+        [dp.Op(bump, c_order.copy()), dp.Op(bump, f_order.copy(order="F")), dp.Op(bump, strided)], ex
+    )
     for got, want in zip(results, (c_order + 1, f_order + 1, strided + 1)):
         assert got.shape == want.shape and got.dtype == want.dtype
         np.testing.assert_array_equal(got, want)

@@ -10,12 +10,17 @@ imports the same file as a module for :func:`send` and :func:`recv`.
 Wire format: each message is one cloudpickle stream (protocol 5) plus the
 out-of-band buffers of the large contiguous arrays in it, framed as::
 
-    !Q payload length, !I number of buffers, !Q length of each buffer,
-    payload bytes, then each buffer's bytes
+    !Q payload length, !I number of buffers,
+    !Q length of each buffer, !B how each buffer travels,
+    payload bytes, then the bytes of each buffer that travels in the stream
 
-Buffers are written straight from the array's memory and read straight into a
-fresh ``bytearray`` that becomes the array's memory on the other side: no copy
-beyond the kernel's.
+A buffer of 1 MiB or more travels, where the system allows (Linux), as an
+anonymous shared-memory file: the sender writes the array's memory into a fresh
+``memfd`` once and passes the descriptor along with the header (``SCM_RIGHTS``);
+the receiver maps it, and that mapping becomes the new array's memory. Smaller
+buffers are written to the socket straight from the array's memory and read
+straight into a fresh ``bytearray``. Either way there is one copy per transfer and
+no pickling of the data.
 
 Conversation: the parent sends ``("init", sys_path, initializer_bytes)``; the worker
 answers ``("ready", pid)`` or ``("init-failed", description)``. Then each message
@@ -37,21 +42,28 @@ from __future__ import annotations
 import os
 import sys
 
-if __name__ == "__main__" and sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(
-    os.path.abspath(__file__)
+if (
+    __name__ == "__main__"
+    and sys.path
+    and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__))
 ):
     del sys.path[0]  # never let this directory's files shadow the user's modules
 
-import pickle  # noqa: E402
-import socket  # noqa: E402
-import struct  # noqa: E402
-import time  # noqa: E402
-import traceback  # noqa: E402
+import mmap
+import pickle
+import socket
+import struct
+import time
+import traceback
 
-import cloudpickle  # noqa: E402
+import cloudpickle
 
 _HEADER = struct.Struct("!QI")
 OUT_OF_BAND_MIN = 1 << 16  # smaller buffers stay in the pickle stream
+SHARED_MIN = 1 << 20  # buffers this large travel as shared-memory files
+_MAX_FDS = 200  # descriptors per message
+_SHARED = hasattr(os, "memfd_create") and hasattr(socket, "send_fds")
+_ANCILLARY = socket.CMSG_SPACE(_MAX_FDS * 4) if _SHARED else 0
 
 
 def dumps(obj) -> tuple[bytes, list]:
@@ -68,17 +80,48 @@ def dumps(obj) -> tuple[bytes, list]:
     return cloudpickle.dumps(obj, protocol=5, buffer_callback=out_of_band), buffers
 
 
+def _shared_file(buf) -> int:
+    fd = os.memfd_create("dispatcher-buffer", os.MFD_CLOEXEC)
+    try:
+        view = memoryview(buf).cast("B")
+        done = 0
+        while done < len(view):
+            done += os.write(fd, view[done:])
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def send_payload(sock: socket.socket, payload: bytes, buffers: list) -> None:
     """Send what :func:`dumps` made as one message."""
     head = _HEADER.pack(len(payload), len(buffers))
-    if buffers:
-        head += struct.pack(f"!{len(buffers)}Q", *(b.nbytes for b in buffers))
-        sock.sendall(head)
-        sock.sendall(payload)
-        for buf in buffers:
-            sock.sendall(buf)
-    else:
+    if not buffers:
         sock.sendall(head + payload)
+        return
+    fds: list[int] = []
+    try:
+        kinds = []
+        for buf in buffers:
+            shared = _SHARED and buf.nbytes >= SHARED_MIN and len(fds) < _MAX_FDS
+            if shared:
+                fds.append(_shared_file(buf))
+            kinds.append(shared)
+        n = len(buffers)
+        head += struct.pack(f"!{n}Q{n}B", *(b.nbytes for b in buffers), *kinds)
+        if fds:
+            sent = socket.send_fds(sock, [head], fds)
+            if sent < len(head):
+                sock.sendall(head[sent:])
+        else:
+            sock.sendall(head)
+        sock.sendall(payload)
+        for buf, shared in zip(buffers, kinds):
+            if not shared:
+                sock.sendall(buf)
+    finally:
+        for fd in fds:  # the message holds its own references to the files
+            os.close(fd)
 
 
 def send(sock: socket.socket, obj) -> None:
@@ -97,12 +140,39 @@ def _recv_exact(sock: socket.socket, size: int) -> bytearray:
     return buf
 
 
+def _recv_header(sock: socket.socket) -> tuple[bytes, list[int]]:
+    if not _SHARED:
+        return bytes(_recv_exact(sock, _HEADER.size)), []
+    head, ancillary, _, _ = sock.recvmsg(_HEADER.size, _ANCILLARY, socket.MSG_WAITALL)
+    fds: list[int] = []
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.extend(struct.unpack(f"{len(data) // 4}i", data[: len(data) - len(data) % 4]))
+    if not head:
+        raise EOFError("the other end closed the connection")
+    if len(head) < _HEADER.size:
+        head += _recv_exact(sock, _HEADER.size - len(head))
+    return head, fds
+
+
 def recv(sock: socket.socket):
     """The next message; ``EOFError`` when the other end has gone."""
-    size, nbuf = _HEADER.unpack(_recv_exact(sock, _HEADER.size))
-    sizes = struct.unpack(f"!{nbuf}Q", _recv_exact(sock, 8 * nbuf)) if nbuf else ()
-    payload = _recv_exact(sock, size)
-    buffers = [_recv_exact(sock, n) for n in sizes]
+    head, fds = _recv_header(sock)
+    try:
+        size, nbuf = _HEADER.unpack(head)
+        if nbuf:
+            table = struct.unpack(f"!{nbuf}Q{nbuf}B", _recv_exact(sock, 9 * nbuf))
+            sizes, kinds = table[:nbuf], table[nbuf:]
+        else:
+            sizes = kinds = ()
+        payload = _recv_exact(sock, size)
+        buffers = []
+        shared = iter(fds)
+        for n, kind in zip(sizes, kinds):
+            buffers.append(mmap.mmap(next(shared), n) if kind else _recv_exact(sock, n))
+    finally:
+        for fd in fds:  # a mapping outlives its descriptor
+            os.close(fd)
     return pickle.loads(payload, buffers=buffers)
 
 

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import atexit
 import collections
+import contextlib
 import concurrent.futures as cf
 import heapq
 import logging
@@ -179,10 +180,8 @@ class _Pool:
     def wake(self) -> None:
         if not self.wake_pending:
             self.wake_pending = True
-            try:
+            with contextlib.suppress(OSError):
                 self.wake_w.send(b"\0")
-            except OSError:  # the pool has stopped
-                pass
 
     def cancel(self, job: _Job) -> None:
         self.inbox.append(("cancel", job))
@@ -211,7 +210,9 @@ class _Pool:
                     return
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
-                    raise ExecutorError(f"only {ready} of {self.size} worker processes started in {timeout} s")
+                    raise ExecutorError(
+                        f"only {ready} of {self.size} worker processes started in {timeout} s"
+                    )
                 self.ready_changed.wait(0.1 if left is None else min(left, 0.1))
 
     # -- the I/O thread ---------------------------------------------------------------
@@ -268,7 +269,9 @@ class _Pool:
                 if arg.state == _SENT and arg.worker is not None:
                     doomed.add(arg.worker)
                 if arg.state != _REPORTED:
-                    self._report(arg, False, (cf.CancelledError(f"node {arg.task.node.label!r} was cancelled"), ""))
+                    self._report(
+                        arg, False, (cf.CancelledError(f"node {arg.task.node.label!r} was cancelled"), "")
+                    )
             else:
                 return arg
         for worker in doomed:
@@ -479,10 +482,8 @@ class _Pool:
 
     def _kill(self, worker: _Worker) -> None:
         """Kill a worker on purpose; what it ran and was not reported goes back."""
-        try:
+        with contextlib.suppress(OSError):
             worker.proc.kill()
-        except OSError:
-            pass
         batch, worker.batch = worker.batch, None
         self._forget(worker)
         if batch:
@@ -536,10 +537,8 @@ class _Pool:
             for job in worker.batch or ():
                 self._report(job, False, (stopped, ""))
             if kill or worker.batch is not None or not worker.ready:
-                try:
+                with contextlib.suppress(OSError):
                     worker.proc.kill()
-                except OSError:
-                    pass
             else:
                 worker.sock.shutdown(socket.SHUT_WR)  # end of file: an idle worker exits
         while self.pending:
@@ -565,10 +564,8 @@ class _Pool:
         if self.alive_w < 0:
             return
         for fd in (self.alive_w, self.alive_r):
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
         self.alive_w = self.alive_r = -1
         self.selector.close()
         self.wake_r.close()
@@ -610,7 +607,9 @@ class ProcessExecutor(Executor):
     enforces_timeouts = True
     default_retry_on = (is_worker_lost,)
 
-    def __init__(self, max_workers: int | None = None, *, initializer=None, initargs=(), batch_size="auto", **options):
+    def __init__(
+        self, max_workers: int | None = None, *, initializer=None, initargs=(), batch_size="auto", **options
+    ):
         super().__init__(**options)
         if max_workers is not None and (not isinstance(max_workers, int) or max_workers < 1):
             raise ValueError(f"max_workers must be a positive int, got {max_workers!r}")
