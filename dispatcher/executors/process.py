@@ -45,8 +45,8 @@ from __future__ import annotations
 
 import atexit
 import collections
-import contextlib
 import concurrent.futures as cf
+import contextlib
 import heapq
 import logging
 import os
@@ -306,10 +306,8 @@ class _Pool:
         self.workers[parent] = worker
         self.selector.register(parent, selectors.EVENT_READ, worker)
         self.stats["started"] += 1
-        try:
+        with contextlib.suppress(OSError):  # if it died at once, its end of file says how
             wire.send(parent, ("init", list(sys.path), self.init))
-        except OSError:
-            pass  # it died at once: its end of file says how
 
     def _readable(self, worker: _Worker) -> None:
         try:
