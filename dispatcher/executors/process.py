@@ -530,7 +530,7 @@ class _Pool:
     def _teardown(self, kill: bool) -> None:
         self.stopping = True
         self.stopped.set()  # from here on submit() reports for itself
-        stopped = cf.CancelledError("the executor was shut down")
+        stopped = self.broken or cf.CancelledError("the executor was shut down")
         for worker in list(self.workers.values()):
             for job in worker.batch or ():
                 self._report(job, False, (stopped, ""))
