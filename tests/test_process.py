@@ -281,8 +281,15 @@ def test_procs_removed(killed, delay):
         finally:
             timer.join()
         assert [r.unwrap() for r in results] == [math.factorial(8) / 2, 2.0]
+        # a kill that came after the run ended is noticed a moment later
+        end = time.monotonic() + 10
+        while time.monotonic() < end and (
+            len(ex.worker_pids()) != 2 or set(ex.worker_pids()) & set(pids[:killed])
+        ):
+            time.sleep(0.02)
         assert len(ex.worker_pids()) == 2
         assert not set(ex.worker_pids()) & set(pids[:killed])
+        assert dp.execute(dp.Op(abs, -1), ex) == 1
 
 
 # -- timeouts, cancellation, interruption ----------------------------------------------
