@@ -38,31 +38,23 @@ def _cancelled(task, done) -> None:
     done(task, False, (exc, ""))
 
 
-def _report(task, done, future) -> None:
+def _report(task, done, future, pickled: bool = False) -> None:
     if future.cancelled():
         _cancelled(task, done)
         return
     exc = future.exception()
-    if exc is not None:
-        done(task, False, (exc, format_exception(exc)))
-    else:
-        done(task, True, future.result())
-
-
-def _report_pickled(task, done, future) -> None:
-    if future.cancelled():
-        _cancelled(task, done)
-        return
-    exc = future.exception()
-    if exc is not None:
-        done(task, False, (exc, format_exception(exc)))
-        return
-    try:
-        ok, value = decode_outcome(*cloudpickle.loads(future.result()))
-    except Exception as err:  # a result this process cannot unpickle
-        done(task, False, (err, format_exception(err)))
-    else:
-        done(task, ok, value)
+    if exc is None:
+        if not pickled:
+            done(task, True, future.result())
+            return
+        try:
+            ok, value = decode_outcome(*cloudpickle.loads(future.result()))
+        except Exception as err:  # a result this process cannot unpickle
+            exc = err
+        else:
+            done(task, ok, value)
+            return
+    done(task, False, (exc, format_exception(exc)))
 
 
 def _is_process_pool(pool) -> bool:
@@ -91,12 +83,10 @@ class PoolExecutor(Executor):
         if self.cloudpickle:
             payload = dumps_call(task.node.label, task.func, task.args, task.kwargs)
             future = self.pool.submit(call_pickled, payload)
-            report = _report_pickled
         else:
             future = self.pool.submit(task.func, *task.args, **(task.kwargs or {}))
-            report = _report
         task.handle = future
-        future.add_done_callback(functools.partial(report, task, done))
+        future.add_done_callback(functools.partial(_report, task, done, pickled=self.cloudpickle))
 
     def _cancel(self, task) -> None:
         if task.handle is not None:

@@ -155,7 +155,6 @@ class _Pool:
         self.seq = 0
         self.start_failures = 0
         self.broken: ExecutorError | None = None
-        self.stopping = False
         self.stopped = threading.Event()
         self.ready_changed = threading.Condition()
         self.stats = collections.Counter()
@@ -287,7 +286,7 @@ class _Pool:
         job.done(job.task, ok, payload)
 
     def _spawn(self) -> None:
-        if self.stopping or self.broken is not None:
+        if self.stopped.is_set() or self.broken is not None:
             return
         parent, child = socket.socketpair()
         try:
@@ -528,7 +527,6 @@ class _Pool:
                 self._report(self.pending.popleft(), False, (self.broken, ""))
 
     def _teardown(self, kill: bool) -> None:
-        self.stopping = True
         self.stopped.set()  # from here on submit() reports for itself
         stopped = self.broken or cf.CancelledError("the executor was shut down")
         for worker in list(self.workers.values()):
