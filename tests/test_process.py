@@ -393,36 +393,33 @@ def test_close_and_with_shut_the_workers_down():
     assert wait_gone(pids) == []
 
 
-def test_workers_exit_when_their_parent_is_killed(tmp_path):
-    script = tmp_path / "victim.py"
+def _script_in_long_nodes(tmp_path, nodes: int):
+    """A script whose two workers run 60 s nodes; returns it and the workers' pids."""
+    script = tmp_path / "long_nodes.py"
     script.write_text(
         "import time, dispatcher as dp\n"
         "ex = dp.ProcessExecutor(2).start()\n"
         "print(*ex.worker_pids(), flush=True)\n"
-        "dp.run(ex, [dp.Op(time.sleep, 60) for _ in range(2)])\n"
+        f"dp.run(ex, [dp.Op(time.sleep, 60) for _ in range({nodes})])\n"
     )
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     pids = [int(p) for p in proc.stdout.readline().split()]
     assert len(pids) == 2
     time.sleep(0.3)  # the workers are inside their 60 s nodes
+    return proc, pids
+
+
+def test_workers_exit_when_their_parent_is_killed(tmp_path):
+    proc, pids = _script_in_long_nodes(tmp_path, 2)
     proc.kill()
     proc.wait()
     assert wait_gone(pids) == []
 
 
 def test_ctrl_c_in_a_script_leaves_no_worker_behind(tmp_path):
-    script = tmp_path / "interrupted.py"
-    script.write_text(
-        "import os, time, dispatcher as dp\n"
-        "ex = dp.ProcessExecutor(2).start()\n"
-        "print(*ex.worker_pids(), flush=True)\n"
-        "dp.run(ex, [dp.Op(time.sleep, 60) for _ in range(4)])\n"
-    )
-    proc = subprocess.Popen(
-        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    pids = [int(p) for p in proc.stdout.readline().split()]
-    time.sleep(0.3)
+    proc, pids = _script_in_long_nodes(tmp_path, 4)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode != 0 and "KeyboardInterrupt" in err
