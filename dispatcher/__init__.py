@@ -18,6 +18,7 @@ from .api import ProgressBar, execute, run, run_async
 from .engine import Backoff, Callback
 from .executors import (
     AsyncExecutor,
+    DaskExecutor,
     Executor,
     ParallelExecutor,
     PoolExecutor,
@@ -41,6 +42,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AsyncExecutor",
+    "DaskExecutor",
     "Backoff",
     "Callback",
     "CollectNode",

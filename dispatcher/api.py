@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
-from .engine import Callback, RunState, drive, drive_async
+from .engine import Callback, PipelinedRunState, RunState, drive, drive_async
 from .graph import DispatchGraph
 from .nodes import DispatchNode
 from .results import DispatchResult
@@ -68,9 +68,7 @@ def _state(
     if progress:
         callbacks.append(ProgressBar())
     executor._open()
-    return RunState(
-        outputs,
-        inputs,
+    options = dict(
         input_map=input_map,
         throw_error=throw_error,
         retries=executor.retries,
@@ -84,6 +82,9 @@ def _state(
         inline_all=executor.runs_inline,
         track_deadlines=not executor.enforces_timeouts,
     )
+    if executor.pipelines:
+        return PipelinedRunState(outputs, inputs, owner=executor, **options)
+    return RunState(outputs, inputs, **options)
 
 
 def run(

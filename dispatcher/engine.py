@@ -55,10 +55,10 @@ from typing import Any
 import attrs
 
 from .graph import DispatchGraph, _deps_of, topological_order
-from .nodes import NEVER, RELEASED, DispatchNode, Failure, _func_name
+from .nodes import NEVER, RELEASED, DispatchNode, Failure, Remote, _func_name
 from .results import DependencyError, DispatcherError, DispatchResult, ExecutorError, format_exception
 
-__all__ = ["Backoff", "Callback", "RunState", "Task", "drive", "drive_async"]
+__all__ = ["Backoff", "Callback", "PipelinedRunState", "RunState", "Task", "drive", "drive_async"]
 
 logger = logging.getLogger("dispatcher")
 
@@ -112,7 +112,7 @@ class Callback:
 class Task:
     """One attempt at running one node: what an executor starts."""
 
-    __slots__ = ("args", "attempt", "func", "handle", "kwargs", "node", "timeout")
+    __slots__ = ("after", "args", "attempt", "func", "handle", "kwargs", "node", "timeout")
 
     def __init__(self, node, func, args, kwargs, attempt, timeout):
         self.node = node
@@ -122,6 +122,7 @@ class Task:
         self.attempt = attempt
         self.timeout = timeout
         self.handle: Any = None  # the executor's own record (a future, a task)
+        self.after: tuple = ()  # pipelined: handles of graph edges that pass no value
 
     def call(self) -> Any:
         kwargs = self.kwargs
@@ -201,8 +202,13 @@ class RunState:
         self._seq = 0
         self.error: DependencyError | None = None  # the failure that ends the run
         self.started = False
+        self._deps_done = self.ready  # where a node goes once its dependencies are done
+        self.revoked: list = []  # sent tasks to cancel: their inputs were withdrawn
 
     # -- set-up ------------------------------------------------------------------
+    pipelined = False
+    """True for :class:`PipelinedRunState`: nodes are sent before their dependencies finish."""
+
     def _given_nodes(self, inputs, input_map) -> None:
         values = self.values
         if input_map:
@@ -222,7 +228,11 @@ class RunState:
             if type(outcome) is Failure:
                 self.errors[node] = outcome.error
             else:
-                values[node] = node.fetch()
+                values[node] = self._given_value(node, outcome)
+
+    def _given_value(self, node, outcome) -> Any:
+        """The value an input node gives this run (a remote value comes back here)."""
+        return node.fetch()
 
     def _plan(self, deps_of, graph) -> None:
         """Walk back from the outputs; count what each node waits for; find cycles."""
@@ -360,6 +370,14 @@ class RunState:
             exc, tb = payload
             self._failed(node, exc, tb, task.attempt)
 
+    def sent(self, task: Task) -> None:
+        """The executor accepted ``task`` (a pipelined state uses its handle)."""
+
+    def take_revoked(self) -> list[Task]:
+        """The tasks whose work the driver should cancel now."""
+        revoked, self.revoked = self.revoked, []
+        return revoked
+
     def next_wakeup(self) -> float | None:
         """The clock time at which :meth:`expire` has work, or None."""
         times = []
@@ -391,8 +409,12 @@ class RunState:
         while delayed and delayed[0][0] <= now:
             _, _, node = heapq.heappop(delayed)
             if self.error is None:
-                self.ready.append(node)
+                self._due(node)
         return expired
+
+    def _due(self, node) -> None:
+        """The backoff delay before retrying ``node`` is over."""
+        self.ready.append(node)
 
     def abort(self) -> list[Task]:
         """Stop starting nodes; returns the running tasks, to cancel and await."""
@@ -419,10 +441,13 @@ class RunState:
         """Store what the run leaves on the nodes and tell the callbacks it is over."""
         if self.needed is not None:
             for node, value in self.values.items():
-                if node in self.waiting and node not in self.keep:
-                    node._outcome = value  # an ended run: no later node will free it
+                if node in self.waiting and node not in self.keep and node not in self.errors:
+                    self._keep_value(node, value)  # an ended run: no later node will free it
         if self.callbacks and self.started:
             self._notify("on_end", None)
+
+    def _keep_value(self, node, value) -> None:
+        node._outcome = value
 
     # -- internals ---------------------------------------------------------------
     def _submitted(self, node) -> None:
@@ -448,7 +473,7 @@ class RunState:
                 n = waiting[kid] - 1
                 waiting[kid] = n
                 if n == 0:
-                    self.ready.append(kid)
+                    self._deps_done.append(kid)
         if self.needed is not None:
             self._release_deps(node)
 
@@ -477,26 +502,29 @@ class RunState:
             if (retry_on and self._should_retry(node, exc, retry_on)) or (
                 self.always_retry_on and self._should_retry(node, exc, self.always_retry_on)
             ):
-                delay = self.backoff.delay(attempt, self.rand)
-                self.attempts[node] = attempt + 1
-                self._seq += 1
-                heapq.heappush(self.delayed, (self.clock() + delay, self._seq, node))
-                logger.warning(
-                    "node %r failed (attempt %d of %d), retrying in %.3g s: %s: %s",
-                    node.label,
-                    attempt,
-                    retries + 1,
-                    delay,
-                    type(exc).__name__,
-                    exc,
-                )
-                if self.callbacks:
-                    self._notify("on_retry", node, node, exc, attempt, delay)
+                self._retry(node, exc, attempt, retries)
                 return
         error = DependencyError(exc, tb, node, attempt)
         error.__cause__ = exc
         logger.info("node %r failed: %s: %s", node.label, type(exc).__name__, exc)
         self._finish_error(node, error)
+
+    def _retry(self, node, exc, attempt, retries) -> None:
+        delay = self.backoff.delay(attempt, self.rand)
+        self.attempts[node] = attempt + 1
+        self._seq += 1
+        heapq.heappush(self.delayed, (self.clock() + delay, self._seq, node))
+        logger.warning(
+            "node %r failed (attempt %d of %d), retrying in %.3g s: %s: %s",
+            node.label,
+            attempt,
+            retries + 1,
+            delay,
+            type(exc).__name__,
+            exc,
+        )
+        if self.callbacks:
+            self._notify("on_retry", node, node, exc, attempt, delay)
 
     def _should_retry(self, node, exc, retry_on) -> bool:
         for pred in retry_on:
@@ -520,14 +548,14 @@ class RunState:
             self.error = error
         kids = self.children.get(node)
         if kids is not None:
-            waiting, ready, poison = self.waiting, self.ready, self.poison
+            waiting, deps_done, poison = self.waiting, self._deps_done, self.poison
             for kid in _kids(kids):
                 if kid not in poison:
                     poison[kid] = error
                 n = waiting[kid] - 1
                 waiting[kid] = n
                 if n == 0:
-                    ready.append(kid)
+                    deps_done.append(kid)
         if self.needed is not None:
             self._release_deps(node)
 
@@ -540,6 +568,220 @@ class RunState:
                 raise DispatcherError(
                     f"callback {type(cb).__name__}.{method}{where} raised {type(exc).__name__}: {exc}"
                 ) from exc
+
+
+class PipelinedRunState(RunState):
+    """The run state for an executor whose tasks take *handles* of other tasks
+    (dask futures) as arguments and that resolves them itself, where its workers are.
+
+    Policy: a node is sent as soon as each of its dependencies is *sent*, not
+    finished: its arguments hold the dependencies' handles (``task.handle``, set
+    by the executor's ``_submit``), so the whole graph reaches the backend at once
+    and intermediate values move between workers without coming back. Every value
+    a task reports is a handle; the driver brings back only the outputs' values
+    (:meth:`remote_outputs`, :meth:`localize`), and a finished node keeps a
+    :class:`~dispatcher.nodes.Remote` outcome whose ``fetch()`` asks the executor.
+
+    The engine's semantics stay those of :class:`RunState`; what pipelining changes
+    is handled here:
+
+    * A report is taken only once every dependency of the node has finished in the
+      engine's eyes; an earlier one (the backend may report a node before its
+      dependency) is held back until then, so a node failing because a dependency
+      failed is never blamed for it.
+    * A node retried, or failed, withdraws the nodes sent on its handle: their
+      tasks are revoked (the driver cancels them) and they are sent again with the
+      new handle, or fail with the dependency's error.
+    * A node's ``timeout`` counts from the moment its dependencies have finished,
+      when the backend can start it.
+    """
+
+    pipelined = True
+
+    def __init__(self, *args: Any, owner: Any = None, **kwargs: Any):
+        self.owner = owner  # the executor: it fetches Remote values and adopts its own
+        super().__init__(*args, **kwargs)
+        self.unsent = dict(self.waiting)  # node -> dependencies neither sent nor finished
+        self.parked: dict = {}  # node -> an early report (task, ok, payload)
+        self.resolved: list = []  # nodes whose dependencies have all finished
+        self._deps_done = self.resolved
+        self.backing_off: set = set()  # nodes waiting out a retry delay
+
+    def _given_value(self, node, outcome) -> Any:
+        if type(outcome) is Remote and outcome.owner is self.owner:
+            return outcome.handle  # still on this executor's workers: use it there
+        return node.fetch()
+
+    def _sent_or_done(self, node) -> bool:
+        return node in self.values or node in self.parked or node._outcome is not NEVER
+
+    def next_task(self) -> Task | None:
+        resolved, ready, poison, waiting = self.resolved, self.ready, self.poison, self.waiting
+        while self.error is None:
+            if resolved:
+                self._resolve(resolved.pop())
+                continue
+            if not ready:
+                return None
+            node = ready.pop()
+            if self._sent_or_done(node) or self.unsent[node] or node in self.backing_off:
+                continue  # a stale entry: sent already, or waiting again
+            if node in poison:
+                if waiting[node] == 0:
+                    self._finish_error(node, poison.pop(node))
+                continue  # it fails once its other dependencies are done
+            attempt = self.attempts.get(node, 1) if self.attempts else 1
+            try:
+                func, args, kwargs = node.prepare(self._get)
+            except Exception as exc:
+                self._failed(node, exc, format_exception(exc), attempt)
+                continue
+            timeout = node.timeout
+            if timeout is None:
+                timeout = self.timeout
+            task = Task(node, func, args, kwargs, attempt, timeout)
+            if self.deps_of is not _deps_of:  # a graph's edges: some may pass no value
+                own = node.dependencies()
+                task.after = tuple(self.values[d] for d in self.deps_of(node) if d not in own and d in self.values)
+            self.running[node] = task
+            if timeout is not None and waiting[node] == 0:
+                self._start_clock(task)
+            if self.hooks:
+                self._submitted(node)
+            return task
+        return None
+
+    def sent(self, task: Task) -> None:
+        node = task.node
+        if self.running.get(node) is not task:
+            return  # refused at once: its failure is already recorded
+        self.values[node] = task.handle
+        kids = self.children.get(node)
+        if kids is not None:
+            unsent, ready = self.unsent, self.ready
+            for kid in _kids(kids):
+                n = unsent[kid] - 1
+                unsent[kid] = n
+                if n == 0:
+                    ready.append(kid)
+
+    def done(self, task: Task, ok: bool, payload: Any) -> None:
+        node = task.node
+        task.args = task.kwargs = None
+        if self.running.get(node) is not task:
+            return  # revoked, timed out or superseded
+        del self.running[node]
+        if self.error is not None:
+            return
+        if self.waiting[node]:
+            self.parked[node] = (task, ok, payload)
+        else:
+            self._take(task, ok, payload)
+
+    def _take(self, task: Task, ok: bool, payload: Any) -> None:
+        if ok:
+            self._finish_ok(task.node, payload)
+        else:
+            exc, tb = payload
+            self._failed(task.node, exc, tb, task.attempt)
+
+    def _resolve(self, node) -> None:
+        """Every dependency of ``node`` has finished."""
+        if node in self.errors:
+            return
+        if node in self.poison:
+            self._withdraw(node)
+            self._finish_error(node, self.poison.pop(node))
+            return
+        early = self.parked.pop(node, None)
+        if early is not None:
+            self._take(*early)
+            return
+        task = self.running.get(node)
+        if task is not None and task.timeout is not None:
+            self._start_clock(task)
+
+    def _start_clock(self, task: Task) -> None:
+        if self.track_deadlines:
+            self._seq += 1
+            heapq.heappush(self.deadlines, (self.clock() + task.timeout, self._seq, task))
+
+    def _withdraw(self, node) -> None:
+        """``node``'s handle is void: undo sending it and every node sent on it."""
+        stack = [node]
+        while stack:
+            n = stack.pop()
+            task = self.running.pop(n, None)
+            if task is not None:
+                self.revoked.append(task)
+            was_sent = self.parked.pop(n, None) is not None
+            if self.values.pop(n, _NONE) is not _NONE:
+                was_sent = True
+            if not was_sent:
+                continue
+            kids = self.children.get(n)
+            if kids is not None:
+                for kid in _kids(kids):
+                    self.unsent[kid] += 1
+                    if kid in self.values or kid in self.parked:
+                        stack.append(kid)
+
+    def _retry(self, node, exc, attempt, retries) -> None:
+        self._withdraw(node)
+        self.backing_off.add(node)
+        super()._retry(node, exc, attempt, retries)
+
+    def _due(self, node) -> None:
+        self.backing_off.discard(node)
+        super()._due(node)
+
+    def _finish_ok(self, node, value) -> None:
+        super()._finish_ok(node, value)
+        if node._outcome is value:
+            node._outcome = Remote(value, self.owner)
+
+    def _keep_value(self, node, value) -> None:
+        node._outcome = Remote(value, self.owner)
+
+    def _finish_error(self, node, error) -> None:
+        self.values.pop(node, None)
+        kids = self.children.get(node)
+        if kids is not None:
+            for kid in _kids(kids):
+                if kid in self.values or kid in self.parked:
+                    self._withdraw(kid)  # doomed: stop its work now
+        super()._finish_error(node, error)
+
+    def abort(self) -> list[Task]:
+        tasks = super().abort()
+        self.parked.clear()
+        self.resolved.clear()
+        return tasks + self.take_revoked()
+
+    def remote_outputs(self) -> list:
+        """The outputs that finished here, whose values are still handles."""
+        values, waiting = self.values, self.waiting
+        return [n for n in dict.fromkeys(self.outputs) if n in waiting and n in values]
+
+    def localize(self, nodes: list, outcomes: list) -> None:
+        """Store the values brought back for ``nodes``: ``(True, value)`` or
+        ``(False, (exception, traceback))`` each."""
+        for node, (ok, payload) in zip(nodes, outcomes):
+            if ok:
+                self.values[node] = payload
+                node._outcome = payload
+            else:
+                exc, tb = payload
+                del self.values[node]
+                error = DependencyError(exc, tb, node)
+                error.__cause__ = exc
+                self.errors[node] = error
+                node._outcome = Failure(error)
+                if self.throw_error and self.error is None:
+                    self.error = error
+
+
+_NONE = object()
 
 
 _ABORTED = DependencyError(DispatcherError("the run was interrupted"), "", None)
@@ -620,6 +862,8 @@ def drive(state: RunState, executor: Any) -> list[DispatchResult]:
                     _start(state, executor, task, done)
                     task = state.next_task()
                 executor._flush()
+            if state.revoked:
+                _cancel(executor, state.take_revoked())
             if state.finished:
                 break
             wake = state.next_wakeup()
@@ -638,6 +882,9 @@ def drive(state: RunState, executor: Any) -> list[DispatchResult]:
                 _cancel(executor, state.expire())
         if state.running:
             _settle(state, executor, wait)
+        if state.pipelined and state.error is None:
+            nodes = state.remote_outputs()
+            state.localize(nodes, executor._gather([state.values[n] for n in nodes]))
     except BaseException:
         executor._interrupt()
         _settle(state, executor, wait)
@@ -656,6 +903,8 @@ def _start(state: RunState, executor, task: Task, done) -> None:
         executor._submit(task, done)
     except Exception as exc:
         state.done(task, False, (exc, format_exception(exc)))
+    else:
+        state.sent(task)
 
 
 def _cancel(executor, tasks) -> None:
@@ -707,6 +956,8 @@ async def drive_async(state: RunState, executor: Any) -> list[DispatchResult]:
                     _start(state, executor, task, done)
                     task = state.next_task()
                 executor._flush()
+            if state.revoked:
+                _cancel(executor, state.take_revoked())
             if state.finished:
                 break
             wake = state.next_wakeup()
@@ -729,6 +980,9 @@ async def drive_async(state: RunState, executor: Any) -> list[DispatchResult]:
                 _cancel(executor, state.expire())
         if state.running:
             await _settle_async(state, executor, None if synchronous else completions)
+        if state.pipelined and state.error is None:
+            nodes = state.remote_outputs()
+            state.localize(nodes, await executor._gather_async([state.values[n] for n in nodes]))
     except BaseException:
         executor._interrupt()
         await asyncio.shield(_settle_async(state, executor, None if synchronous else completions))

@@ -76,6 +76,17 @@ class Failure:
         self.error = error
 
 
+class Remote:
+    """Outcome of a node whose value stayed where it was computed (on a dask
+    worker): ``owner._fetch_remote(node, handle)`` brings it back on ``fetch()``."""
+
+    __slots__ = ("handle", "owner")
+
+    def __init__(self, handle: Any, owner: Any):
+        self.handle = handle
+        self.owner = owner
+
+
 @attrs.define(slots=True, eq=False, repr=False, init=False, weakref_slot=False)
 class DispatchNode:
     """Abstract base of every node.
@@ -162,6 +173,8 @@ class DispatchNode:
             )
         if type(outcome) is Failure:
             raise outcome.error
+        if type(outcome) is Remote:
+            return outcome.owner._fetch_remote(self, outcome.handle)
         return outcome
 
     def state(self) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import fcntl
 import json
+import logging
 import os
 import tempfile
 
@@ -13,7 +14,7 @@ import pytest
 
 import dispatcher as dp
 
-EXECUTOR_NAMES = ["serial", "async", "threads", "pool", "process"]
+EXECUTOR_NAMES = ["serial", "async", "threads", "pool", "process", "dask"]
 LOCAL_EXECUTOR_NAMES = ["serial", "async", "threads", "pool"]  # share this process's memory
 
 
@@ -63,6 +64,33 @@ class FileChannel:
     __hash__ = None
 
 
+_dask_client = None
+
+
+def dask_client():
+    """One LocalCluster of worker processes for the whole session (closed at exit)."""
+    global _dask_client
+    if _dask_client is None:
+        from distributed import Client, LocalCluster
+
+        cluster = LocalCluster(
+            n_workers=2, threads_per_worker=2, dashboard_address=":0", silence_logs=logging.ERROR
+        )
+        _dask_client = Client(cluster, set_as_default=False)
+    return _dask_client
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_dask_client():
+    yield
+    global _dask_client
+    if _dask_client is not None:
+        cluster = _dask_client.cluster
+        _dask_client.close()
+        cluster.close()
+        _dask_client = None
+
+
 def make_executor(name: str, **options) -> tuple[dp.Executor, object]:
     """A fresh executor named ``name`` and the pool it runs on (or None)."""
     if name == "serial":
@@ -76,6 +104,8 @@ def make_executor(name: str, **options) -> tuple[dp.Executor, object]:
         return dp.PoolExecutor(pool, **options), pool
     if name == "process":
         return dp.ProcessExecutor(2, **options), None
+    if name == "dask":
+        return dp.DaskExecutor(dask_client(), **options), None
     raise ValueError(name)
 
 

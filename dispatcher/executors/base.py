@@ -17,6 +17,12 @@ progress) lives in the engine. Class flags describe the executor to the engine:
     the engine need not watch the clock for it.
 ``needs_loop``
     tasks run on an asyncio event loop, so a blocking ``run`` starts one.
+``pipelines``
+    a task's arguments may hold the *handles* (``task.handle``) of tasks not yet
+    finished, which the backend resolves where the work runs (dask futures): the
+    run uses a :class:`~dispatcher.engine.PipelinedRunState`, every reported value
+    is a handle, and ``_gather`` / ``_gather_async`` bring back the outputs'
+    values, ``_fetch_remote`` any other node's on ``fetch()``.
 
 Two optional hooks: ``_flush()`` is called after each burst of ``_submit`` calls
 (an executor may hold tasks back to send them together), and ``_interrupt()`` when
@@ -56,6 +62,7 @@ class Executor:
     enforces_timeouts = False
     needs_loop = False
     inline_light = True
+    pipelines = False
     default_retry_on: tuple = ()
 
     def __init__(

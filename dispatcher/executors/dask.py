@@ -1,0 +1,327 @@
+"""Run graphs on a dask.distributed cluster, with the data staying on the workers.
+
+Policy
+------
+``DaskExecutor`` pipelines: a node is handed to dask as soon as its dependencies
+have been handed over, with their dask futures as arguments (the engine's
+:class:`~dispatcher.engine.PipelinedRunState`). Each burst of nodes goes to the
+scheduler as one graph, so dask sees the whole graph at once, orders it, and moves
+intermediate values from worker to worker; nothing comes back to the client but
+the outputs' values at the end of the run (one ``gather``), and whatever
+``fetch()`` asks for later. The engine still hears of every node as it finishes,
+so retries, ``throw_error``, timeouts, callbacks and progress work as on every
+executor.
+
+Where it runs: a ``Client`` you pass (left open), a scheduler ``address`` (a client
+made and closed here), or, with neither, an embedded ``LocalCluster`` of worker
+processes started on first use with ``cluster_options`` and closed by ``close()``.
+The dashboard's address is logged (``INFO``) and kept in :attr:`dashboard_link`.
+A script that starts the embedded cluster needs dask's ``if __name__ ==
+"__main__":`` guard: the cluster's worker processes import the main script.
+
+Failures: a node's own exception comes back with its remote traceback. dask
+reruns a task whose worker died, up to ``distributed.scheduler.allowed-failures``
+times, and then raises ``KilledWorker``; that error becomes a
+:class:`~dispatcher.WorkerLostError`, which the executor retries by default. A
+node past its ``timeout`` (counted from when its dependencies have finished) fails
+with ``TimeoutError`` and its dask task is cancelled; dask cannot stop a function
+already running in a worker thread, so that call runs on in the background. A
+call that cannot be pickled fails its node with the same message as
+:class:`~dispatcher.ProcessExecutor`'s.
+
+Nodes keep their values on the cluster: ``node.fetch()`` of an intermediate node
+gathers it then, while the executor is open (``release=True`` lets dask free
+intermediate values as soon as no remaining node needs them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import re
+import threading
+import traceback
+import uuid
+from concurrent.futures import CancelledError
+from typing import Any
+
+import cloudpickle
+
+from ..results import DispatcherError, ExecutorError, WorkerLostError, format_exception, is_worker_lost
+from ._serialize import unpicklable_error
+from .base import Executor
+
+__all__ = ["DaskExecutor"]
+
+logger = logging.getLogger("dispatcher")
+
+_FINAL = ("finished", "error", "cancelled")
+
+
+def _distributed():
+    try:
+        import distributed
+    except ImportError as exc:  # pragma: no cover - the test environment has it
+        raise ExecutorError(
+            "DaskExecutor needs dask.distributed: pip install 'dispatcher[dask]'"
+        ) from exc
+    return distributed
+
+
+def _key_prefix(label: str) -> str:
+    """The start of a dask key: the label, so the dashboard groups by it."""
+    return re.sub(r"[^\w.]+", "_", label)[:60] or "node"
+
+
+def _call_after(func, args, kwargs, *after):
+    """``func(*args, **kwargs)``, run by dask once the ``after`` values exist."""
+    return func(*args, **kwargs)
+
+
+class DaskExecutor(Executor):
+    """Run nodes on a dask.distributed cluster; intermediate values stay on the workers.
+
+    Args:
+        client: a ``distributed.Client`` to use (it stays open after ``close()``);
+            an asynchronous client works with :func:`~dispatcher.run_async`.
+        address: a scheduler's address (``"tcp://host:8786"``) to connect to.
+        cluster_options: with neither ``client`` nor ``address``, the options of
+            the ``distributed.LocalCluster`` started on first use (worker
+            processes by default) and closed by ``close()``.
+        retries, retry_on, backoff, timeout: as for every executor; a lost worker
+            (dask's ``KilledWorker``) is retried by default.
+
+    On a batch cluster, pass the client of a dask-jobqueue cluster::
+
+        from dask_jobqueue import SLURMCluster
+        cluster = SLURMCluster(cores=8, memory="16GB", walltime="02:00:00")
+        cluster.scale(jobs=4)
+        with Client(cluster) as client:
+            dp.run(dp.DaskExecutor(client), outputs)
+    """
+
+    pipelines = True
+    inline_light = False  # indexing and collecting run where the values are
+    default_retry_on = (is_worker_lost,)
+
+    def __init__(
+        self,
+        client: Any = None,
+        address: str | None = None,
+        *,
+        retries: int = 5,
+        retry_on: Any = None,
+        backoff: Any = None,
+        timeout: float | None = None,
+        **cluster_options: Any,
+    ):
+        super().__init__(retries=retries, retry_on=retry_on, backoff=backoff, timeout=timeout)
+        if client is not None and address is not None:
+            raise ValueError("give DaskExecutor a client or a scheduler address, not both")
+        if cluster_options and (client is not None or address is not None):
+            raise TypeError(
+                f"cluster options {sorted(cluster_options)} are for the embedded LocalCluster; "
+                "they do not apply to a given client or address"
+            )
+        if client is not None and not callable(getattr(client, "submit", None)):
+            raise TypeError(f"client must be a distributed.Client, got {type(client).__name__}")
+        self.client = client
+        self.address = address
+        self.cluster_options = cluster_options
+        self.cluster = None
+        self.dashboard_link: str | None = None
+        self._owns_client = client is None
+        self._pending: dict = {}  # key -> dask task spec, sent by _flush
+        self._new: list = []  # (task, future, done) handed over since the last _flush
+        self._cancels: list = []
+        self._lock = threading.Lock()
+
+    # -- starting and stopping ---------------------------------------------------------
+    def _open(self) -> None:
+        super()._open()
+        if self.client is not None:
+            return
+        distributed = _distributed()
+        if self.address is not None:
+            self.client = distributed.Client(self.address, set_as_default=False)
+            return
+        if getattr(multiprocessing.current_process(), "_inheriting", False):
+            raise ExecutorError(
+                "DaskExecutor() was asked to start a LocalCluster while a new worker process "
+                "imports the main script: put the code that runs the graph under "
+                "'if __name__ == \"__main__\":', as dask requires for a LocalCluster"
+            )
+        try:
+            self.cluster = distributed.LocalCluster(**self.cluster_options)
+            self.client = distributed.Client(self.cluster, set_as_default=False)
+        except BaseException:
+            self._shutdown()
+            raise
+        self.dashboard_link = self.client.dashboard_link
+        logger.info(
+            "started a dask LocalCluster (%s, %d workers); dashboard at %s",
+            self.cluster.scheduler_address,
+            len(self.cluster.workers),
+            self.dashboard_link,
+        )
+
+    def _shutdown(self) -> None:
+        client, cluster = self.client, self.cluster
+        if self._owns_client and client is not None:
+            self.client = None
+            client.close()
+        if cluster is not None:
+            self.cluster = None
+            cluster.close()
+
+    # -- running nodes ---------------------------------------------------------------
+    def _submit(self, task, done) -> None:
+        from dask._task_spec import Task, parse_input
+        from distributed import Future
+
+        key = f"{_key_prefix(task.node.label)}-{uuid.uuid4().hex}"
+        kwargs = task.kwargs or {}
+        if task.after:  # graph edges that pass no value still order the tasks
+            spec = Task(key, _call_after, task.func, parse_input(list(task.args)), parse_input(kwargs), *map(parse_input, task.after))
+        else:
+            spec = Task(key, task.func, *map(parse_input, task.args), **{k: parse_input(v) for k, v in kwargs.items()})
+        self._pending[key] = spec
+        future = Future(key, self.client)
+        task.handle = future
+        self._new.append((task, future, done))
+
+    def _flush(self) -> None:
+        if not self._new:
+            return
+        graph, self._pending = self._pending, {}
+        new, self._new = self._new, []
+        try:
+            self._send(graph)
+        except Exception as exc:
+            new = self._send_what_pickles(graph, new, exc)
+        if new:
+            self.client.loop.add_callback(self._watch_all, new)
+
+    def _send(self, graph: dict) -> None:
+        # One graph for the burst. The expression gets a random token, as
+        # Client.submit gives its own: dask would otherwise tokenize every function.
+        from dask._expr import LLGExpr
+
+        self.client.get(LLGExpr(graph, _determ_token=uuid.uuid4().hex), list(graph), sync=False)
+
+    def _send_what_pickles(self, graph: dict, new: list, exc: Exception) -> list:
+        """The burst could not be sent: fail the calls that cannot be pickled and
+        send the rest; if that is not the cause, every node of the burst fails."""
+        kept = []
+        for task, future, done in new:
+            try:
+                cloudpickle.dumps((task.func, task.args, task.kwargs))
+            except Exception:
+                graph.pop(future.key)
+                err = unpicklable_error(task.node.label, task.func, task.args, task.kwargs)
+                done(task, False, (err, format_exception(err)))
+            else:
+                kept.append((task, future, done))
+        try:
+            if len(kept) == len(new):
+                raise exc
+            if graph:
+                self._send(graph)
+        except Exception as err:
+            for task, _, done in kept:
+                done(task, False, (err, format_exception(err)))
+            return []
+        return kept
+
+    async def _watch_all(self, new: list) -> None:
+        for task, future, done in new:
+            asyncio.ensure_future(self._watch(task, future, done))
+
+    async def _watch(self, task, future, done) -> None:
+        # distributed's own done_callback waits on the future's state the same way
+        state = future._state
+        while state.status not in _FINAL:
+            await state.wait()
+        status = state.status
+        if status == "finished":
+            done(task, True, future)
+            return
+        exc = state.exception
+        if status == "cancelled" or exc is None:
+            done(task, False, (CancelledError(f"node {task.node.label!r} was cancelled: {exc}"), ""))
+            return
+        tb = "".join(traceback.format_exception(type(exc), exc, state.traceback))
+        if type(exc).__name__ == "KilledWorker":
+            lost = WorkerLostError(f"node {task.node.label!r} was lost with its dask workers: {exc}")
+            lost.__cause__ = exc
+            exc = lost
+        done(task, False, (exc, tb))
+
+    def _cancel(self, task) -> None:
+        future = task.handle
+        if future is None or self.client is None:
+            return
+        with self._lock:
+            self._cancels.append(future)
+            first = len(self._cancels) == 1
+        if first:
+            self.client.loop.add_callback(self._cancel_now)
+
+    async def _cancel_now(self) -> None:
+        with self._lock:
+            futures, self._cancels = self._cancels, []
+        if futures and self.client is not None:
+            await self.client.cancel(futures, asynchronous=True)
+
+    # -- values coming back ------------------------------------------------------------
+    def _gather(self, futures: list) -> list:
+        if not futures:
+            return []
+        try:
+            return [(True, v) for v in self.client.gather(futures)]
+        except Exception:
+            return [self._gather_one(f) for f in futures]
+
+    def _gather_one(self, future) -> tuple:
+        try:
+            return True, self.client.gather(future)
+        except Exception as exc:
+            return False, (exc, format_exception(exc))
+
+    async def _gather_async(self, futures: list) -> list:
+        if not futures or not self.client.asynchronous:
+            return await asyncio.to_thread(self._gather, futures)
+        try:
+            return [(True, v) for v in await self.client.gather(futures)]
+        except Exception:
+            out = []
+            for future in futures:
+                try:
+                    out.append((True, await self.client.gather(future)))
+                except Exception as exc:
+                    out.append((False, (exc, format_exception(exc))))
+            return out
+
+    def _fetch_remote(self, node, future) -> Any:
+        client = self.client
+        if self.closed or client is None or client.status not in ("running", "connecting"):
+            raise DispatcherError(
+                f"the value of node {node.label!r} stayed on the dask cluster, which this "
+                "executor no longer reaches; list the node among the outputs to bring it back"
+            )
+        if client.asynchronous:
+            raise DispatcherError(
+                f"the value of node {node.label!r} is on the cluster of an asynchronous client: "
+                "list the node among the outputs, or await client.gather() on its future"
+            )
+        return client.gather(future)
+
+    def __repr__(self) -> str:
+        where = ""
+        if self.client is not None:
+            where = f" {self.client.scheduler.address}" if self.client.scheduler else ""
+        elif self.address is not None:
+            where = f" {self.address}"
+        state = " closed" if self.closed else ""
+        return f"<DaskExecutor{where}{state}>"
