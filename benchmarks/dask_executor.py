@@ -77,10 +77,10 @@ def bench_overhead(ex, client, n: int, repeat: int) -> dict:
         for _ in range(repeat):
             node, dnode = _graphs(shape, n)
             nodes = _count(node)
-            times["dask_executor"].append(_timed(lambda: dp.execute(node, ex)))
+            times["dask_executor"].append(_timed(dp.execute, node, ex))
             node, _ = _graphs(shape, n)
-            times["dask_executor_release"].append(_timed(lambda: dp.execute(node, ex, release=True)))
-            times["dask_delayed"].append(_timed(lambda: dask.compute(dnode, scheduler=client)))
+            times["dask_executor_release"].append(_timed(dp.execute, node, ex, release=True))
+            times["dask_delayed"].append(_timed(dask.compute, dnode, scheduler=client))
             del node, dnode
         r = {k + "_us": statistics.median(v) / nodes * 1e6 for k, v in times.items()}
         r["nodes"] = nodes
@@ -107,11 +107,8 @@ def bench_arrays(ex, client, mb: int, hops: int, repeat: int) -> dict:
 
     ours, theirs = [], []
     for _ in range(repeat):
-        node = chain()
-        ours.append(_timed(lambda: _check(dp.execute(node, ex, release=True), hops)))
-        dnode = dchain()
-        theirs.append(_timed(lambda: _check(dask.compute(dnode, scheduler=client)[0], hops)))
-        del node, dnode
+        ours.append(_timed(lambda g: _check(dp.execute(g, ex, release=True), hops), chain()))
+        theirs.append(_timed(lambda g: _check(dask.compute(g, scheduler=client)[0], hops), dchain()))
     return {
         "mb": mb,
         "hops": hops,
@@ -125,9 +122,9 @@ def _check(array, hops: int) -> None:
     assert array[0] == hops and array[-1] == hops
 
 
-def _timed(fn) -> float:
+def _timed(fn, *args, **kwargs) -> float:
     start = time.perf_counter()
-    fn()
+    fn(*args, **kwargs)
     return time.perf_counter() - start
 
 

@@ -42,10 +42,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AsyncExecutor",
-    "DaskExecutor",
     "Backoff",
     "Callback",
     "CollectNode",
+    "DaskExecutor",
     "DataNode",
     "DependencyError",
     "DispatchGraph",

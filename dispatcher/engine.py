@@ -642,7 +642,9 @@ class PipelinedRunState(RunState):
             task = Task(node, func, args, kwargs, attempt, timeout)
             if self.deps_of is not _deps_of:  # a graph's edges: some may pass no value
                 own = node.dependencies()
-                task.after = tuple(self.values[d] for d in self.deps_of(node) if d not in own and d in self.values)
+                task.after = tuple(
+                    self.values[d] for d in self.deps_of(node) if d not in own and d in self.values
+                )
             self.running[node] = task
             if timeout is not None and waiting[node] == 0:
                 self._start_clock(task)

@@ -306,13 +306,13 @@ def _spin(seconds):
 
 
 def test_timeout_then_retry_succeeds(executor_factory):
-    ex = executor_factory(timeout=0.2, retry_on=lambda e: isinstance(e, TimeoutError), backoff=FAST)
+    ex = executor_factory(timeout=0.5, retry_on=lambda e: isinstance(e, TimeoutError), backoff=FAST)
     calls = FileChannel()
 
     def first_slow():
         calls.append(1)
         if len(calls) == 1:
-            time.sleep(0.6)
+            time.sleep(1.5)
         return "ok"
 
     assert dp.run(ex, [dp.Op(first_slow)])[0].value == "ok"
@@ -382,7 +382,9 @@ def test_callbacks_see_every_node(executor):
     assert ("finish", "b", 3) in ev
     assert ("fail", "bad", "bad") in ev and ("fail", "after", "bad") in ev
     assert ev.index(("finish", "a", 2)) < ev.index(("finish", "b", 3))
-    assert ev.index(("finish", "a", 2)) < ev.index(("fail", "bad", "bad")) < ev.index(("fail", "after", "bad"))
+    assert (
+        ev.index(("finish", "a", 2)) < ev.index(("fail", "bad", "bad")) < ev.index(("fail", "after", "bad"))
+    )
     if executor.pipelines:
         # nodes are handed over before their dependencies finish (and on_finish
         # gets the dask future holding the value)

@@ -40,6 +40,7 @@ import asyncio
 import logging
 import multiprocessing
 import re
+import sys
 import threading
 import traceback
 import uuid
@@ -63,9 +64,7 @@ def _distributed():
     try:
         import distributed
     except ImportError as exc:  # pragma: no cover - the test environment has it
-        raise ExecutorError(
-            "DaskExecutor needs dask.distributed: pip install 'dispatcher[dask]'"
-        ) from exc
+        raise ExecutorError("DaskExecutor needs dask.distributed: pip install 'dispatcher[dask]'") from exc
     return distributed
 
 
@@ -135,6 +134,7 @@ class DaskExecutor(Executor):
         self._pending: dict = {}  # key -> dask task spec, sent by _flush
         self._new: list = []  # (task, future, done) handed over since the last _flush
         self._cancels: list = []
+        self._watchers: set = set()  # asyncio tasks waiting on the futures
         self._lock = threading.Lock()
 
     # -- starting and stopping ---------------------------------------------------------
@@ -155,6 +155,20 @@ class DaskExecutor(Executor):
         try:
             self.cluster = distributed.LocalCluster(**self.cluster_options)
             self.client = distributed.Client(self.cluster, set_as_default=False)
+        except TypeError:
+            self._shutdown()
+            raise
+        except Exception as exc:
+            self._shutdown()
+            hint = ""
+            if getattr(sys.modules["__main__"], "__file__", None):
+                hint = (
+                    "; if the main script runs the graph without an "
+                    "'if __name__ == \"__main__\":' guard, add one: dask's worker processes import it"
+                )
+            raise ExecutorError(
+                f"the dask LocalCluster could not start: {type(exc).__name__}: {exc}{hint}"
+            ) from exc
         except BaseException:
             self._shutdown()
             raise
@@ -183,9 +197,18 @@ class DaskExecutor(Executor):
         key = f"{_key_prefix(task.node.label)}-{uuid.uuid4().hex}"
         kwargs = task.kwargs or {}
         if task.after:  # graph edges that pass no value still order the tasks
-            spec = Task(key, _call_after, task.func, parse_input(list(task.args)), parse_input(kwargs), *map(parse_input, task.after))
+            spec = Task(
+                key,
+                _call_after,
+                task.func,
+                parse_input(list(task.args)),
+                parse_input(kwargs),
+                *map(parse_input, task.after),
+            )
         else:
-            spec = Task(key, task.func, *map(parse_input, task.args), **{k: parse_input(v) for k, v in kwargs.items()})
+            spec = Task(
+                key, task.func, *map(parse_input, task.args), **{k: parse_input(v) for k, v in kwargs.items()}
+            )
         self._pending[key] = spec
         future = Future(key, self.client)
         task.handle = future
@@ -235,8 +258,11 @@ class DaskExecutor(Executor):
         return kept
 
     async def _watch_all(self, new: list) -> None:
+        watchers = self._watchers
         for task, future, done in new:
-            asyncio.ensure_future(self._watch(task, future, done))
+            watcher = asyncio.ensure_future(self._watch(task, future, done))
+            watchers.add(watcher)  # the loop keeps only weak references to tasks
+            watcher.add_done_callback(watchers.discard)
 
     async def _watch(self, task, future, done) -> None:
         # distributed's own done_callback waits on the future's state the same way
