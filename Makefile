@@ -25,6 +25,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/core_overhead.py
 	$(BIN)/python benchmarks/process_executor.py
+	$(BIN)/python benchmarks/dask_executor.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
