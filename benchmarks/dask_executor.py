@@ -69,9 +69,12 @@ def _count(node) -> int:
     return len(dp.DispatchGraph([node]))
 
 
-def bench_overhead(ex, client, n: int, repeat: int) -> dict:
+SHAPES = ("wide", "deep", "tree")
+
+
+def bench_overhead(ex, client, n: int, repeat: int, shapes=SHAPES) -> dict:
     out = {}
-    for shape in ("wide", "deep", "tree"):
+    for shape in shapes:
         times = {"dask_executor": [], "dask_executor_release": [], "dask_delayed": []}
         nodes = None
         for _ in range(repeat):
@@ -136,6 +139,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--hops", type=int, default=5)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--only", choices=["overhead", "arrays"], action="append")
+    parser.add_argument("--shape", choices=SHAPES, action="append", help="overhead shapes (default: all)")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
     only = set(args.only or ["overhead", "arrays"])
@@ -154,7 +158,7 @@ def main(argv=None) -> dict:
         dp.execute([dp.Op(noop) for _ in range(100)], ex)  # warm: the workers unpickle noop
         dask.compute(*[dask.delayed(noop, pure=False)() for _ in range(100)], scheduler=client)
         if "overhead" in only:
-            report["overhead"] = bench_overhead(ex, client, args.nodes, args.repeat)
+            report["overhead"] = bench_overhead(ex, client, args.nodes, args.repeat, args.shape or SHAPES)
             for shape, r in report["overhead"].items():
                 print(
                     f"overhead {shape}: {r['nodes']} no-op nodes, µs/node: "

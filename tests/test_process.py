@@ -305,7 +305,7 @@ def test_timeout_kills_the_worker_and_the_pool_goes_on(ex):
 
     start = time.monotonic()
     with pytest.raises(dp.DependencyError) as info:
-        dp.execute(dp.op(report_and_sleep, timeout=0.3)(), ex)
+        dp.execute(dp.op(report_and_sleep, timeout=1.0)(), ex)  # time to start even when loaded
     assert time.monotonic() - start < 10
     assert isinstance(info.value.error, TimeoutError)
     assert "killed" in str(info.value)
