@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 
 import pytest
 
@@ -62,6 +63,23 @@ class FileChannel:
         return isinstance(other, FileChannel) and other.path == self.path
 
     __hash__ = None
+
+
+def alive(pid: int) -> bool:
+    """Is ``pid`` a live process (a zombie counts as gone)?"""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def wait_gone(pids, seconds=10.0) -> list:
+    """Wait up to ``seconds`` for ``pids`` to end; returns those still alive."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end and any(alive(p) for p in pids):
+        time.sleep(0.02)
+    return [p for p in pids if alive(p)]
 
 
 _dask_client = None

@@ -25,7 +25,7 @@ from distributed import Client
 import dispatcher as dp
 from dispatcher.engine import Backoff
 
-from .conftest import FileChannel, dask_client
+from .conftest import FileChannel, alive, dask_client, wait_gone
 
 FAST = Backoff(first_delay=0.01, max_delay=0.05)
 CLUSTER = dict(n_workers=1, threads_per_worker=2, dashboard_address=":0", silence_logs=logging.ERROR)
@@ -37,25 +37,6 @@ def inc(x):
 
 def add(a, b):
     return a + b
-
-
-def _gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    try:  # a zombie child of this process
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
-
-
-def _wait_gone(pids, seconds: float = 20.0) -> list:
-    end = time.monotonic() + seconds
-    while time.monotonic() < end and not all(_gone(p) for p in pids):
-        time.sleep(0.1)
-    return [p for p in pids if not _gone(p)]
 
 
 def _worker_pids(client) -> list:
@@ -77,7 +58,7 @@ def test_embedded_cluster_starts_on_first_use_logs_its_dashboard_and_closes(capl
     client = ex.client
     ex.close()
     assert client.status == "closed" and ex.cluster is None
-    assert _wait_gone(pids) == []
+    assert wait_gone(pids, 20.0) == []
     with pytest.raises(dp.ExecutorError, match="closed"):
         dp.run(ex, [dp.Op(inc, 1)])
 
@@ -363,7 +344,7 @@ def test_killing_a_worker_mid_run_still_gives_the_right_values():
             assert dp.execute(total, ex) == sum(range(8))
         finally:
             killer.join()
-        assert _gone(pids[0])
+        assert not alive(pids[0])
 
 
 # -- asyncio ------------------------------------------------------------------------------
@@ -426,7 +407,7 @@ def test_ctrl_c_leaves_no_worker_processes(tmp_path):
     proc.send_signal(signal.SIGINT)
     proc.wait(60)
     assert proc.returncode != 0
-    assert _wait_gone(pids) == []
+    assert wait_gone(pids, 20.0) == []
 
 
 def test_script_without_main_guard_gets_a_clear_error(tmp_path):

@@ -21,25 +21,9 @@ import pytest
 import dispatcher as dp
 from dispatcher.engine import Backoff
 
-from .conftest import FileChannel
+from .conftest import FileChannel, alive, wait_gone
 
 FAST = Backoff(first_delay=0.001, factor=2.0, max_delay=0.01, jitter=0.1)
-
-
-def alive(pid: int) -> bool:
-    """Is ``pid`` a live process (a zombie counts as gone)?"""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
-def wait_gone(pids, seconds=10.0) -> list:
-    end = time.monotonic() + seconds
-    while time.monotonic() < end and any(alive(p) for p in pids):
-        time.sleep(0.02)
-    return [p for p in pids if alive(p)]
 
 
 @pytest.fixture
