@@ -441,7 +441,7 @@ class RunState:
         """Store what the run leaves on the nodes and tell the callbacks it is over."""
         if self.needed is not None:
             for node, value in self.values.items():
-                if node in self.waiting and node not in self.keep and node not in self.errors:
+                if node in self.waiting and node not in self.keep:
                     self._keep_value(node, value)  # an ended run: no later node will free it
         if self.callbacks and self.started:
             self._notify("on_end", None)
@@ -760,10 +760,11 @@ class PipelinedRunState(RunState):
         self.resolved.clear()
         return tasks + self.take_revoked()
 
-    def remote_outputs(self) -> list:
-        """The outputs that finished here, whose values are still handles."""
+    def remote_outputs(self) -> tuple[list, list]:
+        """The outputs that finished here and their values, still handles."""
         values, waiting = self.values, self.waiting
-        return [n for n in dict.fromkeys(self.outputs) if n in waiting and n in values]
+        nodes = [n for n in dict.fromkeys(self.outputs) if n in waiting and n in values]
+        return nodes, [values[n] for n in nodes]
 
     def localize(self, nodes: list, outcomes: list) -> None:
         """Store the values brought back for ``nodes``: ``(True, value)`` or
@@ -858,14 +859,7 @@ def drive(state: RunState, executor: Any) -> list[DispatchResult]:
     try:
         state.start()
         while True:
-            task = state.next_task()
-            if task is not None:
-                while task is not None:
-                    _start(state, executor, task, done)
-                    task = state.next_task()
-                executor._flush()
-            if state.revoked:
-                _cancel(executor, state.take_revoked())
+            _start_ready(state, executor, done)
             if state.finished:
                 break
             wake = state.next_wakeup()
@@ -885,8 +879,8 @@ def drive(state: RunState, executor: Any) -> list[DispatchResult]:
         if state.running:
             _settle(state, executor, wait)
         if state.pipelined and state.error is None:
-            nodes = state.remote_outputs()
-            state.localize(nodes, executor._gather([state.values[n] for n in nodes]))
+            nodes, handles = state.remote_outputs()
+            state.localize(nodes, executor._gather(handles))
     except BaseException:
         executor._interrupt()
         _settle(state, executor, wait)
@@ -896,6 +890,19 @@ def drive(state: RunState, executor: Any) -> list[DispatchResult]:
     if state.error is not None:
         raise state.error
     return state.results()
+
+
+def _start_ready(state: RunState, executor, done) -> None:
+    """Hand every ready task to the executor, let it send what it held back, and
+    cancel the tasks the state revoked."""
+    task = state.next_task()
+    if task is not None:
+        while task is not None:
+            _start(state, executor, task, done)
+            task = state.next_task()
+        executor._flush()
+    if state.revoked:
+        _cancel(executor, state.take_revoked())
 
 
 def _start(state: RunState, executor, task: Task, done) -> None:
@@ -952,14 +959,7 @@ async def drive_async(state: RunState, executor: Any) -> list[DispatchResult]:
     try:
         state.start()
         while True:
-            task = state.next_task()
-            if task is not None:
-                while task is not None:
-                    _start(state, executor, task, done)
-                    task = state.next_task()
-                executor._flush()
-            if state.revoked:
-                _cancel(executor, state.take_revoked())
+            _start_ready(state, executor, done)
             if state.finished:
                 break
             wake = state.next_wakeup()
@@ -983,8 +983,8 @@ async def drive_async(state: RunState, executor: Any) -> list[DispatchResult]:
         if state.running:
             await _settle_async(state, executor, None if synchronous else completions)
         if state.pipelined and state.error is None:
-            nodes = state.remote_outputs()
-            state.localize(nodes, await executor._gather_async([state.values[n] for n in nodes]))
+            nodes, handles = state.remote_outputs()
+            state.localize(nodes, await executor._gather_async(handles))
     except BaseException:
         executor._interrupt()
         await asyncio.shield(_settle_async(state, executor, None if synchronous else completions))
