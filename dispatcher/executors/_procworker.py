@@ -192,13 +192,11 @@ def _failure(exc: BaseException) -> tuple:
     return (False, (exc, tb))
 
 
-def _outcome_message(outcomes: list, seconds: list) -> tuple[bytes, list]:
-    try:
-        return dumps(("done", outcomes, seconds))
-    except Exception:
-        pass
+def checked_outcomes(outcomes: list, dumps) -> list:
+    """``outcomes`` with each value that ``dumps`` cannot pickle replaced by a
+    failure that says so."""
     checked = []
-    for ok, value in outcomes:  # find the values that cannot be pickled
+    for ok, value in outcomes:
         try:
             dumps(value)
         except Exception as exc:
@@ -210,7 +208,33 @@ def _outcome_message(outcomes: list, seconds: list) -> tuple[bytes, list]:
             checked.append((False, (err, _describe(exc))))
         else:
             checked.append((ok, value))
-    return dumps(("done", checked, seconds))
+    return checked
+
+
+def _outcome_message(outcomes: list, seconds: list) -> tuple[bytes, list]:
+    try:
+        return dumps(("done", outcomes, seconds))
+    except Exception:
+        return dumps(("done", checked_outcomes(outcomes, dumps), seconds))
+
+
+def run_calls(batch: list) -> tuple[list, list]:
+    """Run each ``(func, args, kwargs)`` of ``batch`` in order: one ``(ok, value)``
+    per call (a failure's value as :func:`_failure` makes it) and the seconds each
+    took."""
+    clock = time.perf_counter
+    outcomes = []
+    seconds = []
+    for func, args, kwargs in batch:
+        start = clock()
+        try:
+            value = func(*args, **kwargs) if kwargs else func(*args)
+        except BaseException as exc:  # SystemExit too: it fails the node, not the worker
+            outcomes.append(_failure(exc))
+        else:
+            outcomes.append((True, value))
+        seconds.append(clock() - start)
+    return outcomes, seconds
 
 
 def _watch_parent(fd: int) -> None:
@@ -243,8 +267,6 @@ def main(argv: list[str]) -> int:
         send(sock, ("init-failed", f"the worker initializer failed:\n{_describe(exc)}"))
         return 1
     send(sock, ("ready", os.getpid()))
-    clock = time.perf_counter
-    func = args = kwargs = None
     while True:
         try:
             batch = recv(sock)
@@ -253,18 +275,8 @@ def main(argv: list[str]) -> int:
         except Exception as exc:  # a batch that cannot be unpickled here
             send(sock, ("unreadable", f"{type(exc).__name__}: {exc}\n{_describe(exc)}"))
             continue
-        outcomes = []
-        seconds = []
-        for func, args, kwargs in batch:
-            start = clock()
-            try:
-                value = func(*args, **kwargs) if kwargs else func(*args)
-            except BaseException as exc:  # SystemExit too: it fails the node, not the worker
-                outcomes.append(_failure(exc))
-            else:
-                outcomes.append((True, value))
-            seconds.append(clock() - start)
-        del batch, func, args, kwargs
+        outcomes, seconds = run_calls(batch)
+        del batch
         send_payload(sock, *_outcome_message(outcomes, seconds))
         del outcomes
 

@@ -64,6 +64,7 @@ import cloudpickle
 
 from ..results import ExecutorError, WorkerLostError, format_exception, is_worker_lost
 from . import _procworker as wire
+from ._batching import MAX_BATCH, PENDING, REPORTED, SENT, Job, func_key, learn, take_batch
 from ._serialize import decode_outcome, unpicklable_error
 from .base import Executor
 
@@ -71,10 +72,7 @@ __all__ = ["ParallelExecutor", "ProcessExecutor"]
 
 logger = logging.getLogger("dispatcher")
 
-BATCH_TARGET = 0.01  # seconds of estimated work per batch
-MAX_BATCH = 1000
 START_FAILURES = 3  # failed starts in a row before the pool gives up
-_PENDING, _SENT, _REPORTED = 0, 1, 2
 
 
 def cpu_count() -> int:
@@ -83,17 +81,6 @@ def cpu_count() -> int:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         return os.cpu_count() or 1
-
-
-def _func_key(func):
-    code = getattr(func, "__code__", None)
-    if code is not None:
-        return code
-    try:
-        hash(func)
-    except TypeError:
-        return type(func)
-    return func
 
 
 def _exit_text(code: int | None) -> str:
@@ -107,20 +94,6 @@ def _exit_text(code: int | None) -> str:
         hint = " (as the out-of-memory killer does)" if -code == signal.SIGKILL else ""
         return f"it was killed by signal {name}{hint}"
     return f"it exited with code {code}"
-
-
-class _Job:
-    """A task on its way through the pool."""
-
-    __slots__ = ("alone", "done", "key", "state", "task", "worker")
-
-    def __init__(self, task, done):
-        self.task = task
-        self.done = done
-        self.key = None
-        self.state = _PENDING
-        self.alone = False  # send it in a batch of its own
-        self.worker = None
 
 
 class _Worker:
@@ -169,7 +142,7 @@ class _Pool:
         self.thread.start()
 
     # -- called from other threads --------------------------------------------------
-    def submit(self, job: _Job) -> None:
+    def submit(self, job: Job) -> None:
         self.inbox.append(("task", job))
         if self.stopped.is_set():  # too late for the I/O thread to see it
             self._report(job, False, (ExecutorError("the process pool has stopped"), ""))
@@ -182,7 +155,7 @@ class _Pool:
             with contextlib.suppress(OSError):
                 self.wake_w.send(b"\0")
 
-    def cancel(self, job: _Job) -> None:
+    def cancel(self, job: Job) -> None:
         self.inbox.append(("cancel", job))
         self.wake()
 
@@ -259,15 +232,15 @@ class _Pool:
         while inbox:
             kind, arg = inbox.popleft()
             if kind == "task":
-                arg.key = _func_key(arg.task.func)
+                arg.key = func_key(arg.task.func)
                 if self.broken is not None and not self.workers:
                     self._report(arg, False, (self.broken, ""))
                 else:
                     self.pending.append(arg)
             elif kind == "cancel":
-                if arg.state == _SENT and arg.worker is not None:
+                if arg.state == SENT and arg.worker is not None:
                     doomed.add(arg.worker)
-                if arg.state != _REPORTED:
+                if arg.state != REPORTED:
                     self._report(
                         arg, False, (cf.CancelledError(f"node {arg.task.node.label!r} was cancelled"), "")
                     )
@@ -278,10 +251,10 @@ class _Pool:
                 self._kill(worker)
         return None
 
-    def _report(self, job: _Job, ok: bool, payload) -> None:
-        if job.state == _REPORTED:
+    def _report(self, job: Job, ok: bool, payload) -> None:
+        if job.state == REPORTED:
             return
-        job.state = _REPORTED
+        job.state = REPORTED
         job.worker = None
         job.done(job.task, ok, payload)
 
@@ -344,15 +317,12 @@ class _Pool:
     def _finished(self, worker: _Worker, outcomes: list, seconds: list) -> None:
         batch, worker.batch = worker.batch, None
         worker.deadline = None
-        est = self.est
-        for job, s in zip(batch, seconds):
-            old = est.get(job.key)
-            est[job.key] = s if old is None else 0.7 * old + 0.3 * s
+        learn(self.est, batch, seconds)
         if self.pending:
             self._dispatch_to(worker, self._ready_count())  # keep it busy while we report
         report = self._report
         for job, (ok, value) in zip(batch, outcomes):
-            if job.state != _REPORTED:
+            if job.state != REPORTED:
                 if ok:
                     report(job, True, value)
                 else:
@@ -375,37 +345,9 @@ class _Pool:
                 break
             self._dispatch_to(worker, share)
 
-    def _take(self, share: int) -> list | None:
-        pending = self.pending
-        while pending:
-            job = pending.popleft()
-            if job.state == _PENDING:
-                break
-        else:
-            return None
-        batch = [job]
-        if job.alone or job.task.timeout is not None or self.max_batch == 1:
-            return batch
-        est = self.est
-        total = est.get(job.key)
-        if total is None or total >= BATCH_TARGET:
-            return batch
-        limit = min(self.max_batch, -(-len(pending) // share) + 1)
-        while pending and len(batch) < limit:
-            nxt = pending[0]
-            if nxt.state != _PENDING:
-                pending.popleft()
-                continue
-            e = est.get(nxt.key)
-            if nxt.alone or nxt.task.timeout is not None or e is None or total + e > BATCH_TARGET:
-                break
-            batch.append(pending.popleft())
-            total += e
-        return batch
-
     def _dispatch_to(self, worker: _Worker, share: int) -> None:
         while True:
-            batch = self._take(share)
+            batch = take_batch(self.pending, self.est, share, self.max_batch)
             if batch is None:
                 return
             calls = [(j.task.func, j.task.args, j.task.kwargs) for j in batch]
@@ -430,7 +372,7 @@ class _Pool:
             return
         worker.batch = batch
         for job in batch:
-            job.state = _SENT
+            job.state = SENT
             job.worker = worker
         self.stats["batches"] += 1
         self.stats["tasks"] += len(batch)
@@ -442,8 +384,8 @@ class _Pool:
 
     def _requeue(self, batch: list, alone: bool) -> None:
         for job in reversed(batch):
-            if job.state != _REPORTED:
-                job.state = _PENDING
+            if job.state != REPORTED:
+                job.state = PENDING
                 job.worker = None
                 job.alone = job.alone or alone
                 self.pending.appendleft(job)
@@ -496,7 +438,7 @@ class _Pool:
             return
         self.stats["lost"] += 1
         batch, worker.batch = worker.batch, None
-        live = [job for job in batch or () if job.state != _REPORTED]
+        live = [job for job in batch or () if job.state != REPORTED]
         if batch is not None and len(batch) == 1 and live:
             job = live[0]
             exc = WorkerLostError(
@@ -648,7 +590,7 @@ class ProcessExecutor(Executor):
             weakref.finalize(self, _Pool.stop, self._pool, True)
 
     def _submit(self, task, done) -> None:
-        job = _Job(task, done)
+        job = Job(task, done)
         task.handle = job
         self._pool.submit(job)
 
