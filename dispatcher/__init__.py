@@ -20,10 +20,12 @@ from .executors import (
     AsyncExecutor,
     DaskExecutor,
     Executor,
+    MPIExecutor,
     ParallelExecutor,
     PoolExecutor,
     ProcessExecutor,
     SerialExecutor,
+    SerialMPIExecutor,
     ThreadExecutor,
 )
 from .graph import DispatchGraph
@@ -55,6 +57,7 @@ __all__ = [
     "Executor",
     "ExecutorError",
     "IndexNode",
+    "MPIExecutor",
     "Op",
     "ParallelExecutor",
     "PoolExecutor",
@@ -62,6 +65,7 @@ __all__ = [
     "ProgressBar",
     "RemoteError",
     "SerialExecutor",
+    "SerialMPIExecutor",
     "ThreadExecutor",
     "WorkerLostError",
     "execute",

@@ -9,6 +9,7 @@ thread, where a debugger and a profiler can follow each node.
 from __future__ import annotations
 
 import asyncio
+import functools
 import sys
 import threading
 from collections.abc import Iterable
@@ -46,6 +47,13 @@ class ProgressBar(Callback):
             self.bar = None
 
 
+def _check_executor(executor) -> None:
+    from .executors.base import Executor
+
+    if not isinstance(executor, Executor):
+        raise TypeError(f"expected an executor, got {type(executor).__name__}: {executor!r:.80}")
+
+
 def _state(
     executor,
     outputs,
@@ -57,10 +65,7 @@ def _state(
     callbacks: Iterable[Callback] = (),
     release: bool = False,
 ) -> RunState:
-    from .executors.base import Executor
-
-    if not isinstance(executor, Executor):
-        raise TypeError(f"expected an executor, got {type(executor).__name__}: {executor!r:.80}")
+    _check_executor(executor)
     callbacks = list(callbacks)
     for cb in callbacks:
         if not isinstance(cb, Callback):
@@ -122,16 +127,15 @@ def run(
     >>> [r.value for r in dp.run(dp.ThreadExecutor(), [a, dp.Op(abs, -5)])]
     [3, 5]
     """
-    state = _state(
-        executor,
-        outputs,
-        inputs,
-        input_map=input_map,
-        throw_error=throw_error,
-        progress=progress,
-        callbacks=callbacks,
-        release=release,
+    _check_executor(executor)
+    options = dict(
+        input_map=input_map, throw_error=throw_error, progress=progress, callbacks=callbacks, release=release
     )
+    return executor._run_spmd(outputs, functools.partial(_run, executor, outputs, inputs, options))
+
+
+def _run(executor, outputs, inputs, options) -> list[DispatchResult]:
+    state = _state(executor, outputs, inputs, **options)
     if executor.needs_loop:
         return _run_coroutine(drive_async(state, executor))
     return drive(state, executor)
@@ -148,8 +152,12 @@ async def run_async(
     The loop keeps serving other work while nodes run, except for a synchronous
     executor (:class:`SerialExecutor`), whose nodes run on the loop one by one.
     """
-    state = _state(executor, outputs, inputs, **options)
-    return await drive_async(state, executor)
+    _check_executor(executor)
+
+    async def run():
+        return await drive_async(_state(executor, outputs, inputs, **options), executor)
+
+    return await executor._run_spmd_async(outputs, run)
 
 
 def execute(graph_or_nodes: Any, executor=None, **run_options: Any) -> Any:

@@ -3,6 +3,7 @@
 from .aio import AsyncExecutor
 from .base import Executor
 from .dask import DaskExecutor
+from .mpi import MPIExecutor, SerialMPIExecutor
 from .pools import PoolExecutor, ThreadExecutor
 from .process import ParallelExecutor, ProcessExecutor
 from .serial import SerialExecutor
@@ -11,9 +12,11 @@ __all__ = [
     "AsyncExecutor",
     "DaskExecutor",
     "Executor",
+    "MPIExecutor",
     "ParallelExecutor",
     "PoolExecutor",
     "ProcessExecutor",
     "SerialExecutor",
+    "SerialMPIExecutor",
     "ThreadExecutor",
 ]

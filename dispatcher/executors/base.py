@@ -24,10 +24,12 @@ progress) lives in the engine. Class flags describe the executor to the engine:
     is a handle, and ``_gather`` / ``_gather_async`` bring back the outputs'
     values, ``_fetch_remote`` any other node's on ``fetch()``.
 
-Two optional hooks: ``_flush()`` is called after each burst of ``_submit`` calls
-(an executor may hold tasks back to send them together), and ``_interrupt()`` when
-a run ends by an exception that is not a node's failure (Ctrl-C, a failing
-callback): an executor with worker processes stops them there.
+Optional hooks: ``_flush()`` is called after each burst of ``_submit`` calls
+(an executor may hold tasks back to send them together), ``_interrupt()`` when a
+run ends by an exception that is not a node's failure (Ctrl-C, a failing
+callback): an executor with worker processes stops them there, and
+``_run_spmd(outputs, run)`` wraps a whole run (an SPMD executor drives it on one
+MPI rank and follows it on the others).
 """
 
 from __future__ import annotations
@@ -105,6 +107,16 @@ class Executor:
 
     def _interrupt(self) -> None:
         """The run is being interrupted: stop the work at once (it is then cancelled)."""
+
+    def _run_spmd(self, outputs, run):
+        """Make the run: ``run()`` does it here. An executor whose runs involve
+        every rank of an MPI job (SerialMPIExecutor) runs it on one rank and
+        follows it on the others."""
+        return run()
+
+    async def _run_spmd_async(self, outputs, run):
+        """:meth:`_run_spmd` for ``run_async``: ``await run()`` does it here."""
+        return await run()
 
     # -- shared surface ---------------------------------------------------------------
     def run(self, outputs, inputs=(), **options):

@@ -1,0 +1,80 @@
+"""What :class:`~dispatcher.MPIExecutor` runs on its worker ranks.
+
+Each task that ``mpi4py.futures`` carries to a worker is a call of
+:func:`run_batch` with cloudpickle bytes: a list of ``(func, args, kwargs)``,
+run in order by the same loop as :class:`~dispatcher.ProcessExecutor`'s workers
+(:func:`~dispatcher.executors._procworker.run_calls`). The answer is cloudpickle
+bytes too, ``("done", outcomes, seconds)`` or ``("unreadable", description)``, so
+lambdas, closures and functions of ``__main__`` travel both ways whatever pickle
+``mpi4py`` itself uses.
+
+:func:`init_worker` runs first on every worker: it lets SIGINT interrupt a node
+(and only a node: between nodes it is ignored, so the executor can interrupt a
+run without taking its workers down), then runs the user's initializer.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+
+import cloudpickle
+
+from ._procworker import _describe, checked_outcomes, run_calls
+
+_in_call = False
+
+
+def _on_sigint(signum, frame) -> None:
+    if _in_call:
+        raise KeyboardInterrupt
+
+
+def init_worker(user_init: bytes | None) -> None:
+    """Set up a worker rank: SIGINT interrupts nodes only; then the user's initializer."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, _on_sigint)
+    if user_init is not None:
+        func, args = cloudpickle.loads(user_init)
+        func(*args)
+
+
+def hello() -> list:
+    """``(host, pid)`` of every worker: a collective task, one per worker at once."""
+    from mpi4py.futures import get_comm_workers
+
+    return get_comm_workers().allgather((socket.gethostname(), os.getpid()))
+
+
+def run_batch(payload: bytes, timeout: float | None = None, label: str = "") -> bytes:
+    """Run the calls in ``payload``; a node alone with a ``timeout`` is stopped by
+    ``SIGALRM`` with a ``TimeoutError`` when it runs longer."""
+    global _in_call
+    try:
+        calls = cloudpickle.loads(payload)
+    except Exception as exc:  # a module of the driver this worker cannot import
+        return cloudpickle.dumps(("unreadable", f"{type(exc).__name__}: {exc}\n{_describe(exc)}"))
+    del payload
+    alarm = timeout is not None and threading.current_thread() is threading.main_thread()
+    if alarm:
+
+        def on_alarm(signum, frame):
+            raise TimeoutError(f"node {label!r} ran longer than its timeout of {timeout} s")
+
+        previous = signal.signal(signal.SIGALRM, on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, timeout)
+    _in_call = True
+    try:
+        outcomes, seconds = run_calls(calls)
+    finally:
+        _in_call = False
+        if alarm:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+    del calls
+    try:
+        return cloudpickle.dumps(("done", outcomes, seconds))
+    except Exception:
+        return cloudpickle.dumps(("done", checked_outcomes(outcomes, cloudpickle.dumps), seconds))
