@@ -258,9 +258,7 @@ class MPIExecutor(Executor):
             _SPAWNED.add(self)
         else:
             if world.Get_size() < 2:
-                raise ValueError(
-                    "MPIExecutor needs at least 2 ranks in comm: a driver and a worker"
-                )
+                raise ValueError("MPIExecutor needs at least 2 ranks in comm: a driver and a worker")
             if not 0 <= root < world.Get_size():
                 raise ValueError(f"root must be a rank of the communicator, got {root!r}")
             self._pool = _world_pool(world, root, self._init, options)  # a worker rank exits here
