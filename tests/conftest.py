@@ -15,7 +15,7 @@ import pytest
 
 import dispatcher as dp
 
-EXECUTOR_NAMES = ["serial", "async", "threads", "pool", "process", "dask"]
+EXECUTOR_NAMES = ["serial", "async", "threads", "pool", "process", "dask", "mpi"]
 LOCAL_EXECUTOR_NAMES = ["serial", "async", "threads", "pool"]  # share this process's memory
 
 
@@ -124,6 +124,8 @@ def make_executor(name: str, **options) -> tuple[dp.Executor, object]:
         return dp.ProcessExecutor(2, **options), None
     if name == "dask":
         return dp.DaskExecutor(dask_client(), **options), None
+    if name == "mpi":  # two spawned worker ranks
+        return dp.MPIExecutor(2, **options), None
     raise ValueError(name)
 
 

@@ -76,11 +76,13 @@ import functools
 import inspect
 import logging
 import os
+import shlex
 import shutil
 import signal
 import socket
 import sys
 import sysconfig
+import tempfile
 import threading
 import time
 import types
@@ -113,6 +115,7 @@ __all__ = ["MPIExecutor", "SerialMPIExecutor", "SlurmAllocation", "slurm_allocat
 logger = logging.getLogger("dispatcher")
 
 START_TIMEOUT = 120.0  # seconds for spawned workers to start and answer
+INTERRUPT_WAIT = 5.0  # seconds an interrupted run waits for its interrupted nodes
 
 
 def _mpi():
@@ -245,6 +248,7 @@ class MPIExecutor(Executor):
         world = MPI.COMM_WORLD if comm is None else comm
         self.spawns = comm is None and world.Get_size() == 1
         self._lock = threading.Lock()
+        self._drained = threading.Condition(self._lock)
         self._pending: collections.deque = collections.deque()
         self._inflight = 0
         self._est: dict = {}
@@ -298,9 +302,12 @@ class MPIExecutor(Executor):
         if self._pool is None:
             from mpi4py.futures import MPIPoolExecutor
 
-            _find_mpiexec(self._MPI)
-            self._pool = MPIPoolExecutor(self.max_workers, **_pool_options(self._init, self._pool_options))
-        if not self._workers:
+            with _launcher(self._MPI):
+                self._pool = MPIPoolExecutor(
+                    self.max_workers, **_pool_options(self._init, self._pool_options)
+                )
+                self._hello(timeout)
+        elif not self._workers:
             self._hello(timeout)
 
     def _hello(self, timeout: float | None) -> None:
@@ -393,6 +400,8 @@ class MPIExecutor(Executor):
             timer.cancel()
         with self._lock:
             self._inflight -= 1
+            if self._inflight == 0:
+                self._drained.notify_all()
         self._dispatch()  # keep the workers busy while we report
         try:
             kind, *rest = cloudpickle.loads(future.result())
@@ -448,18 +457,24 @@ class MPIExecutor(Executor):
             self._report(job, False, (_cancelled_error(job), ""))
 
     def _signal_busy(self) -> None:
-        """SIGINT the worker ranks of this host while nodes run on them."""
-        if self._inflight <= 0:
-            return
+        """SIGINT the worker ranks of this host (a node running there raises
+        ``KeyboardInterrupt``; an idle worker ignores it)."""
         here = socket.gethostname()
         for host, pid in self._workers:
             if host == here:
                 with contextlib.suppress(OSError):
                     os.kill(pid, signal.SIGINT)
 
+    def _drain(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the batches on the workers to come back."""
+        with self._drained:
+            return self._drained.wait_for(lambda: self._inflight <= 0, timeout)
+
     def _interrupt(self) -> None:
         self._cancel_pending()
-        self._signal_busy()
+        if self._inflight > 0:
+            self._signal_busy()
+            self._drain(INTERRUPT_WAIT)
 
     def _shutdown(self) -> None:
         self._cancel_pending()
@@ -467,7 +482,8 @@ class MPIExecutor(Executor):
             return  # the world's ranks are released when the driver exits
         pool, self._pool = self._pool, None
         if pool is not None:
-            self._signal_busy()
+            if self._inflight > 0:  # nodes of an ended run still running
+                self._signal_busy()
             pool.shutdown(wait=True, cancel_futures=True)
         _SPAWNED.discard(self)
 
@@ -481,21 +497,48 @@ def _cancelled_error(job: Job) -> CancelledError:
     return CancelledError(f"node {job.task.node.label!r} was cancelled")
 
 
-def _find_mpiexec(MPI) -> None:
-    """MPICH spawns from a world of one through ``mpiexec``, which it looks up on
-    ``PATH``: put the one installed beside this Python there if need be, and say so
-    clearly when there is none (MPICH would abort the process)."""
-    if "MPICH" not in MPI.Get_library_version() or shutil.which("mpiexec"):
+@contextlib.contextmanager
+def _launcher(MPI):
+    """Where a world of one spawns its workers, MPICH starts ``mpiexec`` (found on
+    ``PATH``) to manage them. That ``mpiexec`` would share the process group of the
+    script, and when the script dies by a signal (Ctrl-C, the out-of-memory killer)
+    it kills its whole process group, the shell pipeline, ``make`` or test runner
+    that started the script included. For the spawn, ``PATH`` leads to a wrapper
+    that starts the real ``mpiexec`` in a session of its own; it still ends the
+    workers when the script goes. Without any ``mpiexec``, a clear error instead of
+    MPICH's abort."""
+    if "MPICH" not in MPI.Get_library_version():
+        yield
         return
+    real = shutil.which("mpiexec")
     for where in (sysconfig.get_path("scripts"), os.path.dirname(sys.executable)):
-        if where and shutil.which("mpiexec", path=where):
-            os.environ["PATH"] = where + os.pathsep + os.environ.get("PATH", "")
-            return
-    raise ExecutorError(
-        "MPIExecutor cannot spawn worker ranks: MPICH needs its mpiexec on PATH to spawn "
-        "from a script started without mpiexec (install the mpich wheel, or start the script "
-        "with mpiexec -n N python -m mpi4py.futures script.py)"
-    )
+        if real is None and where:
+            real = shutil.which("mpiexec", path=where)
+    if real is None:
+        raise ExecutorError(
+            "MPIExecutor cannot spawn worker ranks: MPICH needs its mpiexec on PATH to spawn "
+            "from a script started without mpiexec (install the mpich wheel, or start the script "
+            "with mpiexec -n N python -m mpi4py.futures script.py)"
+        )
+    with tempfile.TemporaryDirectory(prefix="dispatcher-mpi-") as folder:
+        wrapper = os.path.join(folder, "mpiexec")
+        with open(wrapper, "w") as f:
+            f.write(
+                "#!/bin/sh\n"
+                f"exec {shlex.quote(sys.executable)} -I -c "
+                "'import os, sys; os.setsid(); os.execv(sys.argv[1], sys.argv[1:])' "
+                f'{shlex.quote(os.path.realpath(real))} "$@"\n'
+            )
+        os.chmod(wrapper, 0o755)
+        path = os.environ.get("PATH")
+        os.environ["PATH"] = folder + os.pathsep + (path or "")
+        try:
+            yield
+        finally:
+            if path is None:
+                os.environ.pop("PATH", None)
+            else:
+                os.environ["PATH"] = path
 
 
 def _default_workers(slurm: SlurmAllocation | None) -> int:

@@ -1,0 +1,433 @@
+"""The MPI executors, for real: scripts run under ``mpiexec -n 3`` (each with a time
+limit, so a deadlock fails the test instead of hanging the suite), and from a plain
+``python`` that spawns its worker ranks. The shared engine suites run on a spawned
+``MPIExecutor`` too (``"mpi"`` in conftest's executor names)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import sysconfig
+import textwrap
+import time
+
+import pytest
+
+from dispatcher.executors import _slurm
+from dispatcher.executors.mpi import _default_workers
+
+from .conftest import alive, wait_gone
+
+BIN = sysconfig.get_path("scripts")
+MPIEXEC = os.path.join(BIN, "mpiexec")
+LIMIT = 120  # seconds any one MPI job may take
+
+
+def _env(extra: dict | None = None) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "PMI_", "HYDRA_"))}
+    env["PATH"] = BIN + os.pathsep + env.get("PATH", "")
+    env.update(extra or {})
+    return env
+
+
+def _command(script: str, how: str, n: int) -> list[str]:
+    if how == "spawn":
+        return [sys.executable, script]
+    if how == "futures":
+        return [MPIEXEC, "-n", str(n), sys.executable, "-m", "mpi4py.futures", script]
+    return [MPIEXEC, "-n", str(n), sys.executable, script]
+
+
+def mpirun(tmp_path, code: str, how: str = "world", n: int = 3, env=None, timeout=LIMIT):
+    """Run ``code`` as a script (``how``: "world" under ``mpiexec -n N python``,
+    "futures" under ``mpiexec -n N python -m mpi4py.futures``, "spawn" under plain
+    ``python``); its CompletedProcess. A job over its time limit is killed whole."""
+    script = tmp_path / "script.py"
+    script.write_text(REPORT + textwrap.dedent(code))
+    proc = subprocess.Popen(
+        _command(str(script), how, n),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env=_env(env),
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"the MPI job did not end in {timeout} s (a deadlock?)\n{out}\n{err}")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+REPORT = """
+import json as _json
+def report(out, rank=0):
+    with open(f"report-{rank}.json", "w") as f:
+        _json.dump(out, f)
+"""
+
+
+def reports(proc, tmp_path) -> dict:
+    """What each rank of the job passed to ``report()``, by rank (the driver's is 0)."""
+    if proc.returncode != 0:
+        raise AssertionError(f"exit code {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return {int(p.stem.split("-")[1]): json.loads(p.read_text()) for p in tmp_path.glob("report-*.json")}
+
+
+# -- MPIExecutor ---------------------------------------------------------------------
+
+POOL_SCRIPT = """
+import json, os, pickle, sys, threading, time
+import dispatcher as dp
+
+out = {"driver": os.getpid()}
+ex = dp.MPIExecutor(2, retries=2, backoff=dp.Backoff(first_delay=0.01))
+out["pids"] = ex.start().worker_pids()
+out["repr"] = repr(ex)
+
+k = 10
+def add_k(x):                      # a function of __main__, with a global
+    return x + k
+nodes = [dp.Op(add_k, i) for i in range(2000)]
+out["sum"] = dp.execute(dp.Op(sum, nodes), ex)
+out["lambda"] = dp.execute(dp.Op(lambda x: [x] * 2, "a"), ex)
+out["batched"] = ex.stats["batches"] < ex.stats["tasks"] / 4
+
+def boom(x):
+    raise ValueError(f"bad {x}")
+try:
+    dp.execute(dp.Op(add_k, dp.op(boom, label="exploder")(3)), ex)
+except dp.DependencyError as err:
+    out["error"] = [str(err), type(err.error).__name__, err.node.label, "in boom" in err.traceback]
+
+tries = dp.DataNode([])          # retries: the worker fails twice, then succeeds
+def flaky(path):
+    n = len(open(path).read())
+    open(path, "a").write("x")
+    if n < 2:
+        raise OSError("not yet")
+    return n
+open("flaky.txt", "w").close()
+out["retried"] = dp.execute(dp.op(flaky, retry_on=OSError)("flaky.txt"), ex)
+
+start = time.monotonic()
+try:
+    dp.execute(dp.op(time.sleep, timeout=0.3)(30), ex)
+except dp.DependencyError as err:
+    out["timeout"] = [type(err.error).__name__, str(err.error), time.monotonic() - start < 10]
+out["after_timeout"] = dp.execute(dp.Op(add_k, 1), ex)   # the worker was freed
+
+a = dp.Op(add_k, 1)
+b = dp.Op(add_k, a)
+dp.execute(b, ex)
+out["inputs"] = dp.execute(b, ex, input_map={a: 100})
+
+lock = threading.Lock()
+try:
+    dp.execute(dp.Op(len, [lock]), ex)
+except dp.DependencyError as err:
+    out["unpicklable"] = str(err)
+
+results = dp.run(ex, [dp.Op(boom, 1), dp.Op(add_k, 5)], throw_error=False)
+out["partial"] = [r.is_error() for r in results] + [results[1].value]
+ex.close()
+try:
+    dp.execute(dp.Op(add_k, 1), ex)
+except dp.ExecutorError as err:
+    out["closed"] = str(err)
+report(out)
+"""
+
+
+@pytest.mark.parametrize("how", ["spawn", "world", "futures"])
+def test_pool_executor_three_ways(tmp_path, how):
+    out = reports(mpirun(tmp_path, POOL_SCRIPT, how), tmp_path)[0]
+    assert len(out["pids"]) == 2 and out["driver"] not in out["pids"]
+    assert ("spawned" in out["repr"]) == (how == "spawn")
+    assert out["sum"] == sum(range(2000)) + 20000
+    assert out["lambda"] == ["a", "a"]
+    assert out["batched"]
+    message, kind, label, traced = out["error"]
+    assert kind == "ValueError" and label == "exploder" and traced
+    assert message == "node 'exploder' failed: ValueError: bad 3"
+    assert out["retried"] == 2
+    assert out["timeout"] == ["TimeoutError", "node 'sleep' ran longer than its timeout of 0.3 s", True]
+    assert out["after_timeout"] == 11
+    assert out["inputs"] == 110
+    assert "node 'len'" in out["unpicklable"] and "argument 0" in out["unpicklable"]
+    assert "_thread.lock" in out["unpicklable"]
+    assert out["partial"] == [True, False, 15]
+    assert "closed" in out["closed"]
+    assert wait_gone(out["pids"], 20.0) == []
+
+
+def test_worker_ranks_of_a_world_leave_the_script(tmp_path):
+    # under plain mpiexec every rank runs the script: the workers serve inside the
+    # constructor and leave with SystemExit(0), so only the driver gets past it
+    code = """
+    import json, dispatcher as dp
+    from mpi4py import MPI
+    rank = MPI.COMM_WORLD.Get_rank()
+    ex = dp.MPIExecutor(max_workers=5)
+    out = {"value": dp.execute(dp.Op(sum, [1, 2]), ex), "workers": ex.max_workers}
+    second = dp.MPIExecutor()          # shares the world's workers
+    out["second"] = dp.execute(dp.Op(abs, -4), second)
+    report(out, rank)
+    """
+    proc = mpirun(tmp_path, code, "world")
+    assert reports(proc, tmp_path) == {0: {"value": 3, "workers": 2, "second": 4}}
+    assert "max_workers=5 ignored" in proc.stderr
+
+
+def test_a_function_the_workers_cannot_import_is_named(tmp_path):
+    code = """
+    import json, sys
+    import dispatcher as dp
+    sys.path.insert(0, "private")
+    import helper                       # importable here, not on the worker ranks
+    ex = dp.MPIExecutor(1, path=[])     # workers get no extra path
+    try:
+        dp.execute(dp.Op(helper.twice, 2), ex)
+    except dp.DependencyError as err:
+        report({"error": str(err)})
+    ex.close()
+    """
+    (tmp_path / "private").mkdir()
+    (tmp_path / "private" / "helper.py").write_text("def twice(x):\n    return 2 * x\n")
+    out = reports(mpirun(tmp_path, code, "spawn"), tmp_path)[0]
+    assert "node 'twice'" in out["error"]
+    assert "cannot be unpickled on the worker rank" in out["error"]
+    assert "helper" in out["error"]
+
+
+def test_ctrl_c_in_a_spawning_driver_leaves_no_process(tmp_path):
+    script = tmp_path / "script.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import time
+            import dispatcher as dp
+            ex = dp.MPIExecutor(2).start()
+            print(*ex.worker_pids(), flush=True)
+            dp.execute([dp.Op(time.sleep, 60) for _ in range(4)], ex)
+            """
+        )
+    )
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env()
+    )
+    try:
+        pids = [int(p) for p in proc.stdout.readline().split()]
+        assert len(pids) == 2
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode != 0
+    assert "KeyboardInterrupt" in err
+    assert wait_gone(pids, 20.0) == []
+
+
+def test_ctrl_c_under_mpiexec_ends_every_rank(tmp_path):
+    script = tmp_path / "script.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import os, time
+            import dispatcher as dp
+            ex = dp.MPIExecutor()
+            print(os.getpid(), *ex.start().worker_pids(), flush=True)
+            dp.execute([dp.Op(time.sleep, 60) for _ in range(4)], ex)
+            """
+        )
+    )
+    proc = subprocess.Popen(
+        _command(str(script), "world", 3),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+        start_new_session=True,
+    )
+    try:
+        pids = [int(p) for p in proc.stdout.readline().split()]
+        assert len(pids) == 3 and all(alive(p) for p in pids)
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)  # what the terminal does to mpiexec
+        proc.communicate(timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode != 0
+    assert wait_gone(pids, 20.0) == []
+
+
+# -- Slurm -------------------------------------------------------------------------
+
+
+def test_slurm_environment_is_read():
+    env = {
+        "SLURM_JOB_ID": "4242",
+        "SLURM_NTASKS": "12",
+        "SLURM_JOB_NODELIST": "node[01-03,07],gpu1",
+        "SLURM_CPUS_PER_TASK": "2",
+    }
+    alloc = _slurm.slurm_allocation(env)
+    assert alloc.job_id == "4242" and alloc.ntasks == 12 and alloc.cpus_per_task == 2
+    assert alloc.nodes == ("node01", "node02", "node03", "node07", "gpu1")
+    assert "Slurm job 4242: 12 tasks on 5 node(s)" in alloc.describe()
+    assert _slurm.slurm_allocation({}) is None
+    # without SLURM_NTASKS: the older name, then the tasks per node
+    assert _slurm.slurm_allocation({"SLURM_JOB_ID": "1", "SLURM_NPROCS": "3"}).ntasks == 3
+    per_node = {"SLURM_JOB_ID": "1", "SLURM_TASKS_PER_NODE": "2(x3),1", "SLURM_NODELIST": "a,b"}
+    assert _slurm.slurm_allocation(per_node).ntasks == 7
+    assert _slurm.slurm_allocation(per_node).nodes == ("a", "b")
+    assert _slurm.expand_nodelist("r[1-2]n[08-09]") == ["r1n08", "r2n08", "r1n09", "r2n09"]
+    assert _default_workers(alloc) == 11  # the driver is one of the tasks
+
+
+def test_default_workers_outside_slurm(monkeypatch):
+    monkeypatch.setenv("MPI4PY_FUTURES_MAX_WORKERS", "3")
+    assert _default_workers(None) == 3
+    monkeypatch.delenv("MPI4PY_FUTURES_MAX_WORKERS")
+    assert _default_workers(None) == len(os.sched_getaffinity(0))
+    one_task = _slurm.slurm_allocation({"SLURM_JOB_ID": "9", "SLURM_NTASKS": "1"})
+    assert _default_workers(one_task) == len(os.sched_getaffinity(0))
+
+
+def test_spawning_in_a_slurm_allocation_sizes_itself(tmp_path):
+    code = """
+    import json, logging
+    import dispatcher as dp
+    logging.basicConfig(level=logging.INFO)
+    with dp.MPIExecutor() as ex:
+        ex.start()
+        report({"workers": len(ex.worker_pids()), "value": dp.execute(dp.Op(abs, -2), ex)})
+    """
+    env = {"SLURM_JOB_ID": "777", "SLURM_NTASKS": "3", "SLURM_JOB_NODELIST": "localhost"}
+    proc = mpirun(tmp_path, code, "spawn", env=env)
+    assert reports(proc, tmp_path) == {0: {"workers": 2, "value": 2}}
+    assert "Slurm job 777: 3 tasks on 1 node(s) (localhost); MPIExecutor spawns 2 worker ranks" in proc.stderr
+
+
+# -- SerialMPIExecutor ---------------------------------------------------------------
+
+SPMD_SCRIPT = """
+import json, os, sys, time
+import dispatcher as dp
+from mpi4py import MPI
+
+rank = MPI.COMM_WORLD.Get_rank()
+out = {"rank": rank}
+ex = dp.SerialMPIExecutor(retries=1, backoff=dp.Backoff(first_delay=0.01))
+
+def total(x, comm):                  # every rank calls it; a collective inside
+    return comm.allreduce(x + comm.Get_rank())
+
+def my_rank(comm):
+    return comm.Get_rank()
+
+a = dp.Op(total, 1)
+b = dp.Op(my_rank)
+c = dp.Op(lambda x, y: [x, y], a, b)
+out["value"] = dp.execute(c, ex)
+out["fetch"] = c.fetch()
+out["intermediate"] = a.state()       # kept on rank 0 only
+
+def picky(comm):
+    if comm.Get_rank() == 2:
+        raise ValueError("rank two says no")
+    return comm.Get_rank()
+results = dp.run(ex, [dp.op(picky, label="picky", retries=0)(), b], throw_error=False)
+out["partial"] = [str(results[0].error), results[1].value, results[0].error.node.label]
+out["traceback"] = "raised on rank 2 of 3" in results[0].error.traceback
+
+try:
+    dp.execute(dp.Op(max, [1, 2], key=lambda x: x / 0), ex)
+except dp.DependencyError as err:
+    out["raised"] = [type(err.error).__name__, err.node.label]
+
+def first_attempt_fails_on_rank_1(path, comm):
+    # rank 1 fails the first attempt; the retry succeeds on every rank
+    if comm.Get_rank() == 1 and not os.path.exists(path):
+        open(path, "w").close()
+        raise OSError("rank 1 is not ready")
+    return "ok"
+out["retried"] = dp.execute(dp.op(first_attempt_fails_on_rank_1, retry_on=OSError)(f"ready-{os.getppid()}"), ex)
+
+def slow_on_rank_0(comm):
+    time.sleep(30 if comm.Get_rank() == 0 else 0)
+start = time.monotonic()
+try:
+    dp.execute(dp.op(slow_on_rank_0, timeout=0.5)(), ex)
+except dp.DependencyError as err:
+    out["timeout"] = [type(err.error).__name__, time.monotonic() - start < 10]
+
+x = dp.Op(total, 0)
+y = dp.Op(lambda v: v * 10, x)
+dp.execute(y, ex)
+out["inputs"] = dp.execute(y, ex, input_map={x: 7})
+
+p = dp.Op(len, [1])
+q = dp.Op(len, [p])
+p.args = (q,)                          # a cycle: refused on every rank
+try:
+    dp.execute(q, ex)
+except dp.ExecutorError as err:
+    out["cycle"] = "cycle" in str(err)
+
+import threading
+try:                                   # an argument that cannot be pickled
+    dp.execute(dp.Op(lambda h: 1, threading.Lock()), ex)
+except dp.DependencyError as err:
+    out["unpicklable"] = "cannot send node '<lambda>'" in str(err)
+
+ex.close()
+report(out, rank)
+"""
+
+
+def test_serial_mpi_runs_every_node_on_every_rank(tmp_path):
+    found = reports(mpirun(tmp_path, SPMD_SCRIPT, "world"), tmp_path)
+    assert sorted(found) == [0, 1, 2]
+    for rank, out in found.items():
+        assert out["value"] == [6, 0], rank  # rank 0's values on every rank
+        assert out["fetch"] == [6, 0]
+        assert out["intermediate"] == ("done" if rank == 0 else "not run")
+        assert out["partial"] == ["node 'picky' failed: ValueError: rank two says no", 0, "picky"]
+        assert out["traceback"]
+        assert out["raised"] == ["ZeroDivisionError", "max"]
+        assert out["retried"] == "ok"
+        assert out["timeout"] == ["TimeoutError", True]
+        assert out["inputs"] == 70
+        assert out["cycle"]
+        assert out["unpicklable"]
+
+
+def test_serial_mpi_aborts_when_a_failed_rank_leaves_others_in_a_collective(tmp_path):
+    code = """
+    import dispatcher as dp
+    def stuck_without_rank_1(comm):
+        if comm.Get_rank() == 1:
+            raise RuntimeError("rank 1 gives up")
+        return comm.allreduce(1)       # waits for rank 1 forever
+    ex = dp.SerialMPIExecutor(grace=1.0)
+    dp.execute(dp.Op(stuck_without_rank_1), ex)
+    print("should not get here", flush=True)
+    """
+    start = time.monotonic()
+    proc = mpirun(tmp_path, code, "world", timeout=90)
+    assert proc.returncode != 0
+    assert "should not get here" not in proc.stdout
+    assert "node 'stuck_without_rank_1' failed on rank 1 of 3" in proc.stderr
+    assert "RuntimeError: rank 1 gives up" in proc.stderr
+    assert "aborting the MPI job" in proc.stderr
+    assert time.monotonic() - start < 60
