@@ -361,7 +361,8 @@ def first_attempt_fails_on_rank_1(path, comm):
         open(path, "w").close()
         raise OSError("rank 1 is not ready")
     return "ok"
-out["retried"] = dp.execute(dp.op(first_attempt_fails_on_rank_1, retry_on=OSError)(f"ready-{os.getppid()}"), ex)
+flaky = dp.op(first_attempt_fails_on_rank_1, retry_on=OSError)
+out["retried"] = dp.execute(flaky("rank-1-ready"), ex)
 
 def slow_on_rank_0(comm):
     time.sleep(30 if comm.Get_rank() == 0 else 0)
