@@ -26,6 +26,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/core_overhead.py
 	$(BIN)/python benchmarks/process_executor.py
 	$(BIN)/python benchmarks/dask_executor.py
+	$(BIN)/python benchmarks/mpi_executor.py
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/mpiexec -n 3 $(BIN)/python benchmarks/mpi_executor.py --spmd
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

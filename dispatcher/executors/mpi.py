@@ -174,8 +174,16 @@ def _release_world() -> None:
 def _pool_options(init: bytes | None, options: dict) -> dict:
     """Options of an ``mpi4py.futures`` pool. Workers do not import the driver's
     ``__main__`` (``main=False``): its functions arrive by value, with cloudpickle,
-    and a script without an ``if __name__ == "__main__":`` guard is not run again."""
-    return {"main": False, **options, "initializer": _mpiwork.init_worker, "initargs": (init,)}
+    and a script without an ``if __name__ == "__main__":`` guard is not run again.
+    They add the driver's ``sys.path`` to theirs (``path``), so that what the driver
+    imports they can import."""
+    return {
+        "main": False,
+        "path": list(sys.path),
+        **options,
+        "initializer": _mpiwork.init_worker,
+        "initargs": (init,),
+    }
 
 
 _SPAWNED: weakref.WeakSet = weakref.WeakSet()
