@@ -128,10 +128,21 @@ def run(
     [3, 5]
     """
     _check_executor(executor)
+    outputs = _materialize(outputs)
     options = dict(
         input_map=input_map, throw_error=throw_error, progress=progress, callbacks=callbacks, release=release
     )
     return executor._run_spmd(outputs, functools.partial(_run, executor, outputs, inputs, options))
+
+
+def _materialize(outputs):
+    """Outputs given as a generator become a list: they are read more than once."""
+    if isinstance(outputs, (DispatchNode, DispatchGraph, list, tuple)):
+        return outputs
+    try:
+        return list(outputs)
+    except TypeError:
+        return outputs  # the run state says what is wrong with it
 
 
 def _run(executor, outputs, inputs, options) -> list[DispatchResult]:
@@ -153,6 +164,7 @@ async def run_async(
     executor (:class:`SerialExecutor`), whose nodes run on the loop one by one.
     """
     _check_executor(executor)
+    outputs = _materialize(outputs)
 
     async def run():
         return await drive_async(_state(executor, outputs, inputs, **options), executor)

@@ -123,7 +123,8 @@ start = time.monotonic()
 try:
     dp.execute(dp.op(time.sleep, timeout=0.3)(30), ex)
 except dp.DependencyError as err:
-    out["timeout"] = [type(err.error).__name__, str(err.error), time.monotonic() - start < 10]
+    out["timeout"] = [type(err.error).__name__, str(err.error), time.monotonic() - start < 10,
+                      "_mpiwork" in err.traceback]   # raised on the worker, by its alarm
 out["after_timeout"] = dp.execute(dp.Op(add_k, 1), ex)   # the worker was freed
 
 a = dp.Op(add_k, 1)
@@ -139,6 +140,23 @@ except dp.DependencyError as err:
 
 results = dp.run(ex, [dp.Op(boom, 1), dp.Op(add_k, 5)], throw_error=False)
 out["partial"] = [r.is_error() for r in results] + [results[1].value]
+
+class Unloadable:                  # pickles on the worker, cannot be rebuilt here
+    def __init__(self, a, b):
+        pass
+    def __reduce__(self):
+        return (Unloadable, (1,))
+results = dp.run(ex, [dp.Op(lambda: Unloadable(1, 2)), dp.Op(add_k, 6)], throw_error=False)
+out["unloadable"] = [str(results[0].error), results[1].value]
+
+class CtrlC:                       # Ctrl-C while the call is being pickled
+    def __reduce__(self):
+        raise KeyboardInterrupt
+try:
+    dp.execute(dp.Op(len, [CtrlC()]), ex)
+except KeyboardInterrupt:
+    out["interrupted"] = ex._inflight
+out["after_interrupt"] = dp.execute(dp.Op(add_k, 2), ex)
 ex.close()
 try:
     dp.execute(dp.Op(add_k, 1), ex)
@@ -160,12 +178,15 @@ def test_pool_executor_three_ways(tmp_path, how):
     assert kind == "ValueError" and label == "exploder" and traced
     assert message == "node 'exploder' failed: ValueError: bad 3"
     assert out["retried"] == 2
-    assert out["timeout"] == ["TimeoutError", "node 'sleep' ran longer than its timeout of 0.3 s", True]
+    assert out["timeout"] == ["TimeoutError", "node 'sleep' ran longer than its timeout of 0.3 s", True, True]
     assert out["after_timeout"] == 11
     assert out["inputs"] == 110
     assert "node 'len'" in out["unpicklable"] and "argument 0" in out["unpicklable"]
     assert "_thread.lock" in out["unpicklable"]
     assert out["partial"] == [True, False, 15]
+    assert "outcome of node '<lambda>' cannot be unpickled here" in out["unloadable"][0]
+    assert out["unloadable"][1] == 16
+    assert out["interrupted"] == 0 and out["after_interrupt"] == 12
     assert "closed" in out["closed"]
     assert wait_gone(out["pids"], 20.0) == []
 
@@ -393,12 +414,58 @@ try:                                   # an argument that cannot be pickled
 except dp.DependencyError as err:
     out["unpicklable"] = "cannot send node '<lambda>'" in str(err)
 
+if rank == 0:                          # a module only rank 0 can import
+    sys.path.insert(0, "private")
+    import helper
+    twice = helper.twice
+else:
+    def twice(x):
+        return 2 * x
+try:
+    dp.execute(dp.Op(twice, 4), ex)
+except dp.DependencyError as err:
+    out["unimportable"] = str(err)
+
+def leave(comm):                       # SystemExit on one rank fails the node
+    if comm.Get_rank() == 1:
+        sys.exit(3)
+out["exit"] = str(dp.run(ex, [dp.Op(leave)], throw_error=False)[0].error)
+
+class Picky(Exception):                # pickles, cannot be rebuilt
+    def __init__(self, a, b):
+        super().__init__(a)
+def picky_error(comm):
+    if comm.Get_rank() == 2:
+        raise Picky("x", "y")
+out["rebuilt"] = str(dp.run(ex, [dp.Op(picky_error)], throw_error=False)[0].error)
+
+import functools
+def wrapped(f):
+    @functools.wraps(f)
+    def inner(*args, **kwargs):
+        return f(*args, **kwargs)
+    return inner
+@wrapped
+def with_comm(comm):
+    return comm.Get_size()
+@wrapped
+def without():
+    return "none"
+out["wraps"] = dp.execute([dp.Op(with_comm), dp.Op(without)], ex)
+out["generator"] = [r.value for r in dp.run(ex, (dp.Op(abs, -i) for i in range(3)))]
+
 ex.close()
+try:
+    dp.execute(dp.Op(abs, 1), ex)
+except dp.ExecutorError as err:
+    out["closed"] = str(err)
 report(out, rank)
 """
 
 
 def test_serial_mpi_runs_every_node_on_every_rank(tmp_path):
+    (tmp_path / "private").mkdir()
+    (tmp_path / "private" / "helper.py").write_text("def twice(x):\n    return 2 * x\n")
     found = reports(mpirun(tmp_path, SPMD_SCRIPT, "world"), tmp_path)
     assert sorted(found) == [0, 1, 2]
     for rank, out in found.items():
@@ -413,6 +480,15 @@ def test_serial_mpi_runs_every_node_on_every_rank(tmp_path):
         assert out["inputs"] == 70
         assert out["cycle"]
         assert out["unpicklable"]
+        assert (
+            "node 'twice' failed: ExecutorError: node 'twice' cannot be unpickled on rank 1"
+            in out["unimportable"]
+        )
+        assert out["exit"] == "node 'leave' failed: SystemExit: 3"
+        assert out["rebuilt"].startswith("node 'picky_error' failed: RemoteError: ")
+        assert out["wraps"] == [3, "none"]
+        assert out["generator"] == [0, 1, 2]
+        assert out["closed"] == "SerialMPIExecutor is closed"
 
 
 def test_serial_mpi_aborts_when_a_failed_rank_leaves_others_in_a_collective(tmp_path):

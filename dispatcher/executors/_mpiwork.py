@@ -4,7 +4,8 @@ Each task that ``mpi4py.futures`` carries to a worker is a call of
 :func:`run_batch` with cloudpickle bytes: a list of ``(func, args, kwargs)``,
 run in order by the same loop as :class:`~dispatcher.ProcessExecutor`'s workers
 (:func:`~dispatcher.executors._procworker.run_calls`). The answer is cloudpickle
-bytes too, ``("done", outcomes, seconds)`` or ``("unreadable", description)``, so
+bytes too, ``("done", outcomes, seconds)`` with each outcome pickled on its own,
+or ``("unreadable", description)``, so
 lambdas, closures and functions of ``__main__`` travel both ways whatever pickle
 ``mpi4py`` itself uses.
 
@@ -74,7 +75,13 @@ def run_batch(payload: bytes, timeout: float | None = None, label: str = "") -> 
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, previous)
     del calls
+    return cloudpickle.dumps(("done", [_outcome_bytes(o) for o in outcomes], seconds))
+
+
+def _outcome_bytes(outcome: tuple) -> bytes:
+    """One call's outcome on its own, so that one the driver cannot load fails
+    only its node."""
     try:
-        return cloudpickle.dumps(("done", outcomes, seconds))
+        return cloudpickle.dumps(outcome)
     except Exception:
-        return cloudpickle.dumps(("done", checked_outcomes(outcomes, cloudpickle.dumps), seconds))
+        return cloudpickle.dumps(checked_outcomes([outcome], cloudpickle.dumps)[0])

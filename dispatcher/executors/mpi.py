@@ -34,9 +34,9 @@ alone), and at most one batch per worker is in flight, so that what is still
 waiting can be batched and a node's timeout counts from when a worker has it.
 
 A node's timeout is enforced on the worker with ``SIGALRM`` (the node is
-interrupted by a ``TimeoutError`` raised inside it); the driver also fails the
-node when its time is up, so a node stuck in code that blocks signals fails on
-time, but its rank stays busy until the call returns. A node cancelled while on a
+interrupted by a ``TimeoutError`` raised inside it); if that cannot stop it (code
+that blocks signals) the driver fails the node :data:`TIMEOUT_SLACK` seconds
+later, and its rank stays busy until the call returns. A node cancelled while on a
 worker (after another node failed) is reported cancelled at once and runs to its
 end there. Ctrl-C during a run cancels what is waiting and interrupts the nodes
 running on worker ranks of this host (SIGINT raises ``KeyboardInterrupt`` inside a
@@ -52,7 +52,8 @@ ranks agree on the outcome. A function with a parameter named ``comm`` gets the
 executor's communicator. The node's value is rank 0's. If the call raises on any
 rank, the node fails on all of them with the exception of the lowest failing rank
 (its traceback says which rank), and retries, ``throw_error=False`` and
-callbacks behave as on any executor.
+callbacks behave as on any executor. Every exception counts, ``SystemExit``
+included; Ctrl-C on rank 0 ends the run on every rank.
 
 A rank whose call failed waits ``grace`` seconds for the others to finish theirs.
 Other ranks still inside the call after that are, in all likelihood, blocked in a
@@ -108,7 +109,7 @@ from ._serialize import decode_outcome, unpicklable_error
 from ._slurm import SlurmAllocation, slurm_allocation
 from .base import Executor
 from .process import cpu_count
-from .serial import _call, _call_in_thread, _call_with_alarm
+from .serial import _call_in_thread, _call_with_alarm
 
 __all__ = ["MPIExecutor", "SerialMPIExecutor", "SlurmAllocation", "slurm_allocation"]
 
@@ -116,6 +117,8 @@ logger = logging.getLogger("dispatcher")
 
 START_TIMEOUT = 120.0  # seconds for spawned workers to start and answer
 INTERRUPT_WAIT = 5.0  # seconds an interrupted run waits for its interrupted nodes
+TIMEOUT_SLACK = 1.0  # seconds after a node's timeout that the driver fails it, if the worker did not
+CLOSE_WARN = 10.0  # seconds close() waits for running nodes before it says so
 
 
 def _mpi():
@@ -359,9 +362,20 @@ class MPIExecutor(Executor):
                 for job in batch:
                     job.state = SENT
                 self._inflight += 1
-            if not self._send(batch):
-                with lock:
-                    self._inflight -= 1
+            try:
+                sent = self._send(batch)
+            except BaseException:  # Ctrl-C while pickling a large call: give the slot back
+                self._requeue(batch)
+                self._free_slot()
+                raise
+            if not sent:
+                self._free_slot()
+
+    def _free_slot(self) -> None:
+        with self._lock:
+            self._inflight -= 1
+            if self._inflight <= 0:
+                self._drained.notify_all()
 
     def _send(self, batch: list) -> bool:
         try:
@@ -385,13 +399,15 @@ class MPIExecutor(Executor):
                 self._report(job, False, (err, format_exception(exc)))
             return False
         timer = None
-        if timeout is not None:
-            timer = threading.Timer(timeout, self._expire, (batch[0],))
+        if timeout is not None:  # the worker's alarm rings first; this is for a stuck node
+            timer = threading.Timer(timeout + TIMEOUT_SLACK, self._expire, (batch[0],))
             timer.daemon = True
-            timer.start()
-        self._stats["batches"] += 1
-        self._stats["tasks"] += len(batch)
         future.add_done_callback(functools.partial(self._finished, batch, timer))
+        if timer is not None:
+            timer.start()
+        with self._lock:
+            self._stats["batches"] += 1
+            self._stats["tasks"] += len(batch)
         return True
 
     def _requeue(self, batch: list) -> None:
@@ -406,10 +422,7 @@ class MPIExecutor(Executor):
         """A batch came back (in mpi4py's manager thread)."""
         if timer is not None:
             timer.cancel()
-        with self._lock:
-            self._inflight -= 1
-            if self._inflight == 0:
-                self._drained.notify_all()
+        self._free_slot()
         self._dispatch()  # keep the workers busy while we report
         try:
             kind, *rest = cloudpickle.loads(future.result())
@@ -433,7 +446,16 @@ class MPIExecutor(Executor):
         outcomes, seconds = rest
         with self._lock:
             learn(self._est, batch, seconds)
-        for job, (ok, value) in zip(batch, outcomes):
+        for job, data in zip(batch, outcomes):
+            try:
+                ok, value = cloudpickle.loads(data)
+            except Exception as exc:  # this outcome only: a class the driver lacks...
+                label = job.task.node.label
+                err = ExecutorError(
+                    f"the outcome of node {label!r} cannot be unpickled here: {type(exc).__name__}: {exc}"
+                )
+                self._report(job, False, (err, format_exception(exc)))
+                continue
             if ok:
                 self._report(job, True, value)
             else:
@@ -447,11 +469,16 @@ class MPIExecutor(Executor):
         job.done(job.task, ok, payload)
 
     def _expire(self, job: Job) -> None:
+        """The worker's alarm did not stop the node (it blocks signals): fail it here."""
         if job.state == SENT:
-            self._stats["timeouts"] += 1
+            with self._lock:
+                self._stats["timeouts"] += 1
             task = job.task
-            exc = TimeoutError(f"node {task.node.label!r} ran longer than its timeout of {task.timeout} s")
-            self._report(job, False, (exc, ""))
+            exc = TimeoutError(
+                f"node {task.node.label!r} ran longer than its timeout of {task.timeout} s "
+                "(and did not stop: its worker rank stays busy until the call returns)"
+            )
+            self._report(job, False, (exc, format_exception(exc)))
 
     def _cancel(self, task) -> None:
         job = task.handle
@@ -492,6 +519,12 @@ class MPIExecutor(Executor):
         if pool is not None:
             if self._inflight > 0:  # nodes of an ended run still running
                 self._signal_busy()
+                if not self._drain(CLOSE_WARN):
+                    logger.warning(
+                        "MPIExecutor.close(): %d batch(es) of nodes still run on the worker ranks "
+                        "(a node that ignores SIGINT); waiting for them to return",
+                        self._inflight,
+                    )
             pool.shutdown(wait=True, cancel_futures=True)
         _SPAWNED.discard(self)
 
@@ -518,10 +551,11 @@ def _launcher(MPI):
     if "MPICH" not in MPI.Get_library_version():
         yield
         return
-    real = shutil.which("mpiexec")
+    real = None  # the mpiexec of the MPICH beside this Python first, then PATH's
     for where in (sysconfig.get_path("scripts"), os.path.dirname(sys.executable)):
         if real is None and where:
             real = shutil.which("mpiexec", path=where)
+    real = real or shutil.which("mpiexec")
     if real is None:
         raise ExecutorError(
             "MPIExecutor cannot spawn worker ranks: MPICH needs its mpiexec on PATH to spawn "
@@ -596,10 +630,21 @@ def _wants_comm(func) -> bool:
 
 
 def _failure_bytes(exc: BaseException, tb: str) -> bytes:
+    """A failure to send to rank 0: the exception if it survives the trip (some
+    pickle but cannot be rebuilt), else a :class:`RemoteError` standing for it."""
     try:
-        return cloudpickle.dumps((exc, tb))
+        data = cloudpickle.dumps((exc, tb))
+        cloudpickle.loads(data)
     except Exception:
         return cloudpickle.dumps((_stand_in(exc), tb))
+    return data
+
+
+def _load_failure(data: bytes) -> tuple:
+    try:
+        return cloudpickle.loads(data)
+    except Exception as exc:
+        return RemoteError(type(exc).__qualname__, f"the exception cannot be rebuilt here: {exc}"), ""
 
 
 def _stand_in(exc: BaseException) -> RemoteError:
@@ -646,46 +691,42 @@ class SerialMPIExecutor(Executor):
         self.rank = self.comm.Get_rank()
         self.size = self.comm.Get_size()
         self._ctl = self.comm.Dup()  # the executor's own messages never meet the user's
-        self._wants: dict = {}
+        self._runs = 0  # runs begun on this rank: every message says which run it belongs to
 
     # -- messages from rank 0 -----------------------------------------------------------
-    def _bcast(self, data: bytes | None = None) -> bytes:
+    def _bcast(self, data: bytes | None = None, limit: float | None = None) -> bytes:
         """Rank 0's ``data`` on every rank: one broadcast of a fixed-size first part
-        (its length and up to :data:`_FIRST` bytes), a second one for the rest."""
+        (its length and up to :data:`_FIRST` bytes), a second one for the rest.
+        Rank 0 gives up after ``limit`` seconds."""
         MPI, ctl = self._MPI, self._ctl
         first = bytearray(8 + _FIRST)
         if self.rank == 0:
             first[:8] = len(data).to_bytes(8, "little")
             first[8 : 8 + min(len(data), _FIRST)] = data[:_FIRST]
-        _wait(ctl.Ibcast([first, MPI.BYTE], root=0))
+        if not _wait(ctl.Ibcast([first, MPI.BYTE], root=0), limit):
+            return b""
         size = int.from_bytes(first[:8], "little")
         if size <= _FIRST:
             return bytes(first[8 : 8 + size])
         rest = bytearray(data[_FIRST:]) if self.rank == 0 else bytearray(size - _FIRST)
-        _wait(ctl.Ibcast([rest, MPI.BYTE], root=0))
+        _wait(ctl.Ibcast([rest, MPI.BYTE], root=0), limit)
         return bytes(first[8:]) + bytes(rest)
 
-    def _tell(self, *message) -> None:
-        if self.size > 1:
-            self._bcast(cloudpickle.dumps(message))
-
     # -- one node on every rank -----------------------------------------------------
-    def _with_comm(self, func, kwargs):
-        key = func_key(func)
-        wants = self._wants.get(key)
-        if wants is None:
-            wants = self._wants[key] = _wants_comm(func)
-        if wants and not (kwargs and "comm" in kwargs):
-            return {**(kwargs or {}), "comm": self.comm}
-        return kwargs
-
     def _call(self, task) -> tuple:
-        task.kwargs = self._with_comm(task.func, task.kwargs)
-        if task.timeout is None:
-            return _call(task)
-        if threading.current_thread() is threading.main_thread():
-            return _call_with_alarm(task)
-        return _call_in_thread(task)
+        """Call the node here: ``(ok, value or (exception, traceback))``. Every
+        exception fails the node (SystemExit and KeyboardInterrupt too: the other
+        ranks wait to hear how the call went)."""
+        try:
+            if _wants_comm(task.func) and not (task.kwargs and "comm" in task.kwargs):
+                task.kwargs = {**(task.kwargs or {}), "comm": self.comm}
+            if task.timeout is None:
+                return True, task.call()
+            if threading.current_thread() is threading.main_thread():
+                return _call_with_alarm(task)
+            return _call_in_thread(task)
+        except BaseException as exc:
+            return False, (exc, format_exception(exc))
 
     def _agree(self, label: str, outcome: tuple) -> tuple | None:
         """Every rank's outcome of the call; rank 0 gets the node's outcome.
@@ -719,51 +760,56 @@ class SerialMPIExecutor(Executor):
             ctl.send(_failure_bytes(*payload), dest=0, tag=first)
         if self.rank != 0:
             return None
-        exc, tb = payload if first == 0 else cloudpickle.loads(ctl.recv(source=first, tag=first))
-        where = f"raised on rank {first} of {self.size}"
-        if first != 0 and hasattr(exc, "add_note"):
-            exc.add_note(f"({where})")
-        return False, (exc, f"{where}:\n{tb}")
+        if first == 0:
+            exc, tb = payload
+        else:
+            exc, tb = _load_failure(ctl.recv(source=first, tag=first))
+            if hasattr(exc, "add_note"):
+                exc.add_note(f"(raised on rank {first} of {self.size})")
+        return False, (exc, f"raised on rank {first} of {self.size}:\n{tb}")
 
     def _submit(self, task, done) -> None:  # rank 0 only
         label = task.node.label
         if self.size > 1:
             try:
-                message = cloudpickle.dumps(("call", label, task.func, task.args, task.kwargs, task.timeout))
-            except Exception as exc:
+                call = cloudpickle.dumps((task.func, task.args, task.kwargs))
+            except Exception as exc:  # fails here, before any rank hears of it
                 err = unpicklable_error(label, task.func, task.args, task.kwargs)
                 err.__cause__ = exc
                 done(task, False, (err, format_exception(exc)))
                 return
-            self._bcast(message)
-        done(task, *self._agree(label, self._call(task)))
+            self._tell("call", label, task.timeout, call)
+        outcome = self._call(task)
+        agreed = self._agree(label, outcome)
+        if not outcome[0] and isinstance(outcome[1][0], KeyboardInterrupt):
+            raise outcome[1][0]  # Ctrl-C here: the run ends, and rank 0 tells the others
+        done(task, *agreed)
 
-    def _follow_call(self, label, func, args, kwargs, timeout) -> None:
-        task = Task(types.SimpleNamespace(label=label), func, args, kwargs, 0, timeout)
-        self._agree(label, self._call(task))
+    def _follow_call(self, label: str, timeout, call: bytes) -> None:
+        try:
+            func, args, kwargs = cloudpickle.loads(call)
+        except BaseException as exc:  # a module only rank 0 can import...
+            err = ExecutorError(
+                f"node {label!r} cannot be unpickled on rank {self.rank}: {type(exc).__name__}: {exc}"
+            )
+            outcome = (False, (err, format_exception(exc)))
+        else:
+            outcome = self._call(Task(types.SimpleNamespace(label=label), func, args, kwargs, 0, timeout))
+        self._agree(label, outcome)
 
     # -- a whole run on every rank -----------------------------------------------------
+    def _begin(self) -> bool:
+        """Start a run on this rank; False when it runs here alone (one rank)."""
+        if self.closed:
+            raise ExecutorError("SerialMPIExecutor is closed")
+        self._runs += 1
+        return self.size > 1
+
     def _run_spmd(self, outputs, run):
-        if self.size == 1:
+        if not self._begin():
             return run()
-        if self.rank == 0:
-            return self._lead(outputs, run)
-        return self._follow(outputs)
-
-    async def _run_spmd_async(self, outputs, run):
-        if self.size == 1:
-            return await run()
-        if self.rank == 0:
-            try:
-                results = await run()
-            except BaseException as exc:
-                self._tell_raise(outputs, exc)
-                raise
-            self._tell_end(outputs, results)
-            return results
-        return self._follow(outputs)  # other ranks only follow: this blocks their loop
-
-    def _lead(self, outputs, run):
+        if self.rank != 0:
+            return self._follow(outputs)
         try:
             results = run()
         except BaseException as exc:
@@ -772,23 +818,42 @@ class SerialMPIExecutor(Executor):
         self._tell_end(outputs, results)
         return results
 
+    async def _run_spmd_async(self, outputs, run):
+        if not self._begin():
+            return await run()
+        if self.rank != 0:
+            return self._follow(outputs)  # other ranks only follow: this blocks their loop
+        try:
+            results = await run()
+        except BaseException as exc:
+            self._tell_raise(outputs, exc)
+            raise
+        self._tell_end(outputs, results)
+        return results
+
+    def _tell(self, kind: str, *body, limit: float | None = None) -> None:
+        """Broadcast a message of this run from rank 0."""
+        self._bcast(cloudpickle.dumps((kind, self._runs, *body)), limit)
+
     def _tell_raise(self, outputs, exc: BaseException) -> None:
-        if not isinstance(exc, Exception):
-            return  # Ctrl-C reaches every rank itself; the others may not be listening
+        # After Ctrl-C the other ranks may have stopped listening: do not wait for them long.
+        limit = None if isinstance(exc, Exception) else INTERRUPT_WAIT
         if isinstance(exc, DependencyError):
-            self._tell("raise", _error_parts(exc, outputs))
+            self._tell("raise", _error_parts(exc, _run_nodes(outputs)), limit=limit)
             return
         try:
             data = cloudpickle.dumps(exc)
+            cloudpickle.loads(data)
         except Exception:
             data = cloudpickle.dumps(DispatcherError(f"{type(exc).__name__}: {exc}"))
-        self._tell("raise", data)
+        self._tell("raise", data, limit=limit)
 
     def _tell_end(self, outputs, results) -> None:
+        nodes = _run_nodes(outputs) if any(r.error is not None for r in results) else []
         parts = []
         for r in results:
             if r.error is not None:
-                parts.append(("error", _error_parts(r.error, outputs)))
+                parts.append(("error", _error_parts(r.error, nodes)))
                 continue
             try:
                 parts.append(("value", cloudpickle.dumps(r.value)))
@@ -804,17 +869,20 @@ class SerialMPIExecutor(Executor):
     def _follow(self, outputs):
         """Run rank 0's calls until it says the run is over; its results, here."""
         while True:
-            message = cloudpickle.loads(self._bcast())
-            kind = message[0]
+            kind, run, *body = cloudpickle.loads(self._bcast())
+            if run != self._runs:
+                raise ExecutorError(
+                    f"rank {self.rank} is in its run {self._runs} but rank 0 in its run {run}: "
+                    "every rank must make the same runs"
+                )
             if kind == "call":
-                self._follow_call(*message[1:])
+                self._follow_call(*body)
             elif kind == "end":
-                return self._results_here(outputs, message[1])
+                return self._results_here(outputs, body[0])
+            elif isinstance(body[0], tuple):
+                raise _error_here(body[0], _run_nodes(outputs))
             else:
-                data = message[1]
-                if isinstance(data, tuple):
-                    raise _error_here(data, _run_nodes(outputs))
-                raise cloudpickle.loads(data)
+                raise cloudpickle.loads(body[0])
 
     def _results_here(self, outputs, parts) -> list[DispatchResult]:
         nodes = _run_nodes(outputs)
@@ -865,14 +933,13 @@ def _run_nodes(outputs) -> list:
         return []
 
 
-def _error_parts(error: DependencyError, outputs) -> tuple:
+def _error_parts(error: DependencyError, nodes: list) -> tuple:
     """A :class:`DependencyError` to send to the other ranks: its node goes as its
     position among the run's nodes (and its label)."""
     try:
         inner = cloudpickle.dumps(error.error)
     except Exception:
         inner = cloudpickle.dumps(_stand_in(error.error))
-    nodes = _run_nodes(outputs)
     try:
         index = nodes.index(error.node)
     except ValueError:
