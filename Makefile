@@ -5,14 +5,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint bench clean
+.PHONY: install test lint bench bench-quick bench-detail clean
 
 install: $(STAMP)
 
 $(STAMP): setup.cfg setup.py pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[all,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[all,bench,dev]'
 	touch $(STAMP)
 
 test: $(STAMP)
@@ -22,7 +22,15 @@ lint: $(STAMP)
 	$(BIN)/ruff check dispatcher tests benchmarks
 	$(BIN)/ruff format --check dispatcher tests benchmarks
 
+# every executor and baseline on every suite: a table, bench-results/results.{json,md,png}
 bench: $(STAMP)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m dispatcher.bench
+
+bench-quick: $(STAMP)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m dispatcher.bench --quick
+
+# the focused measurements of each executor (core overhead, processes, dask, MPI)
+bench-detail: $(STAMP)
 	$(BIN)/python benchmarks/core_overhead.py
 	$(BIN)/python benchmarks/process_executor.py
 	$(BIN)/python benchmarks/dask_executor.py

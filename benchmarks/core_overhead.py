@@ -35,11 +35,11 @@ import gc
 import json
 import math
 import platform
-import statistics
 import sys
 import time
 
 import dispatcher as dp
+from dispatcher.bench.harness import sample
 
 
 def noop(*args):
@@ -101,17 +101,6 @@ def dask_task_graph(output):
     return {key[n]: (n.func, *[key[a] for a in n.args]) for n in order}, key[output]
 
 
-def timed(fn, repeat):
-    fn()  # warm-up
-    times = []
-    for _ in range(repeat):
-        gc.collect()
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), min(times), max(times)
-
-
 EXECUTORS = {
     "serial": dp.SerialExecutor,
     "threads": dp.ThreadExecutor,
@@ -131,11 +120,11 @@ def measure(
     row = {"shape": shape, "nodes": n, "build_us": build_s / n * 1e6}
     repeat = max(repeat, 100_000 // n)
     program = plain_program(output)
-    plain = timed(lambda: run_plain(program), repeat)[0]
+    plain = sample(lambda: run_plain(program), repeat)[0]
     row["plain_us"] = plain / n * 1e6
     for name in executors:
         with EXECUTORS[name]() as ex:
-            t = timed(lambda ex=ex: dp.run(ex, [output]), repeat)[0]
+            t = sample(lambda ex=ex: dp.run(ex, [output]), repeat)[0]
         row[f"{name}_us"] = t / n * 1e6
         row[f"{name}_overhead_us"] = (t - plain) / n * 1e6
     if with_dask:
@@ -175,7 +164,7 @@ def _dask_column(row, name, n, plain, repeat, history, budget, fn):
     if estimate > budget:
         row[f"{name}_skipped_estimate_s"] = estimate
         return
-    t = timed(fn, repeat)[0]
+    t = sample(fn, repeat)[0]
     history.append((n, t))
     row[f"{name}_us"] = t / n * 1e6
     row[f"{name}_overhead_us"] = (t - plain) / n * 1e6

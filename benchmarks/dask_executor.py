@@ -30,13 +30,13 @@ import logging
 import platform
 import statistics
 import sys
-import time
 
 import dask
 import numpy as np
 from distributed import Client, LocalCluster
 
 import dispatcher as dp
+from dispatcher.bench.harness import seconds
 
 
 def noop(*args):
@@ -80,10 +80,10 @@ def bench_overhead(ex, client, n: int, repeat: int, shapes=SHAPES) -> dict:
         for _ in range(repeat):
             node, dnode = _graphs(shape, n)
             nodes = _count(node)
-            times["dask_executor"].append(_timed(dp.execute, node, ex))
+            times["dask_executor"].append(seconds(dp.execute, node, ex))
             node, _ = _graphs(shape, n)
-            times["dask_executor_release"].append(_timed(dp.execute, node, ex, release=True))
-            times["dask_delayed"].append(_timed(dask.compute, dnode, scheduler=client))
+            times["dask_executor_release"].append(seconds(dp.execute, node, ex, release=True))
+            times["dask_delayed"].append(seconds(dask.compute, dnode, scheduler=client))
             del node, dnode
         r = {k + "_us": statistics.median(v) / nodes * 1e6 for k, v in times.items()}
         r["nodes"] = nodes
@@ -110,8 +110,8 @@ def bench_arrays(ex, client, mb: int, hops: int, repeat: int) -> dict:
 
     ours, theirs = [], []
     for _ in range(repeat):
-        ours.append(_timed(lambda g: _check(dp.execute(g, ex, release=True), hops), chain()))
-        theirs.append(_timed(lambda g: _check(dask.compute(g, scheduler=client)[0], hops), dchain()))
+        ours.append(seconds(lambda g: _check(dp.execute(g, ex, release=True), hops), chain()))
+        theirs.append(seconds(lambda g: _check(dask.compute(g, scheduler=client)[0], hops), dchain()))
     return {
         "mb": mb,
         "hops": hops,
@@ -123,12 +123,6 @@ def bench_arrays(ex, client, mb: int, hops: int, repeat: int) -> dict:
 
 def _check(array, hops: int) -> None:
     assert array[0] == hops and array[-1] == hops
-
-
-def _timed(fn, *args, **kwargs) -> float:
-    start = time.perf_counter()
-    fn(*args, **kwargs)
-    return time.perf_counter() - start
 
 
 def main(argv=None) -> dict:

@@ -33,47 +33,13 @@ import json
 import platform
 import statistics
 import sys
-import time
 
 import dispatcher as dp
+from dispatcher.bench.harness import alternate, calibrate, seconds, spin
 
 
 def noop(*args):
     return None
-
-
-def spin(loops: int) -> int:
-    """Pure-Python work: a loop the calibration sized to the wanted seconds."""
-    total = 0
-    for i in range(loops):
-        total += i * i % 7
-    return total
-
-
-def calibrate(seconds: float) -> int:
-    n = 200_000
-    while True:
-        start = time.perf_counter()
-        spin(n)
-        took = time.perf_counter() - start
-        if took > 0.05:
-            return int(n * seconds / took)
-        n *= 4
-
-
-def _timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
-def _rounds(contenders: dict, repeat: int) -> dict:
-    """Each contender timed once per round, in turn; the median of each."""
-    times: dict = {name: [] for name in contenders}
-    for _ in range(repeat):
-        for name, fn in contenders.items():
-            times[name].append(_timed(fn))
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def bench_overhead(ex, ex1, pool, n: int, repeat: int) -> dict:
@@ -84,13 +50,13 @@ def bench_overhead(ex, ex1, pool, n: int, repeat: int) -> dict:
         futures = [pool.submit(noop) for _ in range(n - 1)]
         pool.submit(noop, *[f.result() for f in futures]).result()
 
-    medians = _rounds(
+    medians = alternate(
         {"mpi": lambda: dp.execute(sink, ex), "mpi_batch1": lambda: dp.execute(sink, ex1), "raw": raw},
         repeat,
     )
     out = {"nodes": n}
-    for name, seconds in medians.items():
-        out[f"{name}_us"] = seconds / n * 1e6
+    for name, median in medians.items():
+        out[f"{name}_us"] = median / n * 1e6
     out["mpi_over_raw"] = out["mpi_us"] / out["raw_us"]
     out["batch1_over_raw"] = out["mpi_batch1_us"] / out["raw_us"]
     return out
@@ -101,7 +67,7 @@ def bench_cpu(ex, pool, workers: int, work: float, repeat: int) -> dict:
     nodes = [dp.Op(spin, loops) for _ in range(2 * workers)]
     dp.execute(nodes, ex)  # warm-up
     list(pool.map(spin, [loops] * workers))
-    medians = _rounds(
+    medians = alternate(
         {
             "serial": lambda: dp.execute(nodes, dp.SerialExecutor()),
             "mpi": lambda: dp.execute(nodes, ex),
@@ -130,11 +96,11 @@ def spmd(n: int, repeat: int) -> dict | None:
     roots = [dp.Op(noop) for _ in range(n - 1)]
     sink = dp.Op(noop, *roots)
     dp.execute(sink, ex)  # warm-up
-    times = [_timed(lambda: dp.execute(sink, ex)) for _ in range(repeat)]
+    times = [seconds(lambda: dp.execute(sink, ex)) for _ in range(repeat)]
     ex.close()
     if rank != 0:
         return None
-    serial = [_timed(lambda: dp.execute(sink, dp.SerialExecutor())) for _ in range(repeat)]
+    serial = [seconds(lambda: dp.execute(sink, dp.SerialExecutor())) for _ in range(repeat)]
     return {
         "ranks": MPI.COMM_WORLD.Get_size(),
         "nodes": n,

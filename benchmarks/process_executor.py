@@ -39,6 +39,7 @@ import time
 import numpy as np
 
 import dispatcher as dp
+from dispatcher.bench.harness import calibrate, median_time, seconds, spin
 from dispatcher.executors.process import cpu_count
 
 
@@ -46,37 +47,9 @@ def noop(*args):
     return None
 
 
-def spin(seconds_of_work: int) -> int:
-    """Pure-Python work: a loop the calibration sized to the wanted seconds."""
-    total = 0
-    for i in range(seconds_of_work):
-        total += i * i % 7
-    return total
-
-
 def bump(a):
     a += 1
     return a
-
-
-def median_time(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def calibrate(seconds: float) -> int:
-    n = 200_000
-    while True:
-        start = time.perf_counter()
-        spin(n)
-        took = time.perf_counter() - start
-        if took > 0.05:
-            return int(n * seconds / took)
-        n *= 4
 
 
 def bench_cpu(ex, workers: int, work: float, repeat: int) -> dict:
@@ -89,9 +62,9 @@ def bench_cpu(ex, workers: int, work: float, repeat: int) -> dict:
         list(pool.map(noop, range(workers)))
         dp.execute(nodes, ex)  # warm-up: the workers unpickle spin and time it once
         for _ in range(repeat):
-            serial.append(_timed(lambda: dp.execute(nodes, dp.SerialExecutor())))
-            wall.append(_timed(lambda: dp.execute(nodes, ex)))
-            raw.append(_timed(lambda: list(pool.map(spin, [loops] * len(nodes)))))
+            serial.append(seconds(lambda: dp.execute(nodes, dp.SerialExecutor())))
+            wall.append(seconds(lambda: dp.execute(nodes, ex)))
+            raw.append(seconds(lambda: list(pool.map(spin, [loops] * len(nodes)))))
     ideal = statistics.median(serial) / workers
     return {
         "nodes": len(nodes),
@@ -166,12 +139,6 @@ def bench_arrays(ex, mb: int, hops: int, repeat: int) -> dict:
         "process_hop_s": process / hops,
         "hop_over_copy": process / hops / copy,
     }
-
-
-def _timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def main(argv=None) -> dict:

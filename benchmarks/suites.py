@@ -1,0 +1,234 @@
+"""The graph shapes of ``python -m dispatcher.bench``, each at several sizes.
+
+A suite builds a :class:`Graph`: a list of calls in topological order whose
+arguments may hold :class:`Ref` (the value of an earlier call, also inside lists),
+and the calls whose values are the outputs. The harness turns the same graph into
+``Op`` nodes, ``dask.delayed`` objects, futures of a raw pool, or plain calls, so
+that every executor and baseline runs exactly the same work.
+
+The functions live here, at module level, so that worker processes import them by
+name (the harness puts this folder on ``sys.path``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+__all__ = ["SUITES", "Graph", "Ref", "Suite"]
+
+
+class Ref:
+    """The value of call ``index`` of the same graph."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index: int):
+        self.index = index
+
+    def __repr__(self) -> str:
+        return f"Ref({self.index})"
+
+
+class Graph:
+    """Calls ``(func, args)`` in topological order; ``outputs`` are indices."""
+
+    def __init__(self):
+        self.calls: list[tuple] = []
+        self.outputs: list[int] = []
+
+    def add(self, func, *args) -> Ref:
+        self.calls.append((func, args))
+        return Ref(len(self.calls) - 1)
+
+    def __len__(self) -> int:
+        return len(self.calls)
+
+
+class Suite:
+    """A graph shape: ``build(size, settings)`` gives a :class:`Graph`.
+
+    ``sizes`` are those of a full run, ``quick`` those of ``--quick``; ``unit``
+    names what a size counts. ``async_flavour``: the graph has an ``async def``
+    version for executors that await coroutines.
+    """
+
+    def __init__(self, name, build, sizes, quick, unit="nodes", about="", async_flavour=False):
+        self.name = name
+        self.build = build
+        self.sizes = tuple(sizes)
+        self.quick = tuple(quick)
+        self.unit = unit
+        self.about = about
+        self.async_flavour = async_flavour
+
+
+# -- the functions the nodes call -----------------------------------------------------
+
+
+def noop(*args):
+    return None
+
+
+def one(*args):
+    return 1
+
+
+def add(*args):
+    return sum(args)
+
+
+def spin(loops: int) -> int:
+    """Pure-Python CPU work (the GIL held throughout)."""
+    total = 0
+    for i in range(loops):
+        total += i * i % 7
+    return total
+
+
+def load(name: str) -> int:
+    return len(name)
+
+
+def load_reference(address: str) -> int:
+    return 1
+
+
+def process(data: int, reference: int) -> int:
+    return data + reference
+
+
+def roll(a: int, b: int, c: int) -> int:
+    return a + b + c
+
+
+def compare(a: int, b: int) -> int:
+    return a - b
+
+
+def best(values: list) -> int:
+    return max(values)
+
+
+def make_array(megabytes: int):
+    import numpy as np
+
+    return np.zeros(megabytes * 1024 * 1024 // 8)
+
+
+def bump(a):
+    """A new array one larger than ``a`` (a fresh array each hop, as a pipeline step makes)."""
+    return a + 1
+
+
+def checksum(a) -> float:
+    return float(a[0] + a[-1])
+
+
+def wait_io(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+async def wait_io_async(seconds: float) -> float:
+    await asyncio.sleep(seconds)
+    return seconds
+
+
+# -- the shapes -----------------------------------------------------------------------
+
+
+def wide(size: int, settings: dict) -> Graph:
+    """``size - 1`` independent no-op calls and one that takes them all."""
+    g = Graph()
+    roots = [g.add(one) for _ in range(size - 1)]
+    g.outputs = [g.add(add, *roots).index]
+    return g
+
+
+def deep(size: int, settings: dict) -> Graph:
+    """A chain of ``size`` calls, each taking the previous one's value."""
+    g = Graph()
+    node = g.add(one)
+    for _ in range(size - 1):
+        node = g.add(add, node)
+    g.outputs = [node.index]
+    return g
+
+
+def tree(size: int, settings: dict) -> Graph:
+    """A binary reduction: ``(size + 1) // 2`` leaves summed pairwise."""
+    g = Graph()
+    level = [g.add(one) for _ in range((size + 1) // 2)]
+    while len(level) > 1:
+        nxt = [g.add(add, level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        if len(level) % 2:
+            nxt.append(level[-1])
+        level = nxt
+    g.outputs = [level[0].index]
+    return g
+
+
+def manual(size: int, settings: dict) -> Graph:
+    """Dispatcher.jl's manual example over ``size`` files: load each, process each
+    with a reference, roll every three, compare random pairs, reduce to the best."""
+    import random
+
+    rng = random.Random(0)
+    g = Graph()
+    data = [g.add(load, f"mydata-{d}.dat") for d in range(size)]
+    reference = g.add(load_reference, "sql://mytable")
+    processed = [g.add(process, d, reference) for d in data]
+    rolled = [g.add(roll, *processed[i : i + 3]) for i in range(len(processed) - 2)]
+    compared = [g.add(compare, rng.choice(rolled), rng.choice(rolled)) for _ in range(2 * size)]
+    g.outputs = [g.add(best, list(compared)).index]
+    return g
+
+
+def cpu(size: int, settings: dict) -> Graph:
+    """``size`` independent calls of pure-Python work of ``settings["work"]`` seconds each."""
+    g = Graph()
+    roots = [g.add(spin, settings["loops"]) for _ in range(size)]
+    g.outputs = [g.add(add, *roots).index]
+    return g
+
+
+def arrays(size: int, settings: dict) -> Graph:
+    """A chain of 10 hops passing a ``size`` MB float64 array, each hop making a new one."""
+    g = Graph()
+    node = g.add(make_array, size)
+    for _ in range(10):
+        node = g.add(bump, node)
+    g.outputs = [g.add(checksum, node).index]
+    return g
+
+
+def io(size: int, settings: dict) -> Graph:
+    """``size`` calls that each wait 5 ms for I/O (``async def`` on executors that
+    await coroutines, ``time.sleep`` elsewhere), then one that sums them."""
+    g = Graph()
+    func = wait_io_async if settings.get("flavour") == "async" else wait_io
+    roots = [g.add(func, 0.005) for _ in range(size)]
+    g.outputs = [g.add(add, *roots).index]
+    return g
+
+
+SUITES = {
+    s.name: s
+    for s in (
+        Suite("wide", wide, (100, 1_000, 10_000), (100,), about="fan-out of no-op calls, one reduce"),
+        Suite("deep", deep, (100, 1_000, 3_000), (100,), about="a chain of no-op calls"),
+        Suite("tree", tree, (127, 1_023, 8_191), (127,), about="a binary reduction of no-op calls"),
+        Suite(
+            "manual",
+            manual,
+            (10, 100, 1_000),
+            (10,),
+            unit="files",
+            about="Dispatcher.jl's load/process/roll/compare/reduce graph",
+        ),
+        Suite("cpu", cpu, (2, 4, 8), (2,), about="fan-out of pure-Python CPU work, 50 ms a call"),
+        Suite("arrays", arrays, (1, 10, 50), (1,), unit="MB", about="10 hops passing a numpy array"),
+        Suite("io", io, (10, 50, 200), (10,), about="fan-out of 5 ms I/O waits", async_flavour=True),
+    )
+}

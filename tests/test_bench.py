@@ -1,0 +1,153 @@
+"""The benchmark harness itself: a tiny run gives a well-formed table, JSON, Markdown
+and plot; the suites give the same values on every way of running them. The figures
+are not asserted."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from dispatcher.bench import _sizes, harness, report
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+suites = harness.load_suites(os.path.join(ROOT, "benchmarks", "suites.py"))
+SETTINGS = {"loops": 1000, "flavour": "sync"}
+
+
+def test_a_tiny_run_writes_table_json_markdown_and_plot(tmp_path):
+    contenders = "python,serial,async,threads,processes,delayed-sync,futures-threads"
+    proc = subprocess.run(
+        [sys.executable, "-m", "dispatcher.bench", "--quick", "--suites", "wide,arrays,io,cpu",
+         "--executors", contenders, "--sizes", "wide=10,30", "--sizes", "cpu=1", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert out.startswith("machine: ")
+    assert "wide (fan-out of no-op calls, one reduce): 30 nodes, 30 nodes" in out
+    assert "arrays (10 hops passing a numpy array): 1 MB, 12 nodes" in out
+    for name in contenders.split(","):
+        assert f"\n{name} " in out
+
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert set(data) >= {"machine", "settings", "suites", "contenders", "rows", "skipped"}
+    assert data["machine"]["versions"]["dispatcher"]
+    assert data["machine"]["cpus_usable"] >= 1
+    rows = data["rows"]
+    assert len(rows) == (2 + 1 + 1 + 1) * 7  # wide at two sizes, the others at one, 7 contenders
+    for row in rows:
+        assert "error" not in row, row
+        assert row["run_s"] > 0 and row["build_s"] >= 0 and row["us_per_node"] > 0
+        assert row["run_min_s"] <= row["run_s"] <= row["run_max_s"]
+        assert "speedup_vs_serial" in row and "overhead_us_per_node" in row
+    assert {r["suite"] for r in rows} == {"wide", "arrays", "io", "cpu"}
+    assert data["settings"]["loops"] > 0  # the CPU work was calibrated
+    assert data["contenders"]["serial"]["kind"] == "executor"
+    assert data["contenders"]["delayed-sync"]["kind"] == "baseline"
+
+    md = (tmp_path / "results.md").read_text()
+    assert "| contender | build µs/node |" in md and "| python |" in md
+    assert (tmp_path / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bad_options_say_what_is_known(tmp_path):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dispatcher.bench",
+            "--executors",
+            "serial,warp-drive",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode != 0
+    assert "unknown executor: warp-drive (known: python, serial," in proc.stderr
+    proc = subprocess.run(
+        [sys.executable, "-m", "dispatcher.bench", "--list"], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0
+    assert "manual" in proc.stdout and "mpi4py" in proc.stdout
+
+
+def test_sizes_option():
+    names = ["wide", "deep"]
+    assert _sizes(["wide=1,20"], names) == {"wide": (1, 20)}
+    assert _sizes(["5,6"], names) == {"wide": (5, 6), "deep": (5, 6)}
+    for bad in (["wide=x"], ["nope=3"], ["wide=0"]):
+        with pytest.raises(SystemExit):
+            _sizes(bad, names)
+
+
+@pytest.mark.parametrize("name", list(suites.SUITES))
+def test_every_way_of_running_a_suite_gives_the_same_values(name):
+    import dask
+
+    suite = suites.SUITES[name]
+    size = suite.quick[0]
+    graph = suite.build(size, SETTINGS)
+    expected = harness.run_plain(graph)
+    import dispatcher as dp
+
+    assert [r.value for r in dp.run(dp.SerialExecutor(), harness.to_ops(graph))] == expected
+    assert list(dask.compute(*harness.to_delayed(graph), scheduler="sync")) == expected
+    with cf.ThreadPoolExecutor(2) as pool:
+        assert harness.run_futures(pool, graph) == expected
+    if suite.async_flavour:
+        coros = suite.build(size, {**SETTINGS, "flavour": "async"})
+        assert [r.value for r in dp.run(dp.AsyncExecutor(), harness.to_ops(coros))] == expected
+
+
+def test_a_contender_that_cannot_start_is_reported_and_the_rest_run(monkeypatch):
+    class Broken(harness.Contender):
+        def start(self, shared):
+            raise RuntimeError("no such backend here")
+
+    known = harness._contenders()
+    monkeypatch.setattr(harness, "_contenders", lambda: {**known, "broken": Broken("broken", "never starts")})
+    result = harness.measure(
+        suites, ["wide"], ["python", "serial", "broken"], sizes={"wide": (10,)}, repeat=1
+    )
+    assert result["skipped"] == [
+        {"contender": "broken", "reason": "cannot start: RuntimeError: no such backend here"}
+    ]
+    assert [r["contender"] for r in result["rows"]] == ["python", "serial"]
+    text = report.table(result)
+    assert "broken: cannot start: RuntimeError: no such backend here" in text
+
+
+def test_budget_skips_larger_sizes():
+    assert harness._too_slow(None, [], 100, 5.0) is None
+    assert harness._too_slow(None, [(10, 0.1)], 100, 5.0) is None  # estimated 1 s
+    assert "estimated 10 s" in harness._too_slow(None, [(10, 1.0)], 100, 5.0)
+    assert "took 6.0 s at size 10" in harness._too_slow((10, 6.0), [(10, 6.0)], 100, 5.0)
+    # growing with the square of the size between the last two: 0.4 s at 20 gives 10 s at 100
+    assert "estimated 10 s" in harness._too_slow(None, [(10, 0.1), (20, 0.4)], 100, 5.0)
+    assert harness._too_slow(None, [(10, 0.1), (20, 0.1)], 100, 5.0) is None  # flat: in proportion
+
+
+def test_peak_memory_sees_an_allocation():
+    with harness.PeakMemory() as peak:
+        block = bytearray(64 * 2**20)
+        block[::4096] = b"x" * len(block[::4096])  # touch every page
+        del block
+    assert peak.rise is None or peak.rise >= 60 * 2**20
+
+
+def test_a_wrong_answer_is_reported_not_timed():
+    class Wrong(harness.Contender):
+        def run(self, built):
+            return [None]
+
+    graph = suites.SUITES["wide"].build(10, SETTINGS)
+    row = harness._measure_one(Wrong("wrong", ""), graph, harness.run_plain(graph), 1, True)
+    assert row == {"error": "wrong outputs: [None] instead of [9]"}
