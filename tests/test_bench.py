@@ -29,7 +29,7 @@ def test_a_tiny_run_writes_table_json_markdown_and_plot(tmp_path):
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert out.startswith("machine: ")
-    assert "wide (fan-out of no-op calls, one reduce): 30 nodes, 30 nodes" in out
+    assert "wide (fan-out of no-op calls, one reduce): 30 nodes" in out
     assert "arrays (10 hops passing a numpy array): 1 MB, 12 nodes" in out
     for name in contenders.split(","):
         assert f"\n{name} " in out

@@ -471,7 +471,7 @@ def machine() -> dict:
     }
     versions["python"] = platform.python_version()
     return {
-        "platform": platform.platform(),
+        "platform": f"{platform.system()} {platform.machine()}",
         "cpu": cpu,
         "cpus_usable": cpu_count(),
         "cpus_total": os.cpu_count(),

@@ -63,7 +63,8 @@ def table(report: dict, markdown: bool = False) -> str:
         lines += [f"- {line}" for line in _header(report)]
     for suite, info, size, rows in _cases(report):
         nodes = rows[0]["nodes"]
-        title = f"{suite} ({info['about']}): {size} {info['unit']}, {nodes} nodes"
+        what = f"{nodes} nodes" if info["unit"] == "nodes" else f"{size} {info['unit']}, {nodes} nodes"
+        title = f"{suite} ({info['about']}): {what}"
         cells = [[_cell(r, key, fmt) for _, key, fmt in COLUMNS] for r in rows]
         errors = [f"{r['contender']}: {r['error']}" for r in rows if "error" in r]
         heads = [h for h, _, _ in COLUMNS]
@@ -112,6 +113,12 @@ def summary(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _narrow(ax) -> bool:
+    """A log axis spanning less than a decade, where only minor ticks have labels."""
+    low, high = ax.get_ylim()
+    return low > 0 and high / low < 10
+
+
 def write_json(report: dict, path: str) -> None:
     with open(path, "w") as f:
         json.dump(report, f, indent=1, default=str)
@@ -129,9 +136,14 @@ def plot(report: dict, path: str) -> None:
     cols = min(4, max(1, len(suites)))
     rows_n = -(-len(suites) // cols)
     fig, axes = plt.subplots(rows_n, cols, figsize=(4.2 * cols, 3.4 * rows_n), squeeze=False)
+    from matplotlib.ticker import ScalarFormatter
+
     names = list(report["contenders"])
-    cmap = plt.get_cmap("tab20")
-    colours = {n: cmap(i % 20) for i, n in enumerate(names)}
+    ours = [n for n in names if report["contenders"][n]["kind"] == "executor"]
+    theirs = [n for n in names if n not in ours]
+    colours = {n: plt.get_cmap("tab10")(i % 10) for i, n in enumerate(ours)}
+    colours.update({n: plt.get_cmap("Dark2")(i % 8) for i, n in enumerate(theirs)})
+    colours["python"] = "black"  # the floor
     for ax, suite in zip(axes.flat, suites):
         info = report["suites"][suite]
         for name in names:
@@ -146,14 +158,19 @@ def plot(report: dict, path: str) -> None:
             ax.plot(
                 [p[0] for p in pts],
                 [p[1] for p in pts],
-                marker="o",
-                markersize=3,
+                marker="o" if kind == "executor" else "x",
+                markersize=3.5,
                 linestyle="-" if kind == "executor" else "--",
                 color=colours[name],
                 label=name,
             )
         ax.set_xscale("log")
         ax.set_yscale("log")
+        sizes = sorted({r["size"] for r in report["rows"] if r["suite"] == suite})
+        ax.set_xticks(sizes, [f"{x:,}" for x in sizes])
+        ax.xaxis.set_minor_formatter("")
+        ax.yaxis.set_major_formatter(ScalarFormatter())
+        ax.yaxis.set_minor_formatter(ScalarFormatter() if _narrow(ax) else "")
         ax.set_title(f"{suite}: {info['about']}", fontsize=8)
         ax.set_xlabel(info["unit"], fontsize=8)
         ax.set_ylabel("µs per node", fontsize=8)
