@@ -179,7 +179,7 @@ def manual(size: int, settings: dict) -> Graph:
     data = [g.add(load, f"mydata-{d}.dat") for d in range(size)]
     reference = g.add(load_reference, "sql://mytable")
     processed = [g.add(process, d, reference) for d in data]
-    rolled = [g.add(roll, *processed[i : i + 3]) for i in range(len(processed) - 2)]
+    rolled = [g.add(roll, *processed[i : i + 3]) for i in range(len(processed) - 2)] or processed
     compared = [g.add(compare, rng.choice(rolled), rng.choice(rolled)) for _ in range(2 * size)]
     g.outputs = [g.add(best, list(compared)).index]
     return g
@@ -227,8 +227,18 @@ SUITES = {
             unit="files",
             about="Dispatcher.jl's load/process/roll/compare/reduce graph",
         ),
-        Suite("cpu", cpu, (2, 4, 8), (2,), about="fan-out of pure-Python CPU work, 50 ms a call"),
+        Suite(
+            "cpu", cpu, (2, 4, 8), (2,), unit="calls", about="fan-out of pure-Python CPU work, 50 ms a call"
+        ),
         Suite("arrays", arrays, (1, 10, 50), (1,), unit="MB", about="10 hops passing a numpy array"),
-        Suite("io", io, (10, 50, 200), (10,), about="fan-out of 5 ms I/O waits", async_flavour=True),
+        Suite(
+            "io",
+            io,
+            (10, 50, 200),
+            (10,),
+            unit="waits",
+            about="fan-out of 5 ms I/O waits",
+            async_flavour=True,
+        ),
     )
 }

@@ -151,3 +151,61 @@ def test_a_wrong_answer_is_reported_not_timed():
     graph = suites.SUITES["wide"].build(10, SETTINGS)
     row = harness._measure_one(Wrong("wrong", ""), graph, harness.run_plain(graph), 1, True)
     assert row == {"error": "wrong outputs: [None] instead of [9]"}
+
+
+def test_contenders_with_workers_of_their_own_run_as_groups():
+    groups = {name: c.group for name, c in harness._contenders().items()}
+    assert groups["dask"] == groups["delayed-distributed"] == "dask"  # one cluster, alive only then
+    assert groups["mpi"] == "mpi" and groups["mpi4py"] == "mpi4py"
+    assert {g for n, g in groups.items() if n not in ("dask", "delayed-distributed", "mpi", "mpi4py")} == {
+        "local"
+    }
+    assert set(groups.values()) == set(harness.GROUPS)
+
+
+class Counting(harness.Contender):
+    def __init__(self, outputs=None, fail_at=None):
+        super().__init__("counting", "")
+        self.calls = 0
+        self.outputs = outputs
+        self.fail_at = fail_at
+
+    def run(self, built):
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise RuntimeError("broke on its third run")
+        return harness.run_plain(built) if self.outputs is None else self.outputs
+
+
+def test_a_quick_run_times_only_warm_runs():
+    graph = suites.SUITES["wide"].build(10, SETTINGS)
+    c = Counting()
+    row = harness._measure_one(c, graph, harness.run_plain(graph), 1, True)
+    assert c.calls == 2 and row["runs"] == 1  # the warm-up is not a sample
+
+
+def test_outputs_must_match_in_number_too():
+    graph = suites.SUITES["wide"].build(10, SETTINGS)
+    row = harness._measure_one(Counting(outputs=[]), graph, harness.run_plain(graph), 1, True)
+    assert row["error"].startswith("wrong outputs: []")
+
+
+def test_a_contender_failing_mid_run_is_reported_and_the_rest_run(monkeypatch):
+    known = harness._contenders()
+    monkeypatch.setattr(harness, "_contenders", lambda: {**known, "counting": Counting(fail_at=3)})
+    result = harness.measure(
+        suites, ["wide"], ["python", "counting", "serial"], sizes={"wide": (10,)}, repeat=3
+    )
+    by = {r["contender"]: r for r in result["rows"]}
+    assert by["counting"]["error"] == "RuntimeError: broke on its third run"
+    assert "error" not in by["python"] and "error" not in by["serial"]
+    text = report.table(result)
+    assert "\ncounting " in text and "failed" in text  # its row says so
+    assert "  counting: RuntimeError: broke on its third run" in text
+
+
+def test_plain_python_drops_each_value_after_its_last_use():
+    graph = suites.SUITES["deep"].build(4, SETTINGS)
+    assert harness._last_uses(graph) == [[], [0], [1], [2]]  # the output, call 3, is kept
+    for size in (1, 2, 3):  # the manual graph at sizes too small to roll
+        assert harness.run_plain(suites.SUITES["manual"].build(size, SETTINGS))

@@ -131,6 +131,9 @@ def main(argv=None) -> dict:
         paths["png"] = os.path.join(args.out, "results.png")
         report.plot(result, paths["png"])
     print(f"took {result['settings']['wall_s']:.0f} s; wrote " + ", ".join(paths.values()))
+    if result.get("interrupted"):
+        print("interrupted: the report holds what was measured before Ctrl-C", file=sys.stderr)
+        raise SystemExit(130)
     return result
 
 

@@ -128,6 +128,15 @@ def _status_kb(field: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def _trim() -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 class PeakMemory:
     """The rise of this process's resident set during a block (Linux), in bytes."""
 
@@ -135,6 +144,8 @@ class PeakMemory:
         self.rise: int | None = None
 
     def __enter__(self):
+        gc.collect()
+        _trim()  # give freed memory back, so that it does not hide this block's rise
         try:
             with open("/proc/self/clear_refs", "w") as f:
                 f.write("5")  # reset VmHWM to the current resident set
@@ -172,12 +183,28 @@ def to_ops(graph) -> list:
     return [nodes[i] for i in graph.outputs]
 
 
+def _last_uses(graph) -> list:
+    """For each call, the indices of the values it is the last call to use."""
+    last: dict = {}
+    for i, (_, args) in enumerate(graph.calls):
+        _subst(args, lambda ref, i=i: last.__setitem__(ref.index, i))
+    keep = set(graph.outputs)
+    drops: list = [[] for _ in graph.calls]
+    for index, user in last.items():
+        if index not in keep:
+            drops[user].append(index)
+    return drops
+
+
 def run_plain(graph) -> list:
-    """The graph as plain calls in topological order: the floor."""
+    """The graph as plain calls in topological order, each value dropped after its
+    last use: the floor."""
     values: list = []
     get = lambda ref: values[ref.index]  # noqa: E731
-    for func, args in graph.calls:
+    for (func, args), drop in zip(graph.calls, _last_uses(graph)):
         values.append(func(*_subst(args, get)))
+        for index in drop:
+            values[index] = None
     return [values[i] for i in graph.outputs]
 
 
@@ -197,19 +224,22 @@ def run_futures(pool, graph) -> list:
     futures: list = []
     get = lambda ref: futures[ref.index].result()  # noqa: E731
     submit = pool.submit
-    for func, args in graph.calls:
+    for (func, args), drop in zip(graph.calls, _last_uses(graph)):
         futures.append(submit(func, *_subst(args, get)))
+        for index in drop:
+            futures[index] = None
     return [futures[i].result() for i in graph.outputs]
 
 
 # -- contenders ---------------------------------------------------------------------------
 
 
-GROUPS = ("local", "dask", "mpi")
+GROUPS = ("local", "dask", "mpi", "mpi4py")
 """Contenders are measured a group at a time, and a group's clusters and pools run
 only while it is measured: the threads of an idle dask scheduler or MPI pool in this
 process (an MPI pool's manager thread polls every millisecond) would otherwise slow
-every other contender. Within a group, the contenders of each case take turns."""
+every other contender (the two MPI contenders, each with its own ranks, are two
+groups). Within a group, the contenders of each case run one after another."""
 
 
 class Contender:
@@ -304,7 +334,7 @@ class Futures(Contender):
         self.pool_name = pool
         self.pool = None
         if pool == "mpi4py":
-            self.group = "mpi"
+            self.group = "mpi4py"
 
     def start(self, shared: Shared) -> None:
         self.pool = getattr(shared, f"{self.pool_name}_pool")()
@@ -389,7 +419,10 @@ def _contenders() -> dict:
         Library("threads", "ThreadExecutor(workers)", lambda s: dp.ThreadExecutor(s.workers)),
         Library("processes", "ProcessExecutor(workers)", lambda s: dp.ProcessExecutor(s.workers)),
         Library(
-            "dask", "DaskExecutor on an embedded LocalCluster", lambda s: dp.DaskExecutor(s.dask_client())
+            "dask",
+            "DaskExecutor on an embedded LocalCluster",
+            lambda s: dp.DaskExecutor(s.dask_client()),
+            group="dask",
         ),
         Library(
             "mpi",
@@ -530,69 +563,83 @@ def measure(
         "loops": calibrate(work) if "cpu" in suite_names else 0,
     }
     report: dict = {"machine": machine(), "settings": settings, "suites": {}, "contenders": {}, "rows": []}
-    report["skipped"] = skipped = []
+    report["skipped"] = []
     for sname in suite_names:
         suite = suites_module.SUITES[sname]
         report["suites"][sname] = {"unit": suite.unit, "about": suite.about}
     chosen = [all_contenders[name] for name in contender_names]
     for c in chosen:
         report["contenders"][c.name] = {"kind": c.kind, "about": c.about}
-    slow: dict = {}  # (suite, contender) -> (size, seconds) of a build and run over the budget
-    last: dict = {}  # (suite, contender) -> [(size, build and run seconds)] of its sizes so far
-    for group in GROUPS:
-        members = [c for c in chosen if c.group == group]
-        if not members:
-            continue
+    try:
+        for group in GROUPS:
+            members = [c for c in chosen if c.group == group]
+            if members:
+                _measure_group(
+                    members, shared, suites_module, suite_names, sizes, quick, settings, report, say
+                )
+    except KeyboardInterrupt:
+        report["interrupted"] = True  # what was measured is still reported
+    order = {name: i for i, name in enumerate(contender_names)}
+    report["rows"].sort(key=lambda r: (suite_names.index(r["suite"]), r["size"], order[r["contender"]]))
+    for sname in suite_names:
+        _relative(report["rows"], sname)
+    report.pop("_slow", None)
+    report.pop("_last", None)
+    return report
+
+
+def _measure_group(members, shared, suites_module, suite_names, sizes, quick, settings, report, say) -> None:
+    """Start a group's contenders, measure them on every case, stop them."""
+    skipped, budget, repeat = report["skipped"], settings["budget_s"], settings["repeat"]
+    slow = report.setdefault("_slow", {})  # (suite, contender) -> (size, s) over the budget
+    last = report.setdefault("_last", {})  # (suite, contender) -> [(size, build and run s)]
+    running: list = []
+    try:
         running = _start(members, shared, skipped, say)
-        try:
-            for sname in suite_names:
-                suite = suites_module.SUITES[sname]
-                for size in (sizes or {}).get(sname) or (suite.quick if quick else suite.sizes):
+        for sname in suite_names:
+            suite = suites_module.SUITES[sname]
+            for size in (sizes or {}).get(sname) or (suite.quick if quick else suite.sizes):
+                try:
                     graphs = {
                         flavour: suite.build(size, {**settings, "flavour": flavour})
                         for flavour in ("sync", "async")
                         if flavour == "sync" or suite.async_flavour
                     }
-                    nodes = len(graphs["sync"])
                     expected = run_plain(graphs["sync"])
-                    say(f"{sname} {size} {suite.unit} ({nodes} nodes)")
-                    for c in running:
-                        key = (sname, c.name)
-                        reason = _too_slow(slow.get(key), last.get(key), size, budget)
-                        if reason:
-                            skipped.append(
-                                {"suite": sname, "size": size, "contender": c.name, "reason": reason}
-                            )
-                            continue
-                        row = _measure_one(c, graphs.get(c.flavour, graphs["sync"]), expected, repeat, quick)
-                        row.update(
-                            suite=sname,
-                            size=size,
-                            unit=suite.unit,
-                            nodes=nodes,
-                            contender=c.name,
-                            kind=c.kind,
-                        )
-                        report["rows"].append(row)
-                        if "error" in row:
-                            say(f"  {c.name}: {row['error']}")
-                            continue
-                        say(f"  {c.name}: {row['run_s'] * 1e3:.2f} ms")
-                        total = row["build_s"] + row["run_s"]
-                        last.setdefault(key, []).append((size, total))
-                        if total > budget:
-                            slow[key] = (size, total)
-                        gc.collect()
-        finally:
-            for c in running:
-                with contextlib.suppress(Exception):
-                    c.close()
-            shared.close()
-    order = {name: i for i, name in enumerate(contender_names)}
-    report["rows"].sort(key=lambda r: (suite_names.index(r["suite"]), r["size"], order[r["contender"]]))
-    for sname in suite_names:
-        _relative(report["rows"], sname)
-    return report
+                except Exception as exc:  # a size the suite cannot build: say so, go on
+                    say(f"{sname} {size}: cannot build ({type(exc).__name__}: {exc})")
+                    reason = f"the suite cannot build size {size}: {type(exc).__name__}: {exc}"
+                    skipped += [
+                        {"suite": sname, "size": size, "contender": c.name, "reason": reason} for c in running
+                    ]
+                    continue
+                nodes = len(graphs["sync"])
+                say(f"{sname} {size} {suite.unit} ({nodes} nodes)")
+                for c in running:
+                    key = (sname, c.name)
+                    reason = _too_slow(slow.get(key), last.get(key), size, budget)
+                    if reason:
+                        skipped.append({"suite": sname, "size": size, "contender": c.name, "reason": reason})
+                        continue
+                    row = _measure_one(c, graphs.get(c.flavour, graphs["sync"]), expected, repeat, quick)
+                    row.update(
+                        suite=sname, size=size, unit=suite.unit, nodes=nodes, contender=c.name, kind=c.kind
+                    )
+                    report["rows"].append(row)
+                    if "error" in row:
+                        say(f"  {c.name}: {row['error']}")
+                        continue
+                    say(f"  {c.name}: {row['run_s'] * 1e3:.2f} ms")
+                    total = row["build_s"] + row["run_s"]
+                    last.setdefault(key, []).append((size, total))
+                    if total > budget:
+                        slow[key] = (size, total)
+                    gc.collect()
+    finally:
+        for c in running:
+            with contextlib.suppress(Exception):
+                c.close()
+        shared.close()
 
 
 def _start(members: list, shared: Shared, skipped: list, say) -> list:
@@ -636,7 +683,7 @@ def runs_for(first_s: float, repeat: int, quick: bool) -> int:
     a run of milliseconds to rise above the noise (up to 25, about a second of
     them), ``repeat`` for longer ones, one for those over :data:`LONG_RUN` seconds."""
     if first_s > LONG_RUN:
-        return 1
+        return 1  # and the warm-up counts as a sample
     if quick:
         return repeat
     return max(repeat, min(25, int(1.0 / max(first_s, 1e-4))))
@@ -645,16 +692,15 @@ def runs_for(first_s: float, repeat: int, quick: bool) -> int:
 def _measure_one(c, graph, expected, repeat: int, quick: bool) -> dict:
     try:
         build_s, first_s, first_peak, values = _one(c, graph)  # warm-up
-        if not all(_same(v, e) for v, e in zip(values, expected)):
+        if len(values) != len(expected) or not all(_same(v, e) for v, e in zip(values, expected)):
             return {"error": f"wrong outputs: {values!r:.60} instead of {expected!r:.60}"}
         del values
-        builds, times, peaks = [], [], []
+        builds, times = [], []
+        peaks = [first_peak] if first_peak is not None else []
         runs = runs_for(build_s + first_s, repeat, quick)
-        if runs == 1:  # a long run: its warm-up is a sample too (first-time costs are small beside it)
+        if build_s + first_s > LONG_RUN:  # its warm-up is a sample too: first-time costs are small beside it
             builds.append(build_s)
             times.append(first_s)
-            if first_peak is not None:
-                peaks.append(first_peak)
         for _ in range(runs):
             b, r, m, values = _one(c, graph)
             del values

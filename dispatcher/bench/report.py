@@ -11,7 +11,7 @@ COLUMNS = (
     ("contender", "contender", "{}"),
     ("build µs/node", "build_us_per_node", "{:.1f}"),
     ("run ms", "run_s", "{:.2f}"),
-    ("±%", "spread_pct", "{:.0f}"),
+    ("±% (half range)", "spread_pct", "{:.0f}"),
     ("µs/node", "us_per_node", "{:.1f}"),
     ("over plain µs/node", "overhead_us_per_node", "{:.1f}"),
     ("x serial", "speedup_vs_serial", "{:.2f}"),
@@ -51,8 +51,10 @@ def _header(report: dict) -> list[str]:
         f"machine: {m['cpu']}, {m['cpus_usable']} usable CPUs, "
         f"{(m['memory_bytes'] or 0) / 2**30:.0f} GiB, {m['platform']}",
         f"versions: {v}",
-        f"settings: {s['workers']} workers, median of >= {s['repeat']} runs, budget {s['budget_s']} s"
-        + (", quick" if s["quick"] else ""),
+        f"settings: {s['workers']} workers per pool; the median of >= {s['repeat']} runs "
+        f"(2, the warm-up included, for runs over a second); budget {s['budget_s']} s"
+        + (", quick" if s["quick"] else "")
+        + (", INTERRUPTED" if report.get("interrupted") else ""),
     ]
 
 
