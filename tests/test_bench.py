@@ -209,3 +209,17 @@ def test_plain_python_drops_each_value_after_its_last_use():
     assert harness._last_uses(graph) == [[], [0], [1], [2]]  # the output, call 3, is kept
     for size in (1, 2, 3):  # the manual graph at sizes too small to roll
         assert harness.run_plain(suites.SUITES["manual"].build(size, SETTINGS))
+
+
+def test_the_docs_page_is_written_from_the_json(tmp_path):
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    try:
+        import docs_page
+    finally:
+        sys.path.remove(os.path.join(ROOT, "benchmarks"))
+    docs_page.main(os.path.join(ROOT, "docs", "benchmark-results.json"), str(tmp_path))
+    page = (tmp_path / "benchmarks.md").read_text()
+    assert "{" not in page.replace("{n}", "")  # every figure filled in
+    assert "| case | python | serial |" in page and "![µs per node" in page
+    assert (tmp_path / "benchmarks.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| contender |" in (tmp_path / "benchmark-results.md").read_text()

@@ -4,8 +4,8 @@ memory, and the loop over suites and sizes.
 Method. For each suite and size, every contender in turn builds the graph from
 the same description (timed as *build*) and runs it (timed as *run*): one
 warm-up run whose outputs are checked against plain Python's, then ``repeat``
-timed runs (up to 25, a second's worth, for runs of milliseconds, so that they
-rise above a shared machine's noise; a run over a second is timed twice, its
+timed runs (up to 25, half a second's worth, for runs of milliseconds, so that
+they rise above a shared machine's noise; a run over a second is timed twice, its
 warm-up and one more), each on a freshly built graph. A figure is the median
 of its runs; the spread is the range of the runs around it, in percent of the
 median. The driver's peak memory is the rise of its resident set above where it
@@ -144,7 +144,7 @@ class PeakMemory:
         self.rise: int | None = None
 
     def __enter__(self):
-        gc.collect()
+        gc.collect(1)  # the young generations: cheap (a full collection ends each case)
         _trim()  # give freed memory back, so that it does not hide this block's rise
         try:
             with open("/proc/self/clear_refs", "w") as f:
@@ -196,16 +196,44 @@ def _last_uses(graph) -> list:
     return drops
 
 
-def run_plain(graph) -> list:
-    """The graph as plain calls in topological order, each value dropped after its
-    last use: the floor."""
-    values: list = []
-    get = lambda ref: values[ref.index]  # noqa: E731
+def compile_plain(graph) -> tuple:
+    """The graph as a flat program for :func:`run_program`: each call with its
+    argument template, where each dependency's value goes, and the values it is
+    the last to use (dropped after it)."""
+    program = []
     for (func, args), drop in zip(graph.calls, _last_uses(graph)):
-        values.append(func(*_subst(args, get)))
-        for index in drop:
-            values[index] = None
-    return [values[i] for i in graph.outputs]
+        if any(isinstance(a, (list, tuple)) for a in args):  # nested: substitute at run time
+            program.append((func, None, args, tuple(drop)))
+            continue
+        refs = tuple((p, a.index) for p, a in enumerate(args) if type(a).__name__ == "Ref")
+        program.append((func, list(args), refs, tuple(drop)))
+    return program, list(graph.outputs)
+
+
+def run_program(compiled) -> list:
+    """Plain calls in topological order, each value dropped after its last use."""
+    program, outputs = compiled
+    values: list = []
+    append = values.append
+    get = lambda ref: values[ref.index]  # noqa: E731
+    for func, template, refs, drop in program:
+        if template is None:
+            append(func(*_subst(refs, get)))
+        elif refs:
+            args = template[:]
+            for p, i in refs:
+                args[p] = values[i]
+            append(func(*args))
+        else:
+            append(func(*template))
+        for i in drop:
+            values[i] = None
+    return [values[i] for i in outputs]
+
+
+def run_plain(graph) -> list:
+    """The graph as plain calls in topological order: the floor."""
+    return run_program(compile_plain(graph))
 
 
 def to_delayed(graph) -> list:
@@ -269,8 +297,11 @@ class Contender:
 
 
 class Plain(Contender):
+    def build(self, graph) -> tuple:
+        return compile_plain(graph)
+
     def run(self, built) -> list:
-        return run_plain(built)
+        return run_program(built)
 
 
 class Library(Contender):
@@ -680,13 +711,13 @@ def _too_slow(slow, history, size, budget) -> str | None:
 
 def runs_for(first_s: float, repeat: int, quick: bool) -> int:
     """Timed runs after a warm-up whose build and run took ``first_s``: enough for
-    a run of milliseconds to rise above the noise (up to 25, about a second of
-    them), ``repeat`` for longer ones, one for those over :data:`LONG_RUN` seconds."""
+    a run of milliseconds to rise above the noise (up to 25, about half a second
+    of them), ``repeat`` for longer ones, one for those over :data:`LONG_RUN` seconds."""
     if first_s > LONG_RUN:
         return 1  # and the warm-up counts as a sample
     if quick:
         return repeat
-    return max(repeat, min(25, int(1.0 / max(first_s, 1e-4))))
+    return max(repeat, min(25, int(0.5 / max(first_s, 1e-4))))
 
 
 def _measure_one(c, graph, expected, repeat: int, quick: bool) -> dict:
