@@ -86,6 +86,8 @@ def facts(d) -> dict:
     ):
         for mb in (10, 50):
             f[f"arr_{c}_{mb}"] = one(d, "arrays", c, mb, scale=1e3 / 10)  # ms per hop (10 hops)
+    for c in ("serial", "python"):
+        f[f"mem_{c}_50"] = one(d, "arrays", c, 50, key="peak_bytes", scale=1e-6)
     io = max(r["size"] for r in _rows(d) if r["suite"] == "io")
     f["io_n"] = io
     f["io_async_ms"] = one(d, "io", "async", io)
@@ -190,11 +192,11 @@ are noisy (compare neighbours, not digits); on yours, run `make bench`.
 - **Large arrays: in-process executors pass them by reference.** Serial and
   threads run the 10 MB chain at {arr_serial_10} and {arr_threads_10} ms per hop
   (plain Python: {arr_python_10} ms). They keep every node's value, as
-  Dispatcher.jl does, so a chain of large arrays holds them all: at 50 MB a hop
-  takes {arr_serial_50} ms on serial against {arr_python_50} ms for plain Python,
-  which drops each array after use; `release=True` frees intermediate values as
-  soon as nothing needs them. Across processes every hop sends the array to a
-  worker and back: {arr_processes_10} ms per hop at 10 MB ({arr_processes_50} ms
+  Dispatcher.jl does, so a chain of large arrays holds them all: at 50 MB the
+  driver's memory rose by {mem_serial_50} MB during a serial run against
+  {mem_python_50} MB for plain Python, which drops each array after use;
+  `release=True` frees intermediate values as soon as nothing needs them.
+  Across processes every hop sends the array to a worker and back: {arr_processes_10} ms per hop at 10 MB ({arr_processes_50} ms
   at 50 MB) for `ProcessExecutor`, {arr_delayed-processes_10} ms for dask's
   process scheduler and {arr_futures-processes_10} ms for a raw process pool.
   `DaskExecutor` keeps the values on its workers and moves them worker to
