@@ -197,7 +197,8 @@ are noisy (compare neighbours, not digits); on yours, run `make bench`.
   {mem_python_50} MB for plain Python, which drops each array after use;
   `release=True` frees intermediate values as soon as nothing needs them.
   Across processes every hop sends the array to a worker and back:
-  {arr_processes_10} ms per hop at 10 MB ({arr_processes_50} ms at 50 MB) for `ProcessExecutor`, {arr_delayed-processes_10} ms for dask's
+  {arr_processes_10} ms per hop at 10 MB ({arr_processes_50} ms at 50 MB) for
+  `ProcessExecutor`, {arr_delayed-processes_10} ms for dask's
   process scheduler and {arr_futures-processes_10} ms for a raw process pool.
   `DaskExecutor` keeps the values on its workers and moves them worker to
   worker: {arr_dask_10} ms per hop at 10 MB, {arr_dask_50} ms at 50 MB, and the
