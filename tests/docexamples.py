@@ -8,8 +8,9 @@ whitespace equal). A comment line just before a block changes how it runs:
 
 - ``% doc-test: run COMMAND`` (or ``<!-- doc-test: run COMMAND -->`` in the
   README, which GitHub renders) runs the block alone, as a script file appended to
-  ``COMMAND`` (for instance ``mpiexec -n 4 python``); several such lines run it
-  once for each. ``python`` and ``mpiexec`` are those of the test environment.
+  ``COMMAND`` (for instance ``mpiexec -n 4 python``), or put where ``COMMAND``
+  says ``{}`` (``python {} --executor serial``); several such lines run it once
+  for each. ``python`` and ``mpiexec`` are those of the test environment.
 - ``% doc-test: skip REASON`` leaves the block out (it needs a Slurm allocation, a
   remote scheduler); the reason is required.
 
@@ -146,8 +147,12 @@ def check_page(path: pathlib.Path, timeout: float = 240) -> tuple[list[str], int
             script.write_text(block.code)
             for command in block.runs:
                 try:
+                    words = command.split()
+                    argv = [str(script) if w == "{}" else w for w in words]
+                    if "{}" not in words:
+                        argv.append(str(script))
                     proc = subprocess.run(
-                        [*command.split(), str(script)],
+                        argv,
                         cwd=tmp,
                         env=env,
                         capture_output=True,
