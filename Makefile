@@ -1,26 +1,30 @@
-# The two commands of the README: `make test` goes from a fresh clone to a green
-# run by itself (it creates .venv and installs everything it needs).
+# The commands of the README: `make test` goes from a fresh clone to a green run by
+# itself (it creates .venv and installs everything it needs); so do the others.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint bench bench-quick bench-detail clean
+.PHONY: install test lint docs bench bench-quick bench-detail clean
 
 install: $(STAMP)
 
 $(STAMP): setup.cfg setup.py pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[all,bench,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[all,bench,dev,docs]'
 	touch $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# the HTML site in docs/_build/html; a warning fails the build
+docs: $(STAMP)
+	$(BIN)/python -m sphinx -W --keep-going -b html docs docs/_build/html
+
 lint: $(STAMP)
-	$(BIN)/ruff check dispatcher tests benchmarks
-	$(BIN)/ruff format --check dispatcher tests benchmarks
+	$(BIN)/ruff check dispatcher tests benchmarks docs/conf.py
+	$(BIN)/ruff format --check dispatcher tests benchmarks docs/conf.py
 
 # every executor and baseline on every suite: a table, bench-results/results.{json,md,png}
 bench: $(STAMP)
@@ -38,4 +42,4 @@ bench-detail: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/mpiexec -n 3 $(BIN)/python benchmarks/mpi_executor.py --spmd
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache docs/_build

@@ -104,12 +104,12 @@ class DispatchNode:
     them where the run is driven instead of sending them to a worker."""
 
     timeout: ClassVar[float | None] = None
-    """Seconds after which a run fails this node with ``TimeoutError`` (None: the
-    executor's default)."""
+    """Seconds after which a run fails this node with ``TimeoutError`` (None for
+    the executor's default)."""
     retries: ClassVar[int | None] = None
-    """How many times a failed run of this node may be retried (None: the executor's)."""
+    """How many times a failed run of this node may be retried (None for the executor's)."""
     retry_on: ClassVar[tuple | None] = None
-    """Predicates ``exception -> bool`` that allow a retry (None: the executor's)."""
+    """Predicates ``exception -> bool`` that allow a retry (None for the executor's)."""
 
     def __init__(self, label: str | None = None):
         """Subclasses call this first (or set the same three slots)."""

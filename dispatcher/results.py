@@ -98,7 +98,14 @@ def format_exception(error: BaseException) -> str:
 
 @attrs.define(slots=True, eq=False)
 class DispatchResult:
-    """The outcome of one output node: its value, or the error that stopped it."""
+    """The outcome of one output node: its value, or the error that stopped it.
+
+    Attributes:
+        node: the output node this result is for.
+        value: its value (None when it failed).
+        error: the :class:`DependencyError` that stopped it, naming the node that
+            failed first (None when it has a value).
+    """
 
     node: Any
     value: Any = None

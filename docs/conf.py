@@ -34,6 +34,7 @@ napoleon_numpy_docstring = False
 
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
+autodoc_typehints_description_target = "documented"
 autodoc_default_options = {"members": True, "show-inheritance": True}
 # The docstrings say `name` for code; render it as code rather than as a citation.
 default_role = "code"

@@ -110,9 +110,7 @@ def _environment() -> dict:
 
 def _compare(path, block: Block, out: str, failures: list[str], how: str = "") -> None:
     if block.output is not None and not CHECKER.check_output(block.output, out, FLAGS):
-        failures.append(
-            f"{path}:{block.line}: the block{how} printed\n{out}\ninstead of\n{block.output}"
-        )
+        failures.append(f"{path}:{block.line}: the block{how} printed\n{out}\ninstead of\n{block.output}")
 
 
 def check_page(path: pathlib.Path, timeout: float = 240) -> tuple[list[str], int]:
@@ -142,7 +140,7 @@ def check_page(path: pathlib.Path, timeout: float = 240) -> tuple[list[str], int
                 _compare(path, block, outcome["stdout"], failures)
             if len(outcomes) < len(shared) and not failures:
                 failures.append(f"{path}: the runner stopped early\n{proc.stderr}")
-        for n, block in enumerate(b for b in page_blocks if b.runs):
+        for block in (b for b in page_blocks if b.runs):
             script = pathlib.Path(tmp) / f"example_{block.line}.py"
             script.write_text(block.code)
             for command in block.runs:

@@ -8,8 +8,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import pathlib
-import re
 import signal
 import subprocess
 import sys
@@ -510,27 +508,3 @@ def test_serial_mpi_aborts_when_a_failed_rank_leaves_others_in_a_collective(tmp_
     assert "RuntimeError: rank 1 gives up" in proc.stderr
     assert "aborting the MPI job" in proc.stderr
     assert time.monotonic() - start < 60
-
-
-# -- the README's examples -----------------------------------------------------------
-
-
-def _readme_block(after: str) -> str:
-    text = (pathlib.Path(__file__).resolve().parent.parent / "README.md").read_text()
-    start = text.index(after)
-    return re.search(r"```python\n(.*?)```", text[start:], re.S).group(1)
-
-
-@pytest.mark.parametrize("how", ["futures", "spawn"])
-def test_readme_pool_example(tmp_path, how):
-    code = _readme_block("### MPI ranks")
-    proc = mpirun(tmp_path, code, how)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["285"]
-
-
-def test_readme_spmd_example(tmp_path):
-    code = _readme_block("`SerialMPIExecutor` is for")
-    proc = mpirun(tmp_path, code, "world", n=4)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.replace("\n", "") == "[6, 60]" * 4  # the ranks' lines may interleave

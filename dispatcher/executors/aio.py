@@ -34,6 +34,18 @@ __all__ = ["AsyncExecutor"]
 class AsyncExecutor(Executor):
     """Run nodes on an asyncio event loop; coroutines run concurrently.
 
+    Args:
+        max_concurrency: at most this many nodes run at once (default: no limit),
+            a connection limit for instance.
+        sync: where plain (not ``async``) functions run: ``"loop"`` on the loop
+            itself (quick glue code), ``"threads"`` in a thread pool (blocking
+            calls).
+        max_workers: the size of that thread pool (default: as for
+            :class:`ThreadExecutor`).
+
+    A node past its timeout is cancelled. ``retries``, ``retry_on``, ``backoff``
+    and ``timeout`` are those of every :class:`~dispatcher.Executor`.
+
     >>> import asyncio, dispatcher as dp
     >>> async def slow_double(x):
     ...     await asyncio.sleep(0.01)

@@ -88,8 +88,10 @@ class DaskExecutor(Executor):
         cluster_options: with neither ``client`` nor ``address``, the options of
             the ``distributed.LocalCluster`` started on first use (worker
             processes by default) and closed by ``close()``.
-        retries, retry_on, backoff, timeout: as for every executor; a lost worker
-            (dask's ``KilledWorker``) is retried by default.
+
+    ``retries``, ``retry_on``, ``backoff`` and ``timeout`` are those of every
+    :class:`~dispatcher.Executor`; a lost worker (dask's ``KilledWorker``) is
+    retried by default.
 
     On a batch cluster, pass the client of a dask-jobqueue cluster::
 

@@ -206,16 +206,20 @@ class MPIExecutor(Executor):
             (default: ``SLURM_NTASKS - 1`` in a Slurm allocation, else
             ``MPI4PY_FUTURES_MAX_WORKERS``, else the CPUs this process may use).
             Ignored, with a warning, when the world's ranks are the workers.
-        comm, root: the communicator whose ranks are driver and workers, and the
-            driver's rank (default ``COMM_WORLD`` and 0).
-        initializer, initargs: called on each worker rank as it starts.
+        comm: the communicator whose ranks are driver and workers (default
+            ``COMM_WORLD``).
+        root: the driver's rank in ``comm`` (default 0).
+        initializer: called with ``initargs`` on each worker rank as it starts.
+        initargs: the arguments of ``initializer``.
         batch_size: ``"auto"`` sends nodes of functions known to be quick in
             batches of up to 1000; an int sets that limit (1 sends every node on
             its own).
         pool_options: passed to ``mpi4py.futures.MPIPoolExecutor``
             (``python_exe``, ``python_args``, ``mpi_info``, ``env``, ``path``,
             ``wdir``, ``use_pkl5``, ...).
-        retries, retry_on, backoff, timeout: as for every executor.
+
+    ``retries``, ``retry_on``, ``backoff`` and ``timeout`` are those of every
+    :class:`~dispatcher.Executor`.
 
     See :mod:`dispatcher.executors.mpi` for the three ways of starting it.
 
@@ -304,7 +308,7 @@ class MPIExecutor(Executor):
 
     @property
     def stats(self) -> dict:
-        """Counters: ``tasks`` and ``batches`` sent, nodes that ``timeouts`` failed."""
+        """Counts of ``tasks`` and ``batches`` sent, and of nodes that ``timeouts`` failed."""
         return dict(self._stats)
 
     # -- the executor's part --------------------------------------------------------
@@ -661,8 +665,10 @@ class SerialMPIExecutor(Executor):
         grace: seconds a rank whose call failed waits for the other ranks to finish
             theirs before it aborts the MPI job (they are then blocked in a
             collective call that needs it).
-        retries, retry_on, backoff, timeout: as for every executor; a node's
-            timeout is enforced on every rank with ``SIGALRM``.
+
+    ``retries``, ``retry_on``, ``backoff`` and ``timeout`` are those of every
+    :class:`~dispatcher.Executor`; a node's timeout is enforced on every rank with
+    ``SIGALRM``.
 
     Make it on every rank (it duplicates ``comm``, a collective call) and call
     ``run`` with the same graph on every rank. See :mod:`dispatcher.executors.mpi`.

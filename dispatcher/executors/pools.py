@@ -66,6 +66,18 @@ def _is_process_pool(pool) -> bool:
 class PoolExecutor(Executor):
     """Run nodes on a pool you own: anything with ``submit()`` returning futures.
 
+    Args:
+        pool: a ``concurrent.futures`` executor, a loky or ipyparallel pool, a
+            ``distributed.Client``, an ``mpi4py.futures.MPIPoolExecutor``...;
+            ``close()`` leaves it open.
+        cloudpickle: send each call as cloudpickle bytes, so that lambdas and
+            closures reach worker processes (default: True for a
+            ``concurrent.futures.ProcessPoolExecutor``, else False).
+
+    ``retries``, ``retry_on``, ``backoff`` and ``timeout`` are those of every
+    :class:`~dispatcher.Executor`; a node past its timeout fails on time, and
+    its future is cancelled if it has not started.
+
     >>> import concurrent.futures, dispatcher as dp
     >>> with concurrent.futures.ThreadPoolExecutor(2) as pool:
     ...     dp.execute(dp.Op(pow, 2, 10), dp.PoolExecutor(pool))
@@ -106,7 +118,10 @@ class ThreadExecutor(Executor):
     """Run nodes in a pool of ``max_workers`` threads (default ``min(32, cpus + 4)``).
 
     Good for functions that release the GIL (numpy, I/O). The pool starts on the
-    first run and is shut down, waiting for running nodes, by ``close()``.
+    first run and is shut down, waiting for running nodes, by ``close()``. A
+    thread cannot be stopped: a node past its timeout fails on time, but its
+    thread runs on until the function returns. ``retries``, ``retry_on``,
+    ``backoff`` and ``timeout`` are those of every :class:`~dispatcher.Executor`.
     """
 
     def __init__(self, max_workers: int | None = None, **options):

@@ -529,8 +529,10 @@ class ProcessExecutor(Executor):
         batch_size: ``"auto"`` sends nodes of functions known to be quick in
             batches of up to 1000; an int sets that limit (1 sends every node on
             its own).
-        retries, retry_on, backoff, timeout: as for every executor. A lost worker
-            (:class:`~dispatcher.WorkerLostError`) is retried by default.
+
+    ``retries``, ``retry_on``, ``backoff`` and ``timeout`` are those of every
+    :class:`~dispatcher.Executor`; a lost worker
+    (:class:`~dispatcher.WorkerLostError`) is retried by default.
 
     The pool starts on the first run (or :meth:`start`) and is shut down by
     :meth:`close`. See :mod:`dispatcher.executors.process` for what happens when
@@ -577,7 +579,7 @@ class ProcessExecutor(Executor):
 
     @property
     def stats(self) -> dict:
-        """Counters of the current pool: ``tasks`` and ``batches`` sent, workers
+        """Counts for the current pool of ``tasks`` and ``batches`` sent, workers
         ``started``, ``lost`` and killed for ``timeouts``."""
         return dict(self._pool.stats) if self._pool is not None else {}
 

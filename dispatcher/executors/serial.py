@@ -24,6 +24,13 @@ __all__ = ["SerialExecutor"]
 class SerialExecutor(Executor):
     """Run nodes one at a time in the calling thread (debugging, profiling).
 
+    The default of :func:`~dispatcher.execute`. A breakpoint or a profiler in the
+    calling thread sees every node. A node past its timeout is interrupted with
+    ``SIGALRM`` when the run is driven from the main thread (from another thread,
+    it runs in a helper thread that is abandoned at the deadline). ``retries``,
+    ``retry_on``, ``backoff`` and ``timeout`` are those of every
+    :class:`~dispatcher.Executor`.
+
     >>> import dispatcher as dp
     >>> with dp.SerialExecutor() as ex:
     ...     dp.run(ex, [dp.Op(max, 3, 4)])[0].value
