@@ -1,7 +1,7 @@
 """AsyncExecutor: nodes on an asyncio event loop.
 
-``async def`` functions (and any function whose call returns an awaitable) are
-awaited as tasks on the loop, all of them concurrently, or at most
+``async def`` functions (and, with ``sync="loop"``, any function whose call
+returns an awaitable) are awaited as tasks on the loop, all of them concurrently, or at most
 ``max_concurrency`` at a time. Plain functions run directly on the loop by
 default (``sync="loop"``), as Dispatcher.jl's tasks do: cheap glue code costs no
 thread hop, but a slow plain function holds up the loop. With ``sync="threads"``

@@ -72,7 +72,8 @@ class PoolExecutor(Executor):
             ``close()`` leaves it open.
         cloudpickle: send each call as cloudpickle bytes, so that lambdas and
             closures reach worker processes (default: True for a
-            ``concurrent.futures.ProcessPoolExecutor``, else False).
+            ``concurrent.futures.ProcessPoolExecutor`` or an
+            ``mpi4py.futures.MPIPoolExecutor``, else False).
 
     ``retries``, ``retry_on``, ``backoff`` and ``timeout`` are those of every
     :class:`~dispatcher.Executor`; a node past its timeout fails on time, and
