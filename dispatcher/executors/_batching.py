@@ -18,6 +18,16 @@ MAX_BATCH = 1000
 PENDING, SENT, REPORTED = 0, 1, 2
 
 
+def check_worker_options(max_workers, batch_size, initializer) -> None:
+    """The checks of the options every pool of worker processes takes."""
+    if max_workers is not None and (not isinstance(max_workers, int) or max_workers < 1):
+        raise ValueError(f"max_workers must be a positive int, got {max_workers!r}")
+    if batch_size != "auto" and (not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f'batch_size must be "auto" or a positive int, got {batch_size!r}')
+    if initializer is not None and not callable(initializer):
+        raise TypeError(f"initializer must be callable, got {type(initializer).__name__}")
+
+
 def func_key(func):
     """What the estimates are kept under: a function's code, else the callable or its type."""
     code = getattr(func, "__code__", None)

@@ -93,6 +93,16 @@ def unpicklable_error(label: str, func, args, kwargs) -> pickle.PicklingError:
     return pickle.PicklingError(f"cannot send node {label!r} to another process")
 
 
+def dumps_initializer(initializer, initargs) -> bytes | None:
+    """A worker initializer and its arguments as cloudpickle bytes (None for none)."""
+    if initializer is None:
+        return None
+    try:
+        return cloudpickle.dumps((initializer, tuple(initargs)))
+    except Exception as exc:
+        raise unpicklable_error("initializer", initializer, tuple(initargs), None) from exc
+
+
 def dumps_call(label: str, func, args, kwargs) -> bytes:
     """The call as cloudpickle bytes; a :class:`pickle.PicklingError` naming the
     argument and object that cannot be pickled otherwise."""

@@ -104,8 +104,18 @@ from ..results import (
     format_exception,
 )
 from . import _mpiwork
-from ._batching import MAX_BATCH, PENDING, REPORTED, SENT, Job, func_key, learn, take_batch
-from ._serialize import decode_outcome, unpicklable_error
+from ._batching import (
+    MAX_BATCH,
+    PENDING,
+    REPORTED,
+    SENT,
+    Job,
+    check_worker_options,
+    func_key,
+    learn,
+    take_batch,
+)
+from ._serialize import decode_outcome, dumps_initializer, unpicklable_error
 from ._slurm import SlurmAllocation, slurm_allocation
 from .base import Executor
 from .process import cpu_count
@@ -243,19 +253,9 @@ class MPIExecutor(Executor):
         **options,
     ):
         super().__init__(**_base_options(options))
-        if max_workers is not None and (not isinstance(max_workers, int) or max_workers < 1):
-            raise ValueError(f"max_workers must be a positive int, got {max_workers!r}")
-        if batch_size != "auto" and (not isinstance(batch_size, int) or batch_size < 1):
-            raise ValueError(f'batch_size must be "auto" or a positive int, got {batch_size!r}')
-        if initializer is not None and not callable(initializer):
-            raise TypeError(f"initializer must be callable, got {type(initializer).__name__}")
+        check_worker_options(max_workers, batch_size, initializer)
         MPI = self._MPI = _mpi()
-        self._init = None
-        if initializer is not None:
-            try:
-                self._init = cloudpickle.dumps((initializer, tuple(initargs)))
-            except Exception as exc:
-                raise unpicklable_error("initializer", initializer, tuple(initargs), None) from exc
+        self._init = dumps_initializer(initializer, initargs)
         self.batch_size = batch_size
         self._max_batch = MAX_BATCH if batch_size == "auto" else batch_size
         self._pool_options = options

@@ -60,12 +60,20 @@ import time
 import weakref
 from multiprocessing import spawn
 
-import cloudpickle
-
 from ..results import ExecutorError, WorkerLostError, format_exception, is_worker_lost
 from . import _procworker as wire
-from ._batching import MAX_BATCH, PENDING, REPORTED, SENT, Job, func_key, learn, take_batch
-from ._serialize import decode_outcome, unpicklable_error
+from ._batching import (
+    MAX_BATCH,
+    PENDING,
+    REPORTED,
+    SENT,
+    Job,
+    check_worker_options,
+    func_key,
+    learn,
+    take_batch,
+)
+from ._serialize import decode_outcome, dumps_initializer, unpicklable_error
 from .base import Executor
 
 __all__ = ["ParallelExecutor", "ProcessExecutor"]
@@ -551,20 +559,10 @@ class ProcessExecutor(Executor):
         self, max_workers: int | None = None, *, initializer=None, initargs=(), batch_size="auto", **options
     ):
         super().__init__(**options)
-        if max_workers is not None and (not isinstance(max_workers, int) or max_workers < 1):
-            raise ValueError(f"max_workers must be a positive int, got {max_workers!r}")
-        if batch_size != "auto" and (not isinstance(batch_size, int) or batch_size < 1):
-            raise ValueError(f'batch_size must be "auto" or a positive int, got {batch_size!r}')
-        if initializer is not None and not callable(initializer):
-            raise TypeError(f"initializer must be callable, got {type(initializer).__name__}")
+        check_worker_options(max_workers, batch_size, initializer)
         self.max_workers = max_workers or cpu_count()
         self.batch_size = batch_size
-        self._init = None
-        if initializer is not None:
-            try:
-                self._init = cloudpickle.dumps((initializer, tuple(initargs)))
-            except Exception as exc:
-                raise unpicklable_error("initializer", initializer, tuple(initargs), None) from exc
+        self._init = dumps_initializer(initializer, initargs)
         self._pool: _Pool | None = None
 
     def start(self, timeout: float | None = 60.0) -> ProcessExecutor:
