@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import math
 import platform
 import sys
@@ -40,6 +39,7 @@ import time
 
 import dispatcher as dp
 from dispatcher.bench.harness import sample
+from dispatcher.bench.report import write_json
 
 
 def noop(*args):
@@ -240,8 +240,7 @@ def main(argv=None):
             rows.append(row)
             print(" ".join(_cell(row, c) for c in cols), flush=True)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"python": platform.python_version(), "rows": rows}, f, indent=2)
+        write_json({"python": platform.python_version(), "rows": rows}, args.json)
 
 
 def _cell(row, col):

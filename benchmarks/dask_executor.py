@@ -25,7 +25,6 @@ arrays
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import platform
 import statistics
@@ -37,6 +36,7 @@ from distributed import Client, LocalCluster
 
 import dispatcher as dp
 from dispatcher.bench.harness import seconds
+from dispatcher.bench.report import write_json
 
 
 def noop(*args):
@@ -167,8 +167,7 @@ def main(argv=None) -> dict:
                 f"dask.delayed {r['dask_delayed_s']:.3f} s ({r['ratio']:.2f} x)"
             )
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=2)
+        write_json(report, args.json)
     return report
 
 

@@ -29,13 +29,13 @@ Under ``mpiexec -n N python benchmarks/mpi_executor.py --spmd`` it times
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
 
 import dispatcher as dp
 from dispatcher.bench.harness import alternate, calibrate, seconds, spin
+from dispatcher.bench.report import write_json
 
 
 def noop(*args):
@@ -164,8 +164,7 @@ def main(argv=None) -> dict:
                     f"(raw MPIPoolExecutor.map {r['raw_s']:.3f} s = {r['raw_ratio']:.3f} x ideal)"
                 )
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=2)
+        write_json(report, args.json)
     return report
 
 

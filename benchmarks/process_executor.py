@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import concurrent.futures as cf
 import gc
-import json
 import platform
 import statistics
 import sys
@@ -40,6 +39,7 @@ import numpy as np
 
 import dispatcher as dp
 from dispatcher.bench.harness import calibrate, median_time, seconds, spin
+from dispatcher.bench.report import write_json
 from dispatcher.executors.process import cpu_count
 
 
@@ -188,8 +188,7 @@ def main(argv=None) -> dict:
                 f"numpy.copy {r['numpy_copy_s']:.4f} (hop = {r['hop_over_copy']:.2f} x copy)"
             )
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=2)
+        write_json(report, args.json)
     return report
 
 
