@@ -37,10 +37,9 @@ FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
 
 class Block:
-    """One fenced code block of a page: its language, text, first line, directives."""
+    """One python block of a page: its text, first line, directives, expected output."""
 
-    def __init__(self, lang: str, code: str, line: int, directives: list[tuple[str, str]]):
-        self.lang = lang
+    def __init__(self, code: str, line: int, directives: list[tuple[str, str]]):
         self.code = code
         self.line = line  # the line of the block's first line of code, counted from 1
         self.directives = directives
@@ -87,7 +86,7 @@ def blocks(path: pathlib.Path) -> list[Block]:
                     raise ValueError(f"{path}:{k + 1}: 'doc-test: skip' needs a reason")
                 directives.insert(0, (d["kind"], d["arg"]))
                 k -= 1
-            found.append(Block(lang, code, i + 2, directives))
+            found.append(Block(code, i + 2, directives))
             previous_was_python = True
         elif lang == "output":
             if not previous_was_python:
