@@ -8,13 +8,12 @@ thread, where a debugger and a profiler can follow each node.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import sys
-import threading
 from collections.abc import Iterable
 from typing import Any
 
+from .coroutines import run_to_end
 from .engine import Callback, PipelinedRunState, RunState, drive, drive_async
 from .graph import DispatchGraph
 from .nodes import DispatchNode
@@ -147,9 +146,10 @@ def _materialize(outputs):
 
 def _run(executor, outputs, inputs, options) -> list[DispatchResult]:
     state = _state(executor, outputs, inputs, **options)
-    if executor.needs_loop:
-        return _run_coroutine(drive_async(state, executor))
-    return drive(state, executor)
+    with executor._nested_wait():
+        if executor.needs_loop:
+            return run_to_end(drive_async(state, executor))
+        return drive(state, executor)
 
 
 async def run_async(
@@ -196,35 +196,3 @@ def execute(graph_or_nodes: Any, executor=None, **run_options: Any) -> Any:
         results = run(executor, outputs, **run_options)
     values = [r.unwrap() for r in results]
     return values[0] if single else values
-
-
-def _run_coroutine(coro):
-    """Run ``coro`` to the end from synchronous code, whether or not a loop runs here."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    # This thread already runs a loop (a notebook): use a loop in a helper thread.
-    loop = asyncio.new_event_loop()
-    task = loop.create_task(coro)
-    box: dict = {}
-
-    def target():
-        try:
-            box["value"] = loop.run_until_complete(task)
-        except BaseException as exc:
-            box["error"] = exc
-        finally:
-            loop.close()
-
-    helper = threading.Thread(target=target, name="dispatcher-loop")
-    helper.start()
-    try:
-        helper.join()
-    except KeyboardInterrupt:
-        loop.call_soon_threadsafe(task.cancel)
-        helper.join()
-        raise
-    if "error" in box:
-        raise box["error"]
-    return box["value"]

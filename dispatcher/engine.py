@@ -49,11 +49,14 @@ import queue
 import random
 import threading
 import time
+import types
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import attrs
 
+from .checks import check_retries, check_timeout, nout_error, retry_predicates
+from .coroutines import finish
 from .graph import DispatchGraph, _deps_of, topological_order
 from .nodes import NEVER, RELEASED, DispatchNode, Failure, Remote, _func_name
 from .results import DependencyError, DispatcherError, DispatchResult, ExecutorError, format_exception
@@ -61,6 +64,8 @@ from .results import DependencyError, DispatcherError, DispatchResult, ExecutorE
 __all__ = ["Backoff", "Callback", "PipelinedRunState", "RunState", "Task", "drive", "drive_async"]
 
 logger = logging.getLogger("dispatcher")
+
+_COROUTINE = types.CoroutineType
 
 
 @attrs.frozen
@@ -125,8 +130,15 @@ class Task:
         self.after: tuple = ()  # pipelined: handles of graph edges that pass no value
 
     def call(self) -> Any:
+        """The node's function called with its arguments (a coroutine for an ``async def``)."""
         kwargs = self.kwargs
         return self.func(*self.args, **kwargs) if kwargs else self.func(*self.args)
+
+    def run(self) -> Any:
+        """:meth:`call`, with a coroutine it returns run to its end (see :mod:`dispatcher.coroutines`)."""
+        kwargs = self.kwargs
+        value = self.func(*self.args, **kwargs) if kwargs else self.func(*self.args)
+        return finish(value) if type(value) is _COROUTINE else value
 
     def __repr__(self) -> str:
         return f"<Task {self.node.label!r} attempt {self.attempt}>"
@@ -276,6 +288,9 @@ class RunState:
                 ready.append(node)
         if graph is not None:
             _check_graph_edges(waiting, graph, given, failed_given)
+            if not self.outputs and len(graph):
+                graph.topological_order()  # every node has a dependent: they lie on cycles
+                raise ExecutorError("the graph has a cycle")  # pragma: no cover - found above
         if out_of_order and not _all_reachable(waiting, children, ready):
             nodes = list(waiting)
             deps = graph._parents.__getitem__ if graph is not None else _deps_of
@@ -331,16 +346,28 @@ class RunState:
             timeout = node.timeout
             if timeout is None:
                 timeout = self.timeout
+            elif type(timeout) is not float and type(timeout) is not int:
+                self._bad_option(node, "timeout", check_timeout, timeout)
+                continue
             if (inline_untimed and timeout is None) or (inline_light and node.light):
                 if self.hooks:
                     self._submitted(node)
                 try:
                     value = func(*args, **kwargs) if kwargs else func(*args)
-                except Exception as exc:
+                    if type(value) is _COROUTINE:
+                        value = finish(value)
+                except KeyboardInterrupt:
+                    raise  # Ctrl-C, here in the thread that drives the run: the run ends
+                except BaseException as exc:  # SystemExit too: it fails the node
                     attempt = self.attempts.get(node, 1) if self.attempts else 1
                     self._failed(node, exc, format_exception(exc), attempt)
                 else:
-                    self._finish_ok(node, value)
+                    wrong = nout_error(node.label, node.nout, value) if node.nout is not None else None
+                    if wrong is not None:
+                        attempt = self.attempts.get(node, 1) if self.attempts else 1
+                        self._failed(node, wrong, format_exception(wrong), attempt)
+                    else:
+                        self._finish_ok(node, value)
                 continue
             task = Task(node, func, args, kwargs, self.attempts.get(node, 1) if self.attempts else 1, timeout)
             self.running[node] = task
@@ -365,7 +392,11 @@ class RunState:
         if self.error is not None:
             return  # the run is ending; running tasks are only awaited
         if ok:
-            self._finish_ok(node, payload)
+            wrong = nout_error(node.label, node.nout, payload) if node.nout is not None else None
+            if wrong is not None:
+                self._failed(node, wrong, format_exception(wrong), task.attempt)
+            else:
+                self._finish_ok(node, payload)
         else:
             exc, tb = payload
             self._failed(node, exc, tb, task.attempt)
@@ -450,6 +481,13 @@ class RunState:
         node._outcome = value
 
     # -- internals ---------------------------------------------------------------
+    def _bad_option(self, node, name: str, check, value) -> None:
+        """Fail ``node``, whose option ``name`` was set to a wrong ``value`` by hand."""
+        try:
+            check(value, f"the {name} of node {node.label!r}")
+        except (TypeError, ValueError) as exc:
+            self._finish_error(node, DependencyError(exc, format_exception(exc), node))
+
     def _submitted(self, node) -> None:
         if self.debug:
             logger.debug("start %r", node.label)
@@ -492,22 +530,44 @@ class RunState:
         node._outcome = RELEASED
 
     def _failed(self, node, exc, tb, attempt) -> None:
-        retries = getattr(node, "retries", None)
+        retries = node.retries
+        retry_on = node.retry_on
         if retries is None:
             retries = self.retries
-        if attempt <= retries and self.error is None:
-            retry_on = getattr(node, "retry_on", None)
-            if retry_on is None:
-                retry_on = self.retry_on
-            if (retry_on and self._should_retry(node, exc, retry_on)) or (
-                self.always_retry_on and self._should_retry(node, exc, self.always_retry_on)
-            ):
-                self._retry(node, exc, attempt, retries)
-                return
+        if retry_on is None:
+            retry_on = self.retry_on
+        if (type(retries) is not int or type(retry_on) is not tuple) and not self._node_options_ok(
+            node, exc, attempt
+        ):
+            return
+        if (
+            attempt <= retries
+            and self.error is None
+            and (
+                (retry_on and self._should_retry(node, exc, retry_on))
+                or (self.always_retry_on and self._should_retry(node, exc, self.always_retry_on))
+            )
+        ):
+            self._retry(node, exc, attempt, retries)
+            return
         error = DependencyError(exc, tb, node, attempt)
         error.__cause__ = exc
         logger.info("node %r failed: %s: %s", node.label, type(exc).__name__, exc)
         self._finish_error(node, error)
+
+    def _node_options_ok(self, node, exc, attempt) -> bool:
+        """Check ``retries`` and ``retry_on`` set by hand on ``node``; a wrong one
+        fails the node with an error naming it (the node's own error as its context)."""
+        try:
+            if node.retries is not None:
+                node.retries = check_retries(node.retries, f"the retries of node {node.label!r}")
+            if node.retry_on is not None:
+                node.retry_on = retry_predicates(node.retry_on, f"the retry_on of node {node.label!r}")
+        except (TypeError, ValueError) as bad:
+            bad.__context__ = exc
+            self._finish_error(node, DependencyError(bad, format_exception(bad), node, attempt))
+            return False
+        return True
 
     def _retry(self, node, exc, attempt, retries) -> None:
         delay = self.backoff.delay(attempt, self.rand)
@@ -728,6 +788,20 @@ class PipelinedRunState(RunState):
                     if kid in self.values or kid in self.parked:
                         stack.append(kid)
 
+    def _node_options_ok(self, node, exc, attempt) -> bool:
+        """Check ``retries`` and ``retry_on`` set by hand on ``node``; a wrong one
+        fails the node with an error naming it (the node's own error as its context)."""
+        try:
+            if node.retries is not None:
+                node.retries = check_retries(node.retries, f"the retries of node {node.label!r}")
+            if node.retry_on is not None:
+                node.retry_on = retry_predicates(node.retry_on, f"the retry_on of node {node.label!r}")
+        except (TypeError, ValueError) as bad:
+            bad.__context__ = exc
+            self._finish_error(node, DependencyError(bad, format_exception(bad), node, attempt))
+            return False
+        return True
+
     def _retry(self, node, exc, attempt, retries) -> None:
         self._withdraw(node)
         self.backing_off.add(node)
@@ -795,11 +869,34 @@ def _outputs(nodes, what: str = "outputs") -> list:
         return [nodes]
     if isinstance(nodes, DispatchGraph):
         raise TypeError(f"{what} must be nodes, not a DispatchGraph")
-    out = list(nodes)
-    for n in out:
+    try:
+        out = list(nodes)
+    except TypeError:
+        raise TypeError(
+            f"{what} must be a node, a list of nodes or a DispatchGraph, got "
+            f"{type(nodes).__name__}: {nodes!r:.80}{_not_a_node_hint(nodes)}"
+        ) from None
+    for i, n in enumerate(out):
         if not isinstance(n, DispatchNode):
-            raise TypeError(f"{what} must be nodes, got {type(n).__name__}: {n!r:.80}")
+            raise TypeError(
+                f"{what} must be nodes, got {type(n).__name__} at position {i}: {n!r:.80}"
+                f"{_not_a_node_hint(n)}"
+            )
     return out
+
+
+def _not_a_node_hint(value) -> str:
+    """What to do when a value was given where a node was expected."""
+    if callable(value):
+        name = _func_name(value)
+        return (
+            f"; {name!r} is a function: make a node of a call to it with dp.Op({name}, *args), "
+            f"or decorate it with @dp.op so that {name}(*args) makes one"
+        )
+    return (
+        "; if this is what a function returned, that function ran at once: decorate it "
+        "with @dp.op (or call it as dp.Op(f, *args)) so that calling it makes a node"
+    )
 
 
 def _check_graph_edges(waiting, graph, given, failed_given) -> None:
@@ -912,6 +1009,9 @@ def _start(state: RunState, executor, task: Task, done) -> None:
         executor._submit(task, done)
     except Exception as exc:
         state.done(task, False, (exc, format_exception(exc)))
+    except BaseException as exc:  # Ctrl-C in the thread that drives the run: it ends here
+        state.done(task, False, (exc, format_exception(exc)))
+        raise
     else:
         state.sent(task)
 

@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import functools
 import itertools
+import types
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 import attrs
 
+from .checks import check_nout, check_retries, check_timeout, retry_predicates
 from .results import DependencyError, DispatcherError
 
 __all__ = [
@@ -110,6 +112,9 @@ class DispatchNode:
     """How many times a failed run of this node may be retried (None for the executor's)."""
     retry_on: ClassVar[tuple | None] = None
     """Predicates ``exception -> bool`` that allow a retry (None for the executor's)."""
+    nout: ClassVar[int | None] = None
+    """How many values the node's function returns, when declared (``@op(nout=k)``):
+    a run fails the node if its value does not hold exactly that many."""
 
     def __init__(self, label: str | None = None):
         """Subclasses call this first (or set the same three slots)."""
@@ -249,7 +254,17 @@ def _positions(positions: tuple) -> tuple:
     return _SHARED_POSITIONS.setdefault(positions, positions)
 
 
-def _scan(value: Any, found: dict) -> bool:
+_ONE_SHOT = (types.GeneratorType, types.AsyncGeneratorType)
+
+
+def _one_shot(value: Any, where: str) -> TypeError:
+    return TypeError(
+        f"{where} is a {type(value).__name__}, which can be read only once and could "
+        "hide nodes that must run first; pass a list (list(...)) or a tuple instead"
+    )
+
+
+def _scan(value: Any, found: dict, where: str = "an argument") -> bool:
     """Record the nodes inside ``value`` in ``found``; True if there were any."""
     if isinstance(value, DispatchNode):
         found[value] = None
@@ -258,10 +273,12 @@ def _scan(value: Any, found: dict) -> bool:
     if t is dict:
         value = value.values()
     elif t not in _CONTAINERS:
+        if t in _ONE_SHOT:
+            raise _one_shot(value, where)
         return False
     any_node = False
     for item in value:
-        if _scan(item, found):
+        if _scan(item, found, where):
             any_node = True
     return any_node
 
@@ -328,14 +345,24 @@ class Op(DispatchNode):
             if isinstance(a, DispatchNode):
                 found[a] = None
                 argpos.append(i)
-            elif type(a) in _CONTAINERS and _scan(a, found):
-                argpos.append(i)
-        kwkeys = [k for k, v in kwargs.items() if _scan(v, found)] if kwargs else ()
+            elif type(a) in _CONTAINERS:
+                if _scan(a, found, self._where(f"argument {i}")):
+                    argpos.append(i)
+            elif type(a) in _ONE_SHOT:
+                raise _one_shot(a, self._where(f"argument {i}"))
+        kwkeys = (
+            [k for k, v in kwargs.items() if _scan(v, found, self._where(f"keyword argument {k!r}"))]
+            if kwargs
+            else ()
+        )
         self._args = args
         self._kwargs = kwargs
         self._deps = tuple(found) if found else ()
         self._argpos = _positions(tuple(argpos)) if argpos else None
         self._kwkeys = tuple(kwkeys) if kwkeys else None
+
+    def _where(self, what: str) -> str:
+        return f"{what} of node {_func_name(self.func)!r}"
 
     @property
     def args(self) -> tuple:
@@ -541,7 +568,10 @@ def op(
     Use as ``@op``, as ``@op(label=..., nout=..., retries=..., retry_on=...,
     timeout=...)``, or as ``op(func, ...)(*args)``. The options belong to the node,
     never to the function's own keyword arguments; ``retries``, ``retry_on`` and
-    ``timeout`` override the executor's defaults for the nodes it makes.
+    ``timeout`` override the executor's defaults for the nodes it makes. Each
+    option is checked here: a wrong one raises at once, naming it.
+    ``retry_on`` takes predicates ``exception -> bool`` and exception classes
+    (``retry_on=OSError`` retries an ``OSError``).
 
     >>> import dispatcher as dp
     >>> @dp.op(nout=2)
@@ -551,14 +581,13 @@ def op(
     >>> dp.execute([q, r])
     [3, 2]
     """
-    if nout is not None and (not isinstance(nout, int) or nout < 0):
-        raise ValueError(f"nout must be a non-negative int, got {nout!r}")
-    if retries is not None and (not isinstance(retries, int) or retries < 0):
-        raise ValueError(f"retries must be a non-negative int, got {retries!r}")
-    if timeout is not None and not timeout > 0:
-        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    if nout is not None:
+        nout = check_nout(nout)
+    if retries is not None:
+        retries = check_retries(retries)
+    timeout = check_timeout(timeout)
     if retry_on is not None:
-        retry_on = _predicates(retry_on)
+        retry_on = retry_predicates(retry_on)
     options = {
         "label": label,
         "nout": nout,
@@ -576,11 +605,3 @@ def op(
         return OpFunction(f, options)
 
     return wrap if func is None else wrap(func)
-
-
-def _predicates(retry_on: Any) -> tuple:
-    preds = (retry_on,) if callable(retry_on) else tuple(retry_on)
-    for p in preds:
-        if not callable(p):
-            raise TypeError(f"retry_on needs callables (exception -> bool), got {p!r:.80}")
-    return preds

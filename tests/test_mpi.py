@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from dispatcher.executors import _slurm
+from dispatcher.executors import _mpisuper, _slurm
 from dispatcher.executors.mpi import _default_workers
 
 from .conftest import alive, wait_gone
@@ -25,6 +25,15 @@ from .conftest import alive, wait_gone
 BIN = sysconfig.get_path("scripts")
 MPIEXEC = os.path.join(BIN, "mpiexec")
 LIMIT = 120  # seconds any one MPI job may take
+
+
+@pytest.fixture(autouse=True)
+def _no_shared_memory_left():
+    """Jobs these tests start and kill (as a user would) leave MPICH's shared-memory
+    files; remove them, as the supervisor of the library's own jobs does."""
+    before = _mpisuper.shared_files()
+    yield
+    _mpisuper.remove_left_files(before)
 
 
 def _env(extra: dict | None = None) -> dict:
@@ -122,7 +131,8 @@ try:
     dp.execute(dp.op(time.sleep, timeout=0.3)(30), ex)
 except dp.DependencyError as err:
     out["timeout"] = [type(err.error).__name__, str(err.error), time.monotonic() - start < 10,
-                      "_mpiwork" in err.traceback]   # raised on the worker, by its alarm
+                      "_mpiwork" in err.traceback]   # a world's rank: raised there, by its alarm
+out["pids_after_timeout"] = ex.start().worker_pids()  # the replacement is ready
 out["after_timeout"] = dp.execute(dp.Op(add_k, 1), ex)   # the worker was freed
 
 a = dp.Op(add_k, 1)
@@ -147,13 +157,15 @@ class Unloadable:                  # pickles on the worker, cannot be rebuilt he
 results = dp.run(ex, [dp.Op(lambda: Unloadable(1, 2)), dp.Op(add_k, 6)], throw_error=False)
 out["unloadable"] = [str(results[0].error), results[1].value]
 
-class CtrlC:                       # Ctrl-C while the call is being pickled
+class CtrlC:                       # KeyboardInterrupt while the call is being pickled
     def __reduce__(self):
         raise KeyboardInterrupt
 try:
     dp.execute(dp.Op(len, [CtrlC()]), ex)
-except KeyboardInterrupt:
-    out["interrupted"] = ex._inflight
+except KeyboardInterrupt:          # pickled where Ctrl-C arrives (the ranks of a world)
+    out["interrupted"] = "raised"
+except dp.DependencyError as err:  # pickled by the pool's own thread (ranks it started)
+    out["interrupted"] = type(err.error.__cause__).__name__
 out["after_interrupt"] = dp.execute(dp.Op(add_k, 2), ex)
 ex.close()
 try:
@@ -176,7 +188,14 @@ def test_pool_executor_three_ways(tmp_path, how):
     assert kind == "ValueError" and label == "exploder" and traced
     assert message == "node 'exploder' failed: ValueError: bad 3"
     assert out["retried"] == 2
-    assert out["timeout"] == ["TimeoutError", "node 'sleep' ran longer than its timeout of 0.3 s", True, True]
+    kind, message, quick, on_worker = out["timeout"]
+    assert kind == "TimeoutError" and quick
+    assert message.startswith("node 'sleep' ran longer than its timeout of 0.3 s")
+    if how == "spawn":  # a rank it started: killed and replaced
+        assert "its worker rank (pid" in message and "was killed" in message and not on_worker
+        assert len(out["pids_after_timeout"]) == 2 and out["pids_after_timeout"] != out["pids"]
+    else:
+        assert on_worker
     assert out["after_timeout"] == 11
     assert out["inputs"] == 110
     assert "node 'len'" in out["unpicklable"] and "argument 0" in out["unpicklable"]
@@ -184,7 +203,8 @@ def test_pool_executor_three_ways(tmp_path, how):
     assert out["partial"] == [True, False, 15]
     assert "outcome of node '<lambda>' cannot be unpickled here" in out["unloadable"][0]
     assert out["unloadable"][1] == 16
-    assert out["interrupted"] == 0 and out["after_interrupt"] == 12
+    assert out["interrupted"] == ("KeyboardInterrupt" if how == "spawn" else "raised")
+    assert out["after_interrupt"] == 12
     assert "closed" in out["closed"]
     assert wait_gone(out["pids"], 20.0) == []
 

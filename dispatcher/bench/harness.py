@@ -420,9 +420,9 @@ class Shared:
         def make():
             from mpi4py.futures import MPIPoolExecutor
 
-            from ..executors.mpi import _launcher, _mpi
+            from ..executors._mpilaunch import import_mpi, mpiexec_in_own_session
 
-            with _launcher(_mpi()):
+            with mpiexec_in_own_session(import_mpi()):
                 pool = MPIPoolExecutor(self.workers, main=False, path=list(sys.path))
                 pool.bootup()
             list(pool.map(abs, range(self.workers * 4)))

@@ -3,10 +3,11 @@
 from .aio import AsyncExecutor
 from .base import Executor
 from .dask import DaskExecutor
-from .mpi import MPIExecutor, SerialMPIExecutor
+from .mpi import MPIExecutor
 from .pools import PoolExecutor, ThreadExecutor
 from .process import ParallelExecutor, ProcessExecutor
 from .serial import SerialExecutor
+from .serial_mpi import SerialMPIExecutor
 
 __all__ = [
     "AsyncExecutor",

@@ -11,14 +11,19 @@ lambdas, closures and functions of ``__main__`` travel both ways whatever pickle
 
 :func:`init_worker` runs first on every worker: it lets SIGINT interrupt a node
 (and only a node: between nodes it is ignored, so the executor can interrupt a
-run without taking its workers down), then runs the user's initializer.
+run without taking its workers down), makes a worker sent SIGTERM say on its
+standard error which nodes it was running before it dies (MPI then ends the job,
+the driver included, which cannot say it), prints the Python traceback of a
+crash (``faulthandler``), then runs the user's initializer.
 """
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import signal
 import socket
+import sys
 import threading
 
 import cloudpickle
@@ -26,6 +31,7 @@ import cloudpickle
 from ._procworker import _describe, checked_outcomes, run_calls
 
 _in_call = False
+_running: list = []  # the labels of the nodes of the batch this worker runs
 
 
 def _on_sigint(signum, frame) -> None:
@@ -33,10 +39,24 @@ def _on_sigint(signum, frame) -> None:
         raise KeyboardInterrupt
 
 
+def _on_sigterm(signum, frame) -> None:
+    if _running:
+        nodes = ", ".join(repr(label) for label in _running)
+        sys.stderr.write(
+            f"dispatcher: worker rank (pid {os.getpid()} on {socket.gethostname()}) was running "
+            f"node(s) {nodes} when it was sent SIGTERM\n"
+        )
+        sys.stderr.flush()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
 def init_worker(user_init: bytes | None) -> None:
-    """Set up a worker rank: SIGINT interrupts nodes only; then the user's initializer."""
+    """Set up a worker rank (see the module docstring); then the user's initializer."""
+    faulthandler.enable()
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, _on_sigint)
+        signal.signal(signal.SIGTERM, _on_sigterm)
     if user_init is not None:
         func, args = cloudpickle.loads(user_init)
         func(*args)
@@ -49,10 +69,11 @@ def hello() -> list:
     return get_comm_workers().allgather((socket.gethostname(), os.getpid()))
 
 
-def run_batch(payload: bytes, timeout: float | None = None, label: str = "") -> bytes:
-    """Run the calls in ``payload``; a node alone with a ``timeout`` is stopped by
-    ``SIGALRM`` with a ``TimeoutError`` when it runs longer."""
+def run_batch(payload: bytes, timeout: float | None = None, labels: list = ()) -> bytes:
+    """Run the calls in ``payload`` (the nodes ``labels``); a node alone with a
+    ``timeout`` is stopped by ``SIGALRM`` with a ``TimeoutError`` when it runs longer."""
     global _in_call
+    label = labels[0] if labels else ""
     try:
         calls = cloudpickle.loads(payload)
     except Exception as exc:  # a module of the driver this worker cannot import
@@ -67,10 +88,12 @@ def run_batch(payload: bytes, timeout: float | None = None, label: str = "") -> 
         previous = signal.signal(signal.SIGALRM, on_alarm)
         signal.setitimer(signal.ITIMER_REAL, timeout)
     _in_call = True
+    _running[:] = labels
     try:
         outcomes, seconds = run_calls(calls)
     finally:
         _in_call = False
+        _running.clear()
         if alarm:
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, previous)

@@ -49,12 +49,16 @@ if (
 ):
     del sys.path[0]  # never let this directory's files shadow the user's modules
 
+import collections
+import io
 import mmap
 import pickle
 import socket
 import struct
 import time
 import traceback
+import types
+import typing
 
 import cloudpickle
 
@@ -66,8 +70,38 @@ _SHARED = hasattr(os, "memfd_create") and hasattr(socket, "send_fds")
 _ANCILLARY = socket.CMSG_SPACE(_MAX_FDS * 4) if _SHARED else 0
 
 
+_reduce_code_by_value = cloudpickle.Pickler.dispatch_table[types.CodeType]
+_FILENAME = 10  # where a code object's file name sits among the arguments that rebuild it
+
+
+def _reduce_code(code: types.CodeType):
+    """cloudpickle's reduction of code sent by value, keeping its file name: a
+    traceback from the other side then names the real file and line, and shows
+    the source line when the file is there too (cloudpickle writes
+    ``<dynamic-code>`` instead, to make its bytes independent of the file)."""
+    rebuild, args = _reduce_code_by_value(code)
+    if len(args) > _FILENAME and args[_FILENAME] == "<dynamic-code>":
+        args = (*args[:_FILENAME], code.co_filename, *args[_FILENAME + 1 :])
+    return rebuild, args
+
+
+class Pickler(cloudpickle.Pickler):
+    """cloudpickle's pickler, with code sent by value keeping its file name."""
+
+    dispatch_table: typing.ClassVar = collections.ChainMap(
+        {types.CodeType: _reduce_code}, cloudpickle.Pickler.dispatch_table
+    )
+
+
+def pickle_dumps(obj, buffer_callback=None) -> bytes:
+    """``obj`` as :class:`Pickler` bytes (protocol 5)."""
+    out = io.BytesIO()
+    Pickler(out, protocol=5, buffer_callback=buffer_callback).dump(obj)
+    return out.getvalue()
+
+
 def dumps(obj) -> tuple[bytes, list]:
-    """``obj`` as a cloudpickle payload and its large out-of-band buffers."""
+    """``obj`` as a :class:`Pickler` payload and its large out-of-band buffers."""
     buffers: list = []
 
     def out_of_band(buf):  # a false answer keeps the buffer out of band
@@ -77,7 +111,7 @@ def dumps(obj) -> tuple[bytes, list]:
         buffers.append(raw)
         return False
 
-    return cloudpickle.dumps(obj, protocol=5, buffer_callback=out_of_band), buffers
+    return pickle_dumps(obj, out_of_band), buffers
 
 
 def _shared_file(buf) -> int:
@@ -183,10 +217,13 @@ def _describe(exc: BaseException) -> str:
     return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
 
 
-def _failure(exc: BaseException) -> tuple:
+def failure(exc: BaseException) -> tuple:
+    """The outcome of a call that raised ``exc``: ``(False, (exc, traceback))``, or,
+    when ``exc`` cannot be pickled and rebuilt, ``(False, (type name, message,
+    traceback))``, which the driver turns into a ``RemoteError``."""
     tb = _describe(exc)
     try:
-        pickle.loads(cloudpickle.dumps(exc))
+        pickle.loads(pickle_dumps(exc))
     except Exception:  # an exception that cannot travel goes as its name and text
         return (False, (f"{type(exc).__module__}.{type(exc).__qualname__}", str(exc), tb))
     return (False, (exc, tb))
@@ -229,8 +266,12 @@ def run_calls(batch: list) -> tuple[list, list]:
         start = clock()
         try:
             value = func(*args, **kwargs) if kwargs else func(*args)
+            if type(value) is types.CoroutineType:  # an async def node: run it to its end here
+                import asyncio
+
+                value = asyncio.run(value)
         except BaseException as exc:  # SystemExit too: it fails the node, not the worker
-            outcomes.append(_failure(exc))
+            outcomes.append(failure(exc))
         else:
             outcomes.append((True, value))
         seconds.append(clock() - start)
@@ -245,6 +286,42 @@ def _watch_parent(fd: int) -> None:
         os._exit(0)  # the parent has gone: so does this worker, even mid-node
 
 
+def _watch_connection(sock: socket.socket) -> None:
+    """A worker connected over the network has no pipe from its parent: it exits
+    as soon as the pool's end of its connection closes, even mid-node."""
+    import select
+
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLRDHUP | select.POLLHUP | select.POLLERR)
+    while True:
+        for _, events in poller.poll():
+            if events & (select.POLLRDHUP | select.POLLHUP | select.POLLERR):
+                os._exit(0)
+
+
+def recv_exact(sock: socket.socket, size: int) -> bytearray:
+    """Exactly ``size`` bytes from ``sock`` (``EOFError`` if it closes first)."""
+    return _recv_exact(sock, size)
+
+
+def _connect(address: str) -> tuple[socket.socket, int | None]:
+    """Connect back to the pool at ``address`` (host:port) and say who this worker
+    is: the pool's token (from ``DISPATCHER_WORKER_TOKEN``), then its pid, host,
+    MPI rank (an MPI job's ranks start MPI first, so nodes can use it) and launch."""
+    token = bytes.fromhex(os.environ.pop("DISPATCHER_WORKER_TOKEN"))
+    launch = os.environ.pop("DISPATCHER_WORKER_LAUNCH", "")
+    rank = None
+    if os.environ.pop("DISPATCHER_WORKER_MPI", "") == "1":
+        from mpi4py import MPI
+
+        rank = MPI.COMM_WORLD.Get_rank()
+    host, _, port = address.rpartition(":")
+    sock = socket.create_connection((host, int(port)))
+    sock.sendall(token)
+    send(sock, ("hello", os.getpid(), socket.gethostname(), rank, launch))
+    return sock, rank
+
+
 def main(argv: list[str]) -> int:
     import faulthandler
     import signal
@@ -252,8 +329,25 @@ def main(argv: list[str]) -> int:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     faulthandler.enable()
-    sock = socket.socket(fileno=int(argv[1]))
-    threading.Thread(target=_watch_parent, args=(int(argv[2]),), daemon=True).start()
+    mpi = False
+    if argv[1] == "--connect":
+        sock, rank = _connect(argv[2])
+        mpi = rank is not None
+        threading.Thread(target=_watch_connection, args=(sock,), daemon=True).start()
+    else:
+        sock = socket.socket(fileno=int(argv[1]))
+        threading.Thread(target=_watch_parent, args=(int(argv[2]),), daemon=True).start()
+    try:
+        code = _serve(sock)
+    finally:
+        if mpi:  # MPI_Finalize would wait for ranks of the job that died: leave without it
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
+    return code
+
+
+def _serve(sock: socket.socket) -> int:
     try:
         _, path, init = recv(sock)
     except EOFError:
@@ -269,14 +363,16 @@ def main(argv: list[str]) -> int:
     send(sock, ("ready", os.getpid()))
     while True:
         try:
-            batch = recv(sock)
+            calls, timed = recv(sock)
         except EOFError:
             return 0
         except Exception as exc:  # a batch that cannot be unpickled here
             send(sock, ("unreadable", f"{type(exc).__name__}: {exc}\n{_describe(exc)}"))
             continue
-        outcomes, seconds = run_calls(batch)
-        del batch
+        if timed:  # its clock starts now, not when it was sent (see _pool)
+            send(sock, ("started",))
+        outcomes, seconds = run_calls(calls)
+        del calls
         send_payload(sock, *_outcome_message(outcomes, seconds))
         del outcomes
 

@@ -14,7 +14,9 @@ from typing import Any
 
 import cloudpickle
 
-from ..results import RemoteError, format_exception
+from ..coroutines import finish
+from ..results import RemoteError
+from ._procworker import failure, pickle_dumps
 
 __all__ = ["call_pickled", "decode_outcome", "dumps_call", "unpicklable_error"]
 
@@ -104,10 +106,11 @@ def dumps_initializer(initializer, initargs) -> bytes | None:
 
 
 def dumps_call(label: str, func, args, kwargs) -> bytes:
-    """The call as cloudpickle bytes; a :class:`pickle.PicklingError` naming the
-    argument and object that cannot be pickled otherwise."""
+    """The call as cloudpickle bytes (code sent by value keeps its file name); a
+    :class:`pickle.PicklingError` naming the argument and object that cannot be
+    pickled otherwise."""
     try:
-        return cloudpickle.dumps((func, args, kwargs))
+        return pickle_dumps((func, args, kwargs))
     except Exception as exc:
         raise unpicklable_error(label, func, args, kwargs) from exc
 
@@ -117,34 +120,26 @@ def call_pickled(payload: bytes) -> bytes:
     cloudpickle bytes, decoded by :func:`decode_outcome`."""
     func, args, kwargs = cloudpickle.loads(payload)
     try:
-        outcome = (True, func(*args, **kwargs) if kwargs else func(*args))
+        outcome = (True, finish(func(*args, **kwargs) if kwargs else func(*args)))
     except BaseException as exc:  # the failure travels back as the node's error
-        outcome = (False, (exc, format_exception(exc)))
+        outcome = failure(exc)
     try:
-        return cloudpickle.dumps(outcome)
+        return pickle_dumps(outcome)
     except Exception as exc:
-        ok, value = outcome
-        if not ok:
-            error, tb = value
-            return cloudpickle.dumps(
-                (False, (None, f"{type(error).__module__}.{type(error).__qualname__}", str(error), tb))
-            )
         err = pickle.PicklingError(
-            f"the result ({type(value).__qualname__} object) cannot be pickled to send it back "
-            f"from the worker process: {type(exc).__name__}: {exc}"
+            f"the result ({type(outcome[1]).__qualname__} object) cannot be pickled to send it "
+            f"back from the worker process: {type(exc).__name__}: {exc}"
         )
-        return cloudpickle.dumps((False, (err, format_exception(exc))))
+        return pickle_dumps(failure(err))
 
 
 def decode_outcome(ok: bool, value: Any) -> tuple[bool, Any]:
-    """``(ok, payload)`` for the engine from a worker's outcome: a failure whose
-    exception could not be pickled becomes a :class:`RemoteError`."""
+    """``(ok, payload)`` for the engine from a worker's outcome (see
+    :func:`~dispatcher.executors._procworker.failure`): a failure whose exception
+    could not travel becomes a :class:`RemoteError`."""
     if ok:
         return True, value
-    if len(value) == 3:  # (type name, message, traceback) from the process worker
+    if len(value) == 3:  # (type name, message, traceback)
         type_name, message, tb = value
-        return False, (RemoteError(type_name, message), tb)
-    if len(value) == 4:  # (None, type name, message, traceback) from call_pickled
-        _, type_name, message, tb = value
         return False, (RemoteError(type_name, message), tb)
     return False, value

@@ -8,8 +8,18 @@ thread hop, but a slow plain function holds up the loop. With ``sync="threads"``
 they run in a thread pool of ``max_workers`` threads instead.
 
 A node past its timeout is cancelled: its coroutine gets ``CancelledError`` at its
-next ``await`` and the node fails with ``TimeoutError``. A plain function in a
-thread cannot be stopped and runs on in its thread.
+next ``await`` and the node fails with ``TimeoutError``. A plain function with a
+timeout runs in a thread even with ``sync="loop"`` (a call blocking the loop could
+not fail on time); at its deadline it fails, and its thread, which cannot be
+stopped, runs on until the call returns.
+
+Failures: any exception a plain function on the loop raises fails its node,
+``SystemExit`` included, except ``KeyboardInterrupt``, which is Ctrl-C in the
+thread that drives the run: it ends the run. Ctrl-C (``asyncio.run``'s first
+SIGINT cancels the run) stops the run before the next node starts: a plain node
+already running on the loop finishes first, a running coroutine is cancelled.
+A node that runs a nested graph on this executor from one of its threads lends
+that thread's slot while it waits.
 
 ``dispatcher.run`` with this executor starts an event loop in the calling thread
 (``asyncio.run``), or, when that thread already runs a loop (a notebook), in a
@@ -19,14 +29,15 @@ helper thread; inside a coroutine use ``await dispatcher.run_async(...)``.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures as cf
+import contextlib
 import functools
 import inspect
 import weakref
 
 from ..results import format_exception
+from ._threads import SlotPool
 from .base import Executor
-from .pools import _report as _report_future
+from .pools import _cancelled, default_threads
 
 __all__ = ["AsyncExecutor"]
 
@@ -72,38 +83,62 @@ class AsyncExecutor(Executor):
         self.max_concurrency = max_concurrency
         self.sync = sync
         self.max_workers = max_workers
-        self._threads: cf.ThreadPoolExecutor | None = None
+        self._threads: SlotPool | None = None
         self._limits = weakref.WeakKeyDictionary()  # loop -> its semaphore
 
-    def _open(self) -> None:
-        super()._open()
-        if self.sync == "threads" and self._threads is None:
-            self._threads = cf.ThreadPoolExecutor(self.max_workers, thread_name_prefix="dispatcher-async")
+    def _thread_pool(self) -> SlotPool:
+        if self._threads is None:
+            self._threads = SlotPool(
+                self.max_workers or default_threads(), thread_name_prefix="dispatcher-async"
+            )
+        return self._threads
+
+    def _nested_wait(self):
+        return self._threads.lent() if self._threads is not None else contextlib.nullcontext()
 
     def _submit(self, task, done) -> None:
         loop = asyncio.get_running_loop()
-        if self._threads is not None and not inspect.iscoroutinefunction(task.func):
-            awaitable = loop.run_in_executor(self._threads, task.call)
+        in_thread = self.sync == "threads" or task.timeout is not None
+        if in_thread and not inspect.iscoroutinefunction(task.func):
+            awaitable = value = loop.run_in_executor(self._thread_pool(), _outcome, task)
         else:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise asyncio.CancelledError  # Ctrl-C or a cancelled run: start nothing more
             try:
-                awaitable = task.call()
-            except Exception as exc:
+                value = task.call()
+            except KeyboardInterrupt:
+                raise  # Ctrl-C in the thread that drives the run ends the run
+            except BaseException as exc:  # SystemExit too: it fails the node
                 done(task, False, (exc, format_exception(exc)))
                 return
-            if not inspect.isawaitable(awaitable):
-                done(task, True, awaitable)
+            if not inspect.isawaitable(value):
+                done(task, True, value)
                 return
-        handle = task.handle = loop.create_task(self._await(awaitable, loop))
-        handle.add_done_callback(functools.partial(_report, task, done, awaitable))
+            awaitable = self._awaited(value)
+        handle = task.handle = loop.create_task(self._limited(awaitable, loop))
+        handle.add_done_callback(functools.partial(_report, task, done, awaitable, value))
 
-    async def _await(self, awaitable, loop):
+    @staticmethod
+    async def _awaited(awaitable):
+        """The outcome of awaiting a node's awaitable: ``(ok, value or (exception,
+        traceback))``; no exception but cancellation and Ctrl-C leaves it, so none
+        reaches asyncio, which would end the loop for ``SystemExit``."""
+        try:
+            return True, await awaitable
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            return False, (exc, format_exception(exc))
+
+    async def _limited(self, outcome, loop):
         if self.max_concurrency is None:
-            return await awaitable
+            return await outcome
         limit = self._limits.get(loop)
         if limit is None:
             limit = self._limits[loop] = asyncio.Semaphore(self.max_concurrency)
         async with limit:
-            return await awaitable
+            return await outcome
 
     def _cancel(self, task) -> None:
         if task.handle is not None:
@@ -116,7 +151,24 @@ class AsyncExecutor(Executor):
             self._threads = None
 
 
-def _report(task, done, awaitable, handle) -> None:
-    if handle.cancelled() and inspect.iscoroutine(awaitable):
-        awaitable.close()  # cancelled before it started: never awaited
-    _report_future(task, done, handle)
+def _outcome(task) -> tuple:
+    """Run ``task`` in a thread: its outcome, never an exception (see ``_awaited``)."""
+    try:
+        return True, task.run()
+    except BaseException as exc:
+        return False, (exc, format_exception(exc))
+
+
+def _report(task, done, awaitable, value, handle) -> None:
+    task.handle = None  # the handle holds this task in its callbacks: no cycle to keep values alive
+    if handle.cancelled():
+        for coroutine in (awaitable, value):  # cancelled before it started: never awaited
+            if inspect.iscoroutine(coroutine):
+                coroutine.close()
+        _cancelled(task, done)
+        return
+    exc = handle.exception()
+    if exc is not None:  # KeyboardInterrupt in a coroutine
+        done(task, False, (exc, format_exception(exc)))
+        return
+    done(task, *handle.result())

@@ -34,10 +34,11 @@ MPI rank and follows it on the others).
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
+from ..checks import check_retries, check_timeout, retry_predicates
 from ..engine import Backoff, Task
-from ..nodes import _predicates
 from ..results import ExecutorError
 
 __all__ = ["Executor"]
@@ -75,14 +76,12 @@ class Executor:
         backoff: Backoff | None = None,
         timeout: float | None = None,
     ):
-        if not isinstance(retries, int) or retries < 0:
-            raise ValueError(f"retries must be a non-negative int, got {retries!r}")
-        if timeout is not None and not timeout > 0:
-            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        retries = check_retries(retries)
+        timeout = check_timeout(timeout)
         if backoff is not None and not isinstance(backoff, Backoff):
             raise TypeError(f"backoff must be a dispatcher.Backoff, got {type(backoff).__name__}")
         self.retries = retries
-        self.retry_on = () if retry_on is None else _predicates(retry_on)
+        self.retry_on = () if retry_on is None else retry_predicates(retry_on)
         self.backoff = backoff if backoff is not None else Backoff()
         self.timeout = timeout
         self.closed = False
@@ -113,6 +112,13 @@ class Executor:
         every rank of an MPI job (SerialMPIExecutor) runs it on one rank and
         follows it on the others."""
         return run()
+
+    def _nested_wait(self):
+        """A context manager around a run's waiting: an executor whose node may
+        start a nested run on it lends that node's worker while the run waits (a
+        thread pool gives the slot to another call), so that nested runs cannot
+        deadlock."""
+        return contextlib.nullcontext()
 
     async def _run_spmd_async(self, outputs, run):
         """:meth:`_run_spmd` for ``run_async``: ``await run()`` does it here."""

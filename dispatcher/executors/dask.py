@@ -19,15 +19,32 @@ The dashboard's address is logged (``INFO``) and kept in :attr:`dashboard_link`.
 A script that starts the embedded cluster needs dask's ``if __name__ ==
 "__main__":`` guard: the cluster's worker processes import the main script.
 
-Failures: a node's own exception comes back with its remote traceback. dask
-reruns a task whose worker died, up to ``distributed.scheduler.allowed-failures``
-times, and then raises ``KilledWorker``; that error becomes a
-:class:`~dispatcher.WorkerLostError`, which the executor retries by default. A
-node past its ``timeout`` (counted from when its dependencies have finished) fails
-with ``TimeoutError`` and its dask task is cancelled; dask cannot stop a function
-already running in a worker thread, so that call runs on in the background. A
-call that cannot be pickled fails its node with the same message as
-:class:`~dispatcher.ProcessExecutor`'s.
+Every node's call runs inside a small guard on the worker (so the workers import
+``dispatcher``: install it where they run): an exception that is not an
+``Exception`` (``SystemExit``, ``KeyboardInterrupt``) fails the node as on every
+executor instead of taking the worker down; a coroutine an ``async def`` node
+returns is run to its end; a node declared ``nout=k`` is checked.
+
+Failures: a node's own exception comes back with its remote traceback. A worker
+that dies while it runs a node costs that node one attempt, as on
+:class:`~dispatcher.ProcessExecutor`: the executor hears of each lost worker
+(dask's ``remove-worker`` event, on the client's ``"all"`` topic), fails the
+attempts that were running there with :class:`~dispatcher.WorkerLostError`, and
+cancels them, so dask does not retry them on its own
+(``distributed.scheduler.allowed-failures``) on top of the executor's
+``retries``. dask charges every task assigned to the lost worker, and so does
+the executor: a node waiting there behind the one that killed it loses an
+attempt too. A dask ``KilledWorker`` that still arrives becomes a
+``WorkerLostError`` as well. A node past its ``timeout`` (counted from when its
+dependencies have finished) fails with ``TimeoutError`` and its dask task is
+cancelled; dask cannot stop a function already running in a worker thread, so
+that call runs on in the background. A call that cannot be pickled fails its node
+with the same message as :class:`~dispatcher.ProcessExecutor`'s.
+
+The embedded ``LocalCluster`` keeps its workers quiet (``silence_logs=ERROR``:
+the library reports node failures itself, dask's "Compute Failed" blocks would
+repeat them) and takes a free port for its dashboard (``dashboard_address=":0"``);
+``cluster_options`` override both.
 
 Nodes keep their values on the cluster: ``node.fetch()`` of an intermediate node
 gathers it then, while the executor is open (``release=True`` lets dask free
@@ -49,6 +66,8 @@ from typing import Any
 
 import cloudpickle
 
+from ..checks import nout_error
+from ..coroutines import finish
 from ..results import DispatcherError, ExecutorError, WorkerLostError, format_exception, is_worker_lost
 from ._serialize import unpicklable_error
 from .base import Executor
@@ -58,6 +77,7 @@ __all__ = ["DaskExecutor"]
 logger = logging.getLogger("dispatcher")
 
 _FINAL = ("finished", "error", "cancelled")
+_NESTED = frozenset((list, tuple, set, frozenset, dict))
 
 
 def _distributed():
@@ -73,9 +93,46 @@ def _key_prefix(label: str) -> str:
     return re.sub(r"[^\w.]+", "_", label)[:60] or "node"
 
 
-def _call_after(func, args, kwargs, *after):
-    """``func(*args, **kwargs)``, run by dask once the ``after`` values exist."""
-    return func(*args, **kwargs)
+class NodeExit(Exception):
+    """Carries an exception that is not an ``Exception`` (``SystemExit``...) out of
+    a dask worker, which would otherwise shut down; the client unwraps it."""
+
+
+def _call_node(func, nout, label, args, kwargs, *after):
+    """A node's call on a dask worker, run once the ``after`` values exist (graph
+    edges that pass no value); see the module docstring."""
+    try:
+        value = finish(func(*args, **kwargs))
+    except Exception:
+        raise
+    except BaseException as exc:
+        raise NodeExit(exc) from None
+    if nout is not None:
+        error = nout_error(label, nout, value)
+        if error is not None:
+            raise error
+    return value
+
+
+def _frozensets(value: Any, parse) -> Any:
+    """``value`` with each ``frozenset`` that holds futures made a task that builds
+    it on the worker (dask's own parsing does not look inside frozensets)."""
+    t = type(value)
+    if t is frozenset:
+        items = [_frozensets(v, parse) for v in value]
+        parsed = parse(items)
+        return value if parsed is items else _build_frozenset_task(parsed)
+    if t is list or t is tuple or t is set:
+        return t(_frozensets(v, parse) for v in value)
+    if t is dict:
+        return {k: _frozensets(v, parse) for k, v in value.items()}
+    return value
+
+
+def _build_frozenset_task(items):
+    from dask._task_spec import Task
+
+    return Task(None, frozenset, items)
 
 
 class DaskExecutor(Executor):
@@ -137,13 +194,30 @@ class DaskExecutor(Executor):
         self._new: list = []  # (task, future, done) handed over since the last _flush
         self._cancels: list = []
         self._watchers: set = set()  # asyncio tasks waiting on the futures
+        self._running: dict = {}  # dask key -> (task, done) of each attempt not yet reported
+        self._chained_handler = None  # a handler of the "all" topic the client had before
+        self._subscribed = None  # the client whose "all" topic this executor follows
         self._lock = threading.Lock()
 
     # -- starting and stopping ---------------------------------------------------------
+    def start(self, timeout: float | None = 60.0) -> DaskExecutor:
+        """Start the embedded cluster, or connect, now, and wait until the cluster
+        has a worker; returns ``self``."""
+        self._open()
+        try:
+            self.client.wait_for_workers(1, timeout=timeout)
+        except TimeoutError as exc:
+            raise ExecutorError(f"the dask cluster had no worker after {timeout} s") from exc
+        return self
+
     def _open(self) -> None:
         super()._open()
-        if self.client is not None:
-            return
+        if self.client is None:
+            self._connect()
+        if self._subscribed is not self.client:
+            self._follow_events()
+
+    def _connect(self) -> None:
         distributed = _distributed()
         if self.address is not None:
             self.client = distributed.Client(self.address, set_as_default=False)
@@ -154,8 +228,9 @@ class DaskExecutor(Executor):
                 "imports the main script: put the code that runs the graph under "
                 "'if __name__ == \"__main__\":', as dask requires for a LocalCluster"
             )
+        options = {"silence_logs": logging.ERROR, "dashboard_address": ":0", **self.cluster_options}
         try:
-            self.cluster = distributed.LocalCluster(**self.cluster_options)
+            self.cluster = distributed.LocalCluster(**options)
             self.client = distributed.Client(self.cluster, set_as_default=False)
         except TypeError:
             self._shutdown()
@@ -182,8 +257,27 @@ class DaskExecutor(Executor):
             self.dashboard_link,
         )
 
+    def _follow_events(self) -> None:
+        """Follow the scheduler's ``"all"`` topic (lost workers), keeping a handler
+        the client already had (distributed allows one per topic)."""
+        client = self.client
+        self._chained_handler = getattr(client, "_event_handlers", {}).get("all")
+        client.subscribe_topic("all", self._on_event)
+        self._subscribed = client
+
+    def _unfollow_events(self) -> None:
+        client, self._subscribed = self._subscribed, None
+        if client is None or client.status in ("closing", "closed"):
+            return
+        if self._chained_handler is not None:
+            client.subscribe_topic("all", self._chained_handler)
+        else:
+            client.unsubscribe_topic("all")
+
     def _shutdown(self) -> None:
         client, cluster = self.client, self.cluster
+        if not self._owns_client and client is not None:
+            self._unfollow_events()
         if self._owns_client and client is not None:
             self.client = None
             client.close()
@@ -197,23 +291,24 @@ class DaskExecutor(Executor):
         from distributed import Future
 
         key = f"{_key_prefix(task.node.label)}-{uuid.uuid4().hex}"
-        kwargs = task.kwargs or {}
-        if task.after:  # graph edges that pass no value still order the tasks
-            spec = Task(
-                key,
-                _call_after,
-                task.func,
-                parse_input(list(task.args)),
-                parse_input(kwargs),
-                *map(parse_input, task.after),
-            )
-        else:
-            spec = Task(
-                key, task.func, *map(parse_input, task.args), **{k: parse_input(v) for k, v in kwargs.items()}
-            )
+        args, kwargs = task.args, task.kwargs or {}
+        if any(type(a) in _NESTED for a in args) or any(type(v) in _NESTED for v in kwargs.values()):
+            args = [_frozensets(a, parse_input) for a in args]
+            kwargs = {k: _frozensets(v, parse_input) for k, v in kwargs.items()}
+        spec = Task(
+            key,
+            _call_node,
+            task.func,
+            task.node.nout,
+            task.node.label,
+            parse_input(list(args)),
+            parse_input(kwargs),
+            *map(parse_input, task.after),  # graph edges that pass no value still order the tasks
+        )
         self._pending[key] = spec
         future = Future(key, self.client)
         task.handle = future
+        self._running[key] = (task, done)
         self._new.append((task, future, done))
 
     def _flush(self) -> None:
@@ -245,7 +340,7 @@ class DaskExecutor(Executor):
             except Exception:
                 graph.pop(future.key)
                 err = unpicklable_error(task.node.label, task.func, task.args, task.kwargs)
-                done(task, False, (err, format_exception(err)))
+                self._report(future.key, False, (err, format_exception(err)))
             else:
                 kept.append((task, future, done))
         try:
@@ -254,8 +349,8 @@ class DaskExecutor(Executor):
             if graph:
                 self._send(graph)
         except Exception as err:
-            for task, _, done in kept:
-                done(task, False, (err, format_exception(err)))
+            for _, future, _ in kept:
+                self._report(future.key, False, (err, format_exception(err)))
             return []
         return kept
 
@@ -273,18 +368,53 @@ class DaskExecutor(Executor):
             await state.wait()
         status = state.status
         if status == "finished":
-            done(task, True, future)
+            self._report(future.key, True, future)
             return
         exc = state.exception
         if status == "cancelled" or exc is None:
-            done(task, False, (CancelledError(f"node {task.node.label!r} was cancelled: {exc}"), ""))
+            self._report(
+                future.key, False, (CancelledError(f"node {task.node.label!r} was cancelled: {exc}"), "")
+            )
             return
         tb = "".join(traceback.format_exception(type(exc), exc, state.traceback))
-        if type(exc).__name__ == "KilledWorker":
+        if isinstance(exc, NodeExit) and exc.args:
+            exc = exc.args[0]
+        elif type(exc).__name__ == "KilledWorker":
             lost = WorkerLostError(f"node {task.node.label!r} was lost with its dask workers: {exc}")
             lost.__cause__ = exc
             exc = lost
-        done(task, False, (exc, tb))
+        self._report(future.key, False, (exc, tb))
+
+    def _report(self, key: str, ok: bool, payload: Any) -> None:
+        """Tell the engine how the dask task ``key`` ended, once."""
+        entry = self._running.pop(key, None)
+        if entry is not None:
+            task, done = entry
+            done(task, ok, payload)
+
+    def _on_event(self, event) -> None:
+        """A scheduler event (the ``"all"`` topic): a worker that died fails the
+        attempts that were running on it (see the module docstring)."""
+        if self._chained_handler is not None:
+            self._chained_handler(event)
+        _, msg = event
+        if not isinstance(msg, dict) or msg.get("action") != "remove-worker" or msg.get("expected"):
+            return
+        lost = []
+        for key in msg.get("processing-tasks", ()):
+            entry = self._running.get(key)
+            if entry is None:
+                continue
+            task = entry[0]
+            exc = WorkerLostError(
+                f"node {task.node.label!r} was lost with its dask worker {msg.get('worker')}, "
+                "which died while the node was assigned to it"
+            )
+            logger.warning("%s", exc)
+            lost.append(task.handle)
+            self._report(key, False, (exc, ""))
+        if lost and self.client is not None:
+            self.client.loop.add_callback(self.client.cancel, lost, asynchronous=True)
 
     def _cancel(self, task) -> None:
         future = task.handle

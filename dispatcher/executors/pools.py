@@ -11,7 +11,15 @@ whole ``concurrent.futures`` pool, which only its owner can replace:
 :class:`~dispatcher.ProcessExecutor` replaces lost workers itself.
 
 ``ThreadExecutor`` owns a thread pool, started on first use and shut down by
-``close()``.
+``close()``. A node that runs a nested graph on the executor it runs on lends its
+thread's slot while it waits (see :mod:`dispatcher.executors._threads`), so
+nested runs never deadlock. On a ``PoolExecutor`` over a thread pool, which the
+executor cannot grow, a nested run started by one of its own nodes runs its
+nodes one by one in that node's thread instead, as joblib runs nested parallel
+calls sequentially.
+
+``async def`` functions are run to their end where the node runs (see
+:mod:`dispatcher.coroutines`).
 
 A thread cannot be stopped from outside: a node that passes its timeout fails with
 ``TimeoutError`` at once, but its thread runs on until the function returns, and
@@ -21,13 +29,18 @@ A thread cannot be stopped from outside: a node that passes its timeout fails wi
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import functools
+import inspect
 import os
+import threading
 
 import cloudpickle
 
-from ..results import format_exception
+from ..coroutines import finish
+from ..results import RemoteError, format_exception
 from ._serialize import call_pickled, decode_outcome, dumps_call
+from ._threads import SlotPool
 from .base import Executor
 
 __all__ = ["PoolExecutor", "ThreadExecutor"]
@@ -39,6 +52,7 @@ def _cancelled(task, done) -> None:
 
 
 def _report(task, done, future, pickled: bool = False) -> None:
+    task.handle = None  # the future holds this task in its callbacks: no cycle to keep values alive
     if future.cancelled():
         _cancelled(task, done)
         return
@@ -49,12 +63,21 @@ def _report(task, done, future, pickled: bool = False) -> None:
             return
         try:
             ok, value = decode_outcome(*cloudpickle.loads(future.result()))
-        except Exception as err:  # a result this process cannot unpickle
-            exc = err
+        except Exception as err:  # a result or an exception this process cannot rebuild
+            exc = RemoteError(
+                type(err).__qualname__,
+                f"the outcome of node {task.node.label!r} cannot be unpickled here: {err}",
+            )
+            exc.__cause__ = err
         else:
             done(task, ok, value)
             return
     done(task, False, (exc, format_exception(exc)))
+
+
+def _call_to_end(func, args, kwargs):
+    """``func(*args, **kwargs)`` with a coroutine it returns run to its end."""
+    return finish(func(*args, **kwargs))
 
 
 def _is_process_pool(pool) -> bool:
@@ -91,28 +114,53 @@ class PoolExecutor(Executor):
         super().__init__(**options)
         self.pool = pool
         self.cloudpickle = _is_process_pool(pool) if cloudpickle is None else bool(cloudpickle)
+        self._threads = isinstance(pool, cf.ThreadPoolExecutor) and not self.cloudpickle
 
     def _submit(self, task, done) -> None:
         if self.cloudpickle:
             payload = dumps_call(task.node.label, task.func, task.args, task.kwargs)
             future = self.pool.submit(call_pickled, payload)
+        elif self._threads:
+            if getattr(_inside, "pool", None) is self.pool:  # a nested run from one of our calls
+                _work(task, done)
+                return
+            future = self.pool.submit(self._call_marked, task.func, task.args, task.kwargs or {})
+        elif inspect.iscoroutinefunction(task.func):
+            future = self.pool.submit(_call_to_end, task.func, task.args, task.kwargs or {})
         else:
             future = self.pool.submit(task.func, *task.args, **(task.kwargs or {}))
         task.handle = future
         future.add_done_callback(functools.partial(_report, task, done, pickled=self.cloudpickle))
+
+    def _call_marked(self, func, args, kwargs):
+        """A call in the caller's thread pool, marked so that a nested run from it
+        on this executor runs its nodes here."""
+        _inside.pool = self.pool
+        try:
+            return finish(func(*args, **kwargs))
+        finally:
+            _inside.pool = None
 
     def _cancel(self, task) -> None:
         if task.handle is not None:
             task.handle.cancel()
 
 
+_inside = threading.local()  # .pool: the caller's thread pool whose call runs in this thread
+
+
 def _work(task, done) -> None:
     try:
-        value = task.call()
+        value = task.run()
     except BaseException as exc:  # a worker thread must always report back
         done(task, False, (exc, format_exception(exc)))
     else:
         done(task, True, value)
+
+
+def default_threads() -> int:
+    """The default size of a thread pool, as ``concurrent.futures`` picks it."""
+    return min(32, (os.cpu_count() or 1) + 4)
 
 
 class ThreadExecutor(Executor):
@@ -121,7 +169,8 @@ class ThreadExecutor(Executor):
     Good for functions that release the GIL (numpy, I/O). The pool starts on the
     first run and is shut down, waiting for running nodes, by ``close()``. A
     thread cannot be stopped: a node past its timeout fails on time, but its
-    thread runs on until the function returns. ``retries``, ``retry_on``,
+    thread runs on until the function returns. A node that runs a nested graph on
+    this executor lends its thread's slot while it waits for it. ``retries``, ``retry_on``,
     ``backoff`` and ``timeout`` are those of every :class:`~dispatcher.Executor`.
     """
 
@@ -129,13 +178,16 @@ class ThreadExecutor(Executor):
         super().__init__(**options)
         if max_workers is not None and max_workers < 1:
             raise ValueError(f"max_workers must be at least 1, got {max_workers!r}")
-        self.max_workers = max_workers or min(32, (os.cpu_count() or 1) + 4)
-        self._pool: cf.ThreadPoolExecutor | None = None
+        self.max_workers = max_workers or default_threads()
+        self._pool: SlotPool | None = None
 
     def _open(self) -> None:
         super()._open()
         if self._pool is None:
-            self._pool = cf.ThreadPoolExecutor(self.max_workers, thread_name_prefix="dispatcher")
+            self._pool = SlotPool(self.max_workers, thread_name_prefix="dispatcher")
+
+    def _nested_wait(self):
+        return self._pool.lent() if self._pool is not None else contextlib.nullcontext()
 
     def _submit(self, task, done) -> None:
         task.handle = (self._pool.submit(_work, task, done), done)

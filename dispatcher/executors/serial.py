@@ -4,8 +4,9 @@ The engine calls each node's function itself (``runs_inline``), so a serial run
 costs little more than calling the functions by hand.
 
 Nodes run inside the caller's own stack, so ``pdb.set_trace()``, ``breakpoint()``
-and ``cProfile`` work inside them. A node's timeout is enforced with ``SIGALRM``
-when the run is driven from the main thread (the node is interrupted by a
+and ``cProfile`` work inside them. An exception a node raises fails it,
+``SystemExit`` included; ``KeyboardInterrupt`` (Ctrl-C) ends the run. A node's
+timeout is enforced with ``SIGALRM`` when the run is driven from the main thread (the node is interrupted by a
 ``TimeoutError`` raised inside it); from any other thread the node runs in a helper
 thread that is abandoned, still running, when its time is up.
 """
@@ -18,7 +19,7 @@ import threading
 from ..results import format_exception
 from .base import Executor
 
-__all__ = ["SerialExecutor"]
+__all__ = ["SerialExecutor", "call_in_thread", "call_with_alarm"]
 
 
 class SerialExecutor(Executor):
@@ -46,16 +47,18 @@ class SerialExecutor(Executor):
         if task.timeout is None:
             outcome = _call(task)
         elif threading.current_thread() is threading.main_thread():
-            outcome = _call_with_alarm(task)
+            outcome = call_with_alarm(task)
         else:
-            outcome = _call_in_thread(task)
+            outcome = call_in_thread(task)
         done(task, *outcome)
 
 
 def _call(task):
     try:
-        return True, task.call()
-    except Exception as exc:
+        return True, task.run()
+    except KeyboardInterrupt:
+        raise  # Ctrl-C in the calling thread: the run ends
+    except BaseException as exc:  # SystemExit too: it fails the node, as on every executor
         return False, (exc, format_exception(exc))
 
 
@@ -63,7 +66,10 @@ def _timeout_error(task) -> TimeoutError:
     return TimeoutError(f"node {task.node.label!r} ran longer than its timeout of {task.timeout} s")
 
 
-def _call_with_alarm(task):
+def call_with_alarm(task):
+    """The outcome of ``task`` called here, interrupted by ``SIGALRM`` at its timeout
+    (main thread only)."""
+
     def on_alarm(signum, frame):
         raise _timeout_error(task)
 
@@ -78,11 +84,16 @@ def _call_with_alarm(task):
         signal.signal(signal.SIGALRM, previous)
 
 
-def _call_in_thread(task):
+def call_in_thread(task):
+    """The outcome of ``task`` called in a helper thread that is abandoned, still
+    running, at its timeout."""
     box: list = []
 
     def target():
-        box.append(_call(task))
+        try:
+            box.append(_call(task))
+        except BaseException as exc:  # KeyboardInterrupt raised by the node itself, in this thread
+            box.append((False, (exc, format_exception(exc))))
 
     worker = threading.Thread(target=target, name=f"dispatcher-{task.node.label}", daemon=True)
     worker.start()

@@ -1,0 +1,715 @@
+"""The job pool of the executors whose workers are processes connected by sockets.
+
+:class:`~dispatcher.ProcessExecutor` starts its workers as subprocesses of this
+process (:class:`LocalLauncher`); a spawning :class:`~dispatcher.MPIExecutor` starts
+them as the ranks of an ``mpiexec`` job that connect back over TCP
+(:class:`~dispatcher.executors._mpilaunch.MPILauncher`). Both are served by one
+:class:`Pool`, which does not know how its workers were started::
+
+    engine thread            I/O thread of the pool                   workers
+    -------------            ----------------------                   -------
+    submit(job)  --inbox-->  pending --batch--> socket ------------>  run_calls
+    cancel(job)  --inbox-->  deadlines from "started"                    |
+    stop()       --inbox-->  <-- "started" / "done" / ... <-- socket <---'
+    done(task, ok, payload) <-- reports, from the I/O thread
+                             launcher.start(n) / kill(w) / stop()
+
+One I/O thread owns the workers: it sends batches, reads results and hands them to
+the engine's ``done``, watches each node's deadline, and notices a worker that
+dies (its socket closes). The engine's thread only queues requests for it.
+
+Policy:
+
+* **Batching.** The pool times every call and keeps a running estimate per
+  function. A ready node whose function is known to take well under the batch
+  target (10 ms) is sent together with the next such nodes, up to ``max_batch``
+  and to an even share of what is waiting among the workers; a node whose function
+  has not run yet, is slow, or has a timeout is sent alone
+  (:mod:`~dispatcher.executors._batching`).
+* **Lost workers.** A worker that dies (killed, a segfault, ``os._exit``, the
+  out-of-memory killer, a lost host) is replaced. If it was running a single node,
+  that node fails with :class:`~dispatcher.WorkerLostError`, which these executors
+  retry by default; if it was running a batch, the batch's nodes are sent again one
+  by one, which finds the culprit without charging the others an attempt.
+* **Timeouts.** A node's deadline counts from the moment its worker starts the
+  call (the worker says so), not from when it was sent: unpickling the call, and
+  the imports that brings, is not counted. At the deadline its worker is killed
+  and replaced, and the node fails with ``TimeoutError``.
+* **Cancellation and interruption.** Cancelling a node that is running kills its
+  worker (a replacement starts). :meth:`Pool.stop` asks idle workers to exit and
+  kills busy ones, or kills all of them.
+* **Start-up failures.** A worker that cannot start is tried again; after
+  :data:`START_FAILURES` failures in a row the nodes fail with an
+  :class:`~dispatcher.ExecutorError` that carries the reason.
+* **Output.** The workers' standard output and error reach this process's own
+  through pipes the pool reads (:class:`Forwarder`), never as inherited
+  descriptors: a process that a node leaves running therefore holds only a pipe
+  of the pool, and a caller reading this process's output sees its end when this
+  process exits, not when that grandchild does.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import concurrent.futures as cf
+import contextlib
+import heapq
+import hmac
+import logging
+import os
+import pickle
+import selectors
+import socket
+import sys
+import threading
+import time
+import weakref
+
+from ..results import ExecutorError, WorkerLostError, format_exception
+from . import _procworker as wire
+from ._batching import MAX_BATCH, PENDING, REPORTED, SENT, Job, func_key, learn, take_batch
+from ._serialize import decode_outcome, unpicklable_error
+
+__all__ = ["START_FAILURES", "Forwarder", "Pool", "PoolHandle", "Worker"]
+
+logger = logging.getLogger("dispatcher")
+
+START_FAILURES = 3  # failed starts in a row before the pool gives up
+HELLO_TIMEOUT = 10.0  # seconds a worker that connected has to say who it is
+STOP_COPYING = 0.5  # seconds the output of stopped workers is still copied
+_LISTEN = object()  # selector data of the listening socket
+_WAKE = None  # selector data of the wake-up socket
+
+
+class Worker:
+    """One worker process as the pool sees it."""
+
+    __slots__ = ("batch", "deadline", "host", "launch", "pid", "proc", "rank", "ready", "sock")
+
+    def __init__(self, sock, pid: int, host: str, proc=None, rank: int | None = None, launch=None):
+        self.sock = sock
+        self.pid = pid
+        self.host = host
+        self.proc = proc  # the Popen of a local worker, else None
+        self.rank = rank  # its MPI rank in the job that started it, if any
+        self.launch = launch  # the launcher's record of how it was started
+        self.ready = False
+        self.batch: list | None = None
+        self.deadline: float | None = None
+
+    def describe(self) -> str:
+        where = "" if self.host == socket.gethostname() else f" on {self.host}"
+        return f"pid {self.pid}{where}"
+
+
+class Pool:
+    """The workers and the I/O thread that owns them (see the module docstring).
+
+    Other threads only call :meth:`submit`, :meth:`wake`, :meth:`cancel`,
+    :meth:`stop`, :meth:`workers_info` and :meth:`wait_ready`; everything else
+    runs on the I/O thread. The ``launcher`` starts, kills and describes workers.
+    """
+
+    def __init__(self, size: int, init: bytes | None, max_batch: int, launcher, path: list | None = None):
+        self.size = size
+        self.init = init
+        self.path = path
+        self.max_batch = max_batch
+        self.launcher = launcher
+        self.inbox: collections.deque = collections.deque()
+        self.pending: collections.deque = collections.deque()
+        self.workers: dict = {}  # socket -> Worker
+        self.est: dict = {}  # function key -> seconds per call
+        self.deadlines: list = []  # heap of (time, seq, worker, batch)
+        self.seq = 0
+        self.starting = 0  # workers launched that have not yet arrived
+        self.start_failures = 0
+        self.broken: ExecutorError | None = None
+        self.stopped = threading.Event()
+        self.ready_changed = threading.Condition()
+        self.stats = collections.Counter()
+        self.wake_pending = False
+        self.selector = selectors.DefaultSelector()
+        self.wake_r, self.wake_w = socket.socketpair()
+        self.wake_r.setblocking(False)
+        self.selector.register(self.wake_r, selectors.EVENT_READ, _WAKE)
+        self.output = Forwarder()
+        self.token = os.urandom(32) if launcher.connects else None
+        self.listener: socket.socket | None = None
+        if launcher.connects:
+            self.listener = socket.create_server((launcher.bind_host(), 0), backlog=128)
+            self.listener.setblocking(False)
+            self.selector.register(self.listener, selectors.EVENT_READ, _LISTEN)
+        self.thread = threading.Thread(target=self._main, name="dispatcher-pool", daemon=True)
+        self.thread.start()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """Where workers that connect back reach this pool."""
+        return self.launcher.connect_host(), self.listener.getsockname()[1]
+
+    # -- called from other threads --------------------------------------------------
+    def submit(self, job: Job) -> None:
+        self.inbox.append(("task", job))
+        if self.stopped.is_set():  # too late for the I/O thread to see it
+            self._report(job, False, (ExecutorError("the worker pool has stopped"), ""))
+        elif len(self.inbox) >= 256:
+            self.wake()
+
+    def wake(self) -> None:
+        if not self.wake_pending:
+            self.wake_pending = True
+            with contextlib.suppress(OSError):
+                self.wake_w.send(b"\0")
+
+    def cancel(self, job: Job) -> None:
+        self.inbox.append(("cancel", job))
+        self.wake()
+
+    def stop(self, kill: bool) -> None:
+        """Stop the workers (idle ones are asked to exit, busy ones are killed, or
+        all are killed) and the I/O thread; nodes not finished are cancelled."""
+        if self.thread.is_alive():
+            self.inbox.append(("stop", kill))
+            self.wake()
+            self.thread.join()
+        self._close_fds()
+
+    def workers_info(self) -> list[tuple[str, int]]:
+        """``(host, pid)`` of each current worker."""
+        return [(w.host, w.pid) for w in list(self.workers.values())]
+
+    def wait_ready(self, timeout: float | None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self.ready_changed:
+            while True:
+                if self.broken is not None:
+                    raise self.broken
+                ready = sum(1 for w in list(self.workers.values()) if w.ready)
+                if ready >= self.size:
+                    return
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise ExecutorError(
+                        f"only {ready} of {self.size} {self.launcher.what}es started in {timeout} s"
+                    )
+                self.ready_changed.wait(0.1 if left is None else min(left, 0.1))
+
+    # -- the I/O thread ---------------------------------------------------------------
+    def _main(self) -> None:
+        kill = True
+        try:
+            self._launch(self.size)
+            while True:
+                request = self._inbox()
+                if request is not None:
+                    kill = request
+                    break
+                self._dispatch()
+                for key, _ in self.selector.select(self._select_timeout()):
+                    if key.data is _WAKE:
+                        self._drain_wake()
+                    elif key.data is _LISTEN:
+                        self._accept()
+                    elif key.fileobj in self.workers:  # not forgotten earlier in this loop
+                        self._readable(key.data)
+                if self.deadlines:
+                    self._expire()
+                if self.starting:
+                    self._check_launches()
+        except BaseException as exc:  # never leave the engine waiting on a dead thread
+            logger.exception("the worker pool's I/O thread failed")
+            self.broken = ExecutorError(f"the worker pool failed: {type(exc).__name__}: {exc}")
+        finally:
+            self._teardown(kill)
+
+    def _select_timeout(self) -> float | None:
+        times = []
+        if self.deadlines:
+            times.append(self.deadlines[0][0] - time.monotonic())
+        if self.starting:
+            times.append(0.1)  # look after workers on their way
+        return max(0.0, min(times)) if times else None
+
+    def _drain_wake(self) -> None:
+        # read the bytes first, then clear the flag, then (later) read the inbox:
+        # a wake() that saw the flag set is then sure to have its request seen
+        try:
+            while self.wake_r.recv(4096):
+                pass
+        except BlockingIOError:
+            pass
+        self.wake_pending = False
+
+    def _inbox(self):
+        """Take the requests of other threads; returns the kill flag of a stop."""
+        inbox = self.inbox
+        doomed = set()
+        while inbox:
+            kind, arg = inbox.popleft()
+            if kind == "task":
+                arg.key = func_key(arg.task.func)
+                if self.broken is not None and not self.workers:
+                    self._report(arg, False, (self.broken, ""))
+                else:
+                    self.pending.append(arg)
+            elif kind == "cancel":
+                if arg.state == SENT and arg.worker is not None:
+                    doomed.add(arg.worker)
+                if arg.state != REPORTED:
+                    self._report(
+                        arg, False, (cf.CancelledError(f"node {arg.task.node.label!r} was cancelled"), "")
+                    )
+            else:
+                return arg
+        for worker in doomed:
+            if worker.sock in self.workers:
+                self._kill(worker)
+        return None
+
+    def _report(self, job: Job, ok: bool, payload) -> None:
+        if job.state == REPORTED:
+            return
+        job.state = REPORTED
+        job.worker = None
+        job.done(job.task, ok, payload)
+
+    # -- workers arriving ---------------------------------------------------------------
+    def _launch(self, count: int) -> None:
+        if self.stopped.is_set() or self.broken is not None or count <= 0:
+            return
+        try:
+            self.launcher.start(self, count)
+        except OSError as exc:
+            self._give_up(f"cannot start a {self.launcher.what}: {exc}")
+
+    def expect(self, count: int) -> None:
+        """The launcher started ``count`` workers that will connect back."""
+        self.starting += count
+
+    def attach(self, worker: Worker) -> None:
+        """A worker connected: register it and send it its set-up."""
+        self.workers[worker.sock] = worker
+        self.selector.register(worker.sock, selectors.EVENT_READ, worker)
+        self.stats["started"] += 1
+        path = self.path if self.path is not None else list(sys.path)
+        with contextlib.suppress(OSError):  # if it died at once, its end of file says how
+            wire.send(worker.sock, ("init", path, self.init))
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            self._hello(conn)
+
+    def _hello(self, conn: socket.socket) -> None:
+        """A worker that connected says who it is: the pool's token first (raw bytes,
+        before anything is unpickled), then its pid, host, rank and launch."""
+        try:
+            conn.settimeout(HELLO_TIMEOUT)
+            token = wire.recv_exact(conn, len(self.token))
+            if not hmac.compare_digest(bytes(token), self.token):
+                raise ConnectionError("a connection without this pool's token")
+            _, pid, host, rank, launch_id = wire.recv(conn)
+            conn.settimeout(None)
+        except (OSError, EOFError, ValueError, ConnectionError) as exc:
+            logger.warning("refused a connection to the worker pool: %s", exc)
+            conn.close()
+            return
+        launch = self.launcher.arrived(launch_id)
+        if launch is None:
+            conn.close()
+            return
+        self.starting = max(0, self.starting - 1)
+        self.attach(Worker(conn, pid, host, rank=rank, launch=launch))
+
+    def _check_launches(self) -> None:
+        """Fail launches whose workers will not come (their launcher ended, or took
+        too long)."""
+        for why, missing in self.launcher.failed_launches():
+            self.starting = max(0, self.starting - missing)
+            self._start_failed(why, missing)
+
+    # -- messages from workers ----------------------------------------------------------
+    def _readable(self, worker: Worker) -> None:
+        try:
+            msg = wire.recv(worker.sock)
+        except (EOFError, OSError):
+            self._lost(worker)
+            return
+        except Exception as exc:  # a result this process cannot unpickle
+            batch, worker.batch = worker.batch, None
+            for job in batch or ():
+                err = ExecutorError(
+                    f"the outcome of node {job.task.node.label!r} cannot be unpickled here: "
+                    f"{type(exc).__name__}: {exc}"
+                )
+                self._report(job, False, (err, format_exception(exc)))
+            return
+        kind = msg[0]
+        if kind == "done":
+            self._finished(worker, msg[1], msg[2])
+        elif kind == "started":
+            self._started(worker)
+        elif kind == "ready":
+            worker.ready = True
+            self.start_failures = 0
+            with self.ready_changed:
+                self.ready_changed.notify_all()
+        elif kind == "unreadable":
+            batch, worker.batch = worker.batch, None
+            if len(batch) == 1:
+                job = batch[0]
+                exc = ExecutorError(
+                    f"node {job.task.node.label!r} cannot be unpickled on the {self.launcher.what}: {msg[1]}"
+                )
+                self._report(job, False, (exc, msg[1]))
+            else:
+                self._requeue(batch, alone=True)
+        elif kind == "init-failed":
+            self._forget(worker)
+            self._start_failed(msg[1])
+
+    def _started(self, worker: Worker) -> None:
+        """The worker started the timed call it was sent: its clock starts now."""
+        batch = worker.batch
+        if not batch:
+            return
+        timeout = batch[0].task.timeout
+        worker.deadline = time.monotonic() + timeout
+        self.seq += 1
+        heapq.heappush(self.deadlines, (worker.deadline, self.seq, worker, batch))
+
+    def _finished(self, worker: Worker, outcomes: list, seconds: list) -> None:
+        batch, worker.batch = worker.batch, None
+        worker.deadline = None
+        learn(self.est, batch, seconds)
+        if self.pending:
+            self._dispatch_to(worker, self._ready_count())  # keep it busy while we report
+        report = self._report
+        for job, (ok, value) in zip(batch, outcomes):
+            if job.state != REPORTED:
+                if ok:
+                    report(job, True, value)
+                else:
+                    report(job, *decode_outcome(ok, value))
+
+    # -- sending work ------------------------------------------------------------------
+    def _ready_count(self) -> int:
+        return sum(1 for w in self.workers.values() if w.ready) or 1
+
+    def _dispatch(self) -> None:
+        if not self.pending:
+            return
+        if self.broken is not None and not self.workers:
+            while self.pending:
+                self._report(self.pending.popleft(), False, (self.broken, ""))
+            return
+        idle = [w for w in self.workers.values() if w.ready and w.batch is None]
+        share = len(idle) or 1
+        for worker in idle:
+            if not self.pending:
+                break
+            self._dispatch_to(worker, share)
+
+    def _dispatch_to(self, worker: Worker, share: int) -> None:
+        while True:
+            batch = take_batch(self.pending, self.est, share, self.max_batch)
+            if batch is None:
+                return
+            calls = [(j.task.func, j.task.args, j.task.kwargs) for j in batch]
+            timed = batch[0].task.timeout is not None
+            try:
+                payload, buffers = wire.dumps((calls, timed))
+                break
+            except BaseException as exc:  # KeyboardInterrupt from a __reduce__ too: not Ctrl-C here
+                if len(batch) > 1:  # find the culprit: send them one by one
+                    self._requeue(batch, alone=True)
+                    continue
+                task = batch[0].task
+                self._report(batch[0], False, (_unsendable(task, exc), format_exception(exc)))
+        del calls
+        try:
+            wire.send_payload(worker.sock, payload, buffers)
+        except OSError:
+            self._requeue(batch, alone=False)  # it never ran: no attempt is charged
+            self._lost(worker)
+            return
+        worker.batch = batch
+        for job in batch:
+            job.state = SENT
+            job.worker = worker
+        self.stats["batches"] += 1
+        self.stats["tasks"] += len(batch)
+
+    def _requeue(self, batch: list, alone: bool) -> None:
+        for job in reversed(batch):
+            if job.state != REPORTED:
+                job.state = PENDING
+                job.worker = None
+                job.alone = job.alone or alone
+                self.pending.appendleft(job)
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        deadlines = self.deadlines
+        while deadlines and deadlines[0][0] <= now:
+            _, _, worker, batch = heapq.heappop(deadlines)
+            if worker.batch is not batch or worker.sock not in self.workers:
+                continue  # it finished in time
+            job = batch[0]
+            task = job.task
+            self.stats["timeouts"] += 1
+            exc = TimeoutError(
+                f"node {task.node.label!r} ran longer than its timeout of {task.timeout} s; "
+                f"its {self.launcher.what} ({worker.describe()}) was killed"
+            )
+            self._report(job, False, (exc, ""))
+            self._kill(worker)
+
+    # -- workers leaving ------------------------------------------------------------------
+    def _forget(self, worker: Worker) -> None:
+        """Drop ``worker`` from the pool and let its launcher reap it."""
+        if self.workers.pop(worker.sock, None) is None:
+            return
+        self.selector.unregister(worker.sock)
+        worker.sock.close()
+        self.launcher.reap(worker)
+
+    def _kill(self, worker: Worker) -> None:
+        """Kill a worker on purpose; what it ran and was not reported goes back."""
+        self.launcher.kill(worker)
+        batch, worker.batch = worker.batch, None
+        self._forget(worker)
+        if batch:
+            self._requeue(batch, alone=False)
+        self._launch(1)
+
+    def _lost(self, worker: Worker) -> None:
+        """A worker died on its own."""
+        self._forget(worker)
+        how = self.launcher.exit_text(worker)
+        if not worker.ready:
+            self._start_failed(f"a {self.launcher.what} exited before it was ready: {how}")
+            return
+        self.stats["lost"] += 1
+        batch, worker.batch = worker.batch, None
+        live = [job for job in batch or () if job.state != REPORTED]
+        what = self.launcher.what
+        if batch is not None and len(batch) == 1 and live:
+            job = live[0]
+            exc = WorkerLostError(
+                f"the {what} ({worker.describe()}) running node {job.task.node.label!r} died: {how}"
+            )
+            logger.warning("%s", exc)
+            self._report(job, False, (exc, ""))
+        elif live:
+            logger.warning("a %s (%s) died running %d nodes: %s", what, worker.describe(), len(live), how)
+            self._requeue(live, alone=True)
+        self._launch(1)
+
+    def _start_failed(self, why: str, count: int = 1) -> None:
+        self.start_failures += 1
+        if self.start_failures >= START_FAILURES:
+            self._give_up(why)
+        else:
+            logger.warning("%s; starting another", why)
+            self._launch(count)
+
+    def _give_up(self, why: str) -> None:
+        self.broken = ExecutorError(f"{self.launcher.what}es cannot start: {why}")
+        logger.error("%s", self.broken)
+        with self.ready_changed:
+            self.ready_changed.notify_all()
+        if not self.workers:
+            while self.pending:
+                self._report(self.pending.popleft(), False, (self.broken, ""))
+
+    def _teardown(self, kill: bool) -> None:
+        self.stopped.set()  # from here on submit() reports for itself
+        stopped = self.broken or cf.CancelledError("the executor was shut down")
+        for worker in list(self.workers.values()):
+            for job in worker.batch or ():
+                self._report(job, False, (stopped, ""))
+            if kill or worker.batch is not None or not worker.ready:
+                self.launcher.kill(worker)
+            else:
+                with contextlib.suppress(OSError):
+                    worker.sock.shutdown(socket.SHUT_WR)  # end of file: an idle worker exits
+        while self.pending:
+            self._report(self.pending.popleft(), False, (stopped, ""))
+        while self.inbox:
+            kind, arg = self.inbox.popleft()
+            if kind == "task":
+                self._report(arg, False, (stopped, ""))
+        self.launcher.stop(list(self.workers.values()), grace=5.0)
+        for worker in list(self.workers.values()):
+            self.selector.unregister(worker.sock)
+            worker.sock.close()
+        self.workers.clear()
+        self.output.stop()
+        with self.ready_changed:
+            self.ready_changed.notify_all()
+
+    def _close_fds(self) -> None:
+        if self.wake_w.fileno() < 0:
+            return
+        self.launcher.close()
+        if self.listener is not None:
+            self.listener.close()
+        self.selector.close()
+        self.wake_r.close()
+        self.wake_w.close()
+
+
+def _unsendable(task, exc: BaseException) -> Exception:
+    """The error of a node whose call could not be pickled (``exc``)."""
+    try:
+        err = unpicklable_error(task.node.label, task.func, task.args, task.kwargs)
+    except BaseException:  # pickling its parts raises again, and not an Exception
+        err = pickle.PicklingError(
+            f"cannot send node {task.node.label!r} to another process: pickling it raised "
+            f"{type(exc).__name__}: {exc}"
+        )
+    err.__cause__ = exc
+    return err
+
+
+_POOLS: weakref.WeakSet = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_all() -> None:
+    for pool in list(_POOLS):
+        pool.stop(kill=True)
+
+
+class PoolHandle:
+    """An executor's side of its :class:`Pool`: the pool is made on first use (with
+    a new launcher from ``make_launcher``), replaced after an interrupted run, and
+    stopped when the executor closes, when it is garbage collected, or at exit."""
+
+    def __init__(self, size: int, init: bytes | None, batch_size, make_launcher, path: list | None = None):
+        self.size = size
+        self.init = init
+        self.max_batch = MAX_BATCH if batch_size == "auto" else batch_size
+        self.make_launcher = make_launcher
+        self.path = path
+        self.pool: Pool | None = None
+
+    def open(self, owner) -> Pool:
+        if self.pool is None:
+            self.pool = Pool(self.size, self.init, self.max_batch, self.make_launcher(), self.path)
+            _POOLS.add(self.pool)
+            weakref.finalize(owner, Pool.stop, self.pool, True)
+        return self.pool
+
+    def submit(self, task, done) -> None:
+        job = Job(task, done)
+        task.handle = job
+        self.pool.submit(job)
+
+    def flush(self) -> None:
+        self.pool.wake()
+
+    def cancel(self, task) -> None:
+        if self.pool is not None and task.handle is not None:
+            self.pool.cancel(task.handle)
+
+    def interrupt(self) -> None:
+        """Kill every worker now; the next run starts new ones."""
+        pool, self.pool = self.pool, None
+        if pool is not None:
+            pool.stop(kill=True)
+
+    def shutdown(self) -> None:
+        pool, self.pool = self.pool, None
+        if pool is not None:
+            pool.stop(kill=False)
+
+    def workers_info(self) -> list[tuple[str, int]]:
+        return self.pool.workers_info() if self.pool is not None else []
+
+    @property
+    def stats(self) -> dict:
+        return dict(self.pool.stats) if self.pool is not None else {}
+
+
+class Forwarder:
+    """Copies what workers write to their pipes to this process's own standard
+    output and error, in a thread of its own (see the module docstring)."""
+
+    def __init__(self):
+        self._selector: selectors.BaseSelector | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._stopping = False
+        self._wake_r, self._wake_w = None, None
+
+    def add(self, pipe, target_fd: int) -> None:
+        """Copy what arrives on ``pipe`` (a binary file) to ``target_fd``."""
+        with self._lock:
+            if self._selector is None:
+                self._selector = selectors.DefaultSelector()
+                self._wake_r, self._wake_w = os.pipe()
+                self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+                self._thread = threading.Thread(target=self._copy, name="dispatcher-output", daemon=True)
+                self._thread.start()
+            os.set_blocking(pipe.fileno(), False)
+            self._selector.register(pipe, selectors.EVENT_READ, target_fd)
+        os.write(self._wake_w, b"\0")
+
+    def _copy(self) -> None:
+        selector = self._selector
+        stop_by = None
+        while True:
+            if self._stopping and stop_by is None:
+                stop_by = time.monotonic() + STOP_COPYING
+            if stop_by is not None and (len(selector.get_map()) <= 1 or time.monotonic() > stop_by):
+                return  # what is left open belongs to processes that outlive the pool
+            events = selector.select(None if stop_by is None else 0.05)
+            for key, _ in events:
+                if key.data is None:
+                    with contextlib.suppress(OSError):
+                        os.read(self._wake_r, 4096)
+                    continue
+                try:
+                    data = os.read(key.fileobj.fileno(), 65536)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    data = b""
+                if not data:
+                    with self._lock:
+                        selector.unregister(key.fileobj)
+                    key.fileobj.close()
+                    continue
+                with contextlib.suppress(OSError):
+                    _write_all(key.data, data)
+
+    def stop(self) -> None:
+        """Copy what the pipes hold now, then close them and end the thread."""
+        with self._lock:
+            if self._selector is None or self._stopping:
+                return
+            self._stopping = True
+        os.write(self._wake_w, b"\0")
+        self._thread.join()
+        for key in list(self._selector.get_map().values()):
+            if key.data is not None:
+                key.fileobj.close()
+        self._selector.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]

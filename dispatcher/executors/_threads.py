@@ -1,0 +1,137 @@
+"""A thread pool whose calls can lend their slot while they wait on a nested run.
+
+Policy: at most ``max_workers`` calls run at once, as in
+``concurrent.futures.ThreadPoolExecutor``, whose interface this pool has. A call
+running in the pool that blocks in a nested run on the same pool (a node that
+calls ``dispatcher.run`` on the executor it runs on, as a workflow tool's task
+starting its own tasks does) would otherwise hold its slot while the nested nodes
+wait for one, and with every slot so held the run deadlocks. :meth:`lent` marks
+such a wait, as dask's ``secede``/``rejoin`` do: the slot goes to the next waiting
+call (a thread is added if none is idle) and comes back when the wait ends. Until
+the borrowed slot is returned, one more call than ``max_workers`` may run; no new
+call starts until the count is back under the limit.
+
+Threads are started as calls need them and stay for the pool's life.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures as cf
+import contextlib
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+__all__ = ["SlotPool", "current_pool"]
+
+_here = threading.local()  # .pool: the SlotPool whose call this thread is running
+
+
+def current_pool() -> SlotPool | None:
+    """The pool whose call the current thread is running, or None."""
+    return getattr(_here, "pool", None)
+
+
+class SlotPool(cf.Executor):
+    """Run calls in threads, at most ``max_workers`` at once (see the module docstring)."""
+
+    def __init__(self, max_workers: int, thread_name_prefix: str = "dispatcher"):
+        self.max_workers = max_workers
+        self.prefix = thread_name_prefix
+        self._lock = threading.Lock()
+        self._queue: collections.deque = collections.deque()  # (future, fn, args, kwargs)
+        self._running = 0  # calls holding a slot
+        self._idle = 0  # threads waiting for work
+        self._waking = 0  # idle threads notified and not yet awake
+        self._wake = threading.Condition(self._lock)
+        self._threads: list[threading.Thread] = []
+        self._shutdown = False
+
+    def submit(self, fn, /, *args: Any, **kwargs: Any) -> cf.Future:
+        future: cf.Future = cf.Future()
+        with self._lock:
+            if self._shutdown:
+                raise RuntimeError("cannot schedule new calls after shutdown")
+            self._queue.append((future, fn, args, kwargs))
+            self._start_next()
+        return future
+
+    def _start_next(self) -> None:
+        """With the lock held: if a call waits and a slot is free, wake an idle
+        thread for it, or start a thread that holds that slot from its start."""
+        if self._running >= self.max_workers or not self._queue:
+            return
+        if self._idle > self._waking:
+            self._waking += 1
+            self._wake.notify()
+            return
+        self._running += 1
+        thread = threading.Thread(target=self._work, name=f"{self.prefix}-{len(self._threads)}", daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def _work(self) -> None:
+        """A thread's loop. It starts holding a slot; between calls it keeps the slot
+        while calls wait and the pool is not over its limit, else gives it back and
+        waits until a slot is free for a waiting call (or the pool shuts down)."""
+        _here.pool = self
+        lock = self._lock
+        lock.acquire()
+        try:
+            while True:
+                if not self._queue or self._running > self.max_workers:
+                    self._running -= 1
+                    while not (self._queue and self._running < self.max_workers):
+                        if self._shutdown and not self._queue:
+                            return
+                        self._idle += 1
+                        self._wake.wait()
+                        self._idle -= 1
+                        self._waking = max(0, self._waking - 1)
+                    self._running += 1
+                future, fn, args, kwargs = self._queue.popleft()
+                lock.release()
+                try:
+                    if future.set_running_or_notify_cancel():
+                        try:
+                            result = fn(*args, **kwargs)
+                        except BaseException as exc:
+                            future.set_exception(exc)
+                        else:
+                            future.set_result(result)
+                            del result
+                    del future, fn, args, kwargs
+                finally:
+                    lock.acquire()
+        finally:
+            lock.release()
+
+    @contextlib.contextmanager
+    def lent(self) -> Iterator[None]:
+        """While the ``with`` block waits, the calling thread's slot works for others."""
+        if current_pool() is not self:
+            yield
+            return
+        with self._lock:
+            self._running -= 1
+            self._start_next()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._running += 1
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        with self._lock:
+            self._shutdown = True
+            if cancel_futures:
+                while self._queue:
+                    future = self._queue.popleft()[0]
+                    future.cancel()
+            self._wake.notify_all()
+        if wait:
+            me = threading.current_thread()
+            for thread in list(self._threads):
+                if thread is not me:
+                    thread.join()
