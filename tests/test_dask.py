@@ -18,7 +18,6 @@ import textwrap
 import threading
 import time
 
-import dask
 import pytest
 from distributed import Client
 
