@@ -383,6 +383,7 @@ class RunState:
         """A task finished: ``payload`` is its value, or ``(exception, traceback)``."""
         node = task.node
         task.args = task.kwargs = None  # the arguments may be large: drop them now
+        task.handle = None  # the executor's record may point back at the task: no cycle to keep values
         running = self.running
         current = running.pop(node, None)
         if current is not task:  # a late answer from an attempt that timed out

@@ -8,7 +8,12 @@ import fcntl
 import json
 import logging
 import os
+import signal
+import subprocess
+import sys
+import sysconfig
 import tempfile
+import textwrap
 import time
 
 import pytest
@@ -80,6 +85,51 @@ def wait_gone(pids, seconds=10.0) -> list:
     while time.monotonic() < end and any(alive(p) for p in pids):
         time.sleep(0.02)
     return [p for p in pids if alive(p)]
+
+
+BIN = sysconfig.get_path("scripts")  # this environment's scripts: mpiexec, dask...
+
+
+def script_env(extra: dict | None = None) -> dict:
+    """The environment of a script a test runs: this one's, outside any MPI job or
+    Slurm allocation, with this environment's scripts first on ``PATH``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "PMI_", "HYDRA_"))}
+    env["PATH"] = BIN + os.pathsep + env.get("PATH", "")
+    env.update(extra or {})
+    return env
+
+
+def run_script(
+    tmp_path, code: str, *, command: list | None = None, env: dict | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess:
+    """Run ``code`` as ``script.py`` in ``tmp_path`` in a fresh interpreter (under
+    ``command``, by default ``[python]``), in a session of its own; the result has
+    ``.seconds``, its running time. A script still running after ``timeout`` seconds
+    is killed with its session and the test fails: a hang fails, it never blocks
+    the suite."""
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent(code))
+    start = time.monotonic()
+    proc = subprocess.Popen(
+        [*(command or [sys.executable]), str(script)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env=script_env(env),
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        import pytest
+
+        pytest.fail(f"the script did not end in {timeout} s (a hang?)\n{out}\n{err}")
+    done = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    done.seconds = time.monotonic() - start
+    return done
 
 
 _dask_client = None

@@ -179,6 +179,88 @@ def test_execute_forms(executor):
         dp.execute(a, throw_error=False)
 
 
+def test_a_graph_whose_every_node_lies_on_a_cycle_is_refused(executor):
+    a = dp.Op(inc, 1)
+    b = dp.Op(inc, a)
+    graph = dp.DispatchGraph([b])
+    graph.add_edge(b, a)  # every node has a dependent: the graph has no leaf
+    with pytest.raises(dp.ExecutorError, match="cycle"):
+        dp.run(executor, graph)
+    with pytest.raises(dp.ExecutorError, match="cycle"):
+        dp.execute(graph, executor)
+
+
+async def _async_double(x):
+    await asyncio.sleep(0.01)
+    return 2 * x
+
+
+def test_async_def_nodes_give_the_same_values_everywhere(executor):
+    a = dp.Op(_async_double, 3)
+    b = dp.Op(inc, a)
+    c = dp.op(_async_double, label="twice")(b)
+    assert dp.execute([a, c], executor) == [6, 14]
+
+
+def _three():
+    return 1, 2, 3
+
+
+def test_a_node_returning_other_than_its_declared_nout_fails_naming_it(executor):
+    node = dp.op(_three, nout=2)()
+    first, _ = node
+    (result,) = dp.run(executor, [first], throw_error=False)
+    assert str(result.error) == (
+        "node '_three' failed: ValueError: node '_three' was declared with nout=2 but its "
+        "function returned 3 values"
+    )
+    assert result.error.node is node
+    assert dp.execute(dp.op(_three, nout=3)()[2], executor) == 3
+
+
+def test_a_traceback_from_any_worker_names_the_file_and_line_of_the_failing_code(executor):
+    def make():
+        def fails(x):
+            raise ValueError(f"bad {x}")  # this very line
+
+        return fails
+
+    (result,) = dp.run(executor, [dp.Op(make(), 1)], throw_error=False)
+    tb = result.error.traceback
+    assert f'File "{__file__}"' in tb and "<dynamic-code>" not in tb
+    assert 'raise ValueError(f"bad {x}")  # this very line' in tb
+
+
+def _plain(x):
+    return x
+
+
+@pytest.mark.parametrize(
+    "given, message",
+    [
+        (_plain, "'_plain' is a function: make a node of a call to it with dp.Op(_plain, *args)"),
+        (3, "got int: 3; if this is what a function returned, that function ran at once"),
+        ([dp.Op(abs, 1), 3], "outputs must be nodes, got int at position 1: 3"),
+    ],
+)
+def test_something_else_than_nodes_to_run_is_refused_saying_what_to_do(executor, given, message):
+    with pytest.raises(TypeError) as info:
+        dp.run(executor, given)
+    assert message in str(info.value)
+    with pytest.raises(TypeError) as info:
+        dp.execute(given, executor)
+    assert message in str(info.value)
+
+
+def test_a_base_exception_fails_its_node_as_any_other_on_every_executor(executor):
+    def leave():
+        raise SystemExit(7)
+
+    (result,) = dp.run(executor, [dp.Op(leave)], throw_error=False)
+    assert isinstance(result.error.error, SystemExit) and str(result.error.error) == "7"
+    assert dp.execute(dp.Op(inc, 1), executor) == 2  # nothing was taken down
+
+
 # -- retries ------------------------------------------------------------------------
 
 

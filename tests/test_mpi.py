@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import sysconfig
 import textwrap
 import time
 
@@ -20,9 +19,8 @@ import pytest
 from dispatcher.executors import _mpisuper, _slurm
 from dispatcher.executors.mpi import _default_workers
 
-from .conftest import alive, wait_gone
+from .conftest import BIN, alive, run_script, script_env, wait_gone
 
-BIN = sysconfig.get_path("scripts")
 MPIEXEC = os.path.join(BIN, "mpiexec")
 LIMIT = 120  # seconds any one MPI job may take
 
@@ -36,43 +34,21 @@ def _no_shared_memory_left():
     _mpisuper.remove_left_files(before)
 
 
-def _env(extra: dict | None = None) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "PMI_", "HYDRA_"))}
-    env["PATH"] = BIN + os.pathsep + env.get("PATH", "")
-    env.update(extra or {})
-    return env
-
-
-def _command(script: str, how: str, n: int) -> list[str]:
+def _command(how: str, n: int) -> list[str]:
     if how == "spawn":
-        return [sys.executable, script]
+        return [sys.executable]
     if how == "futures":
-        return [MPIEXEC, "-n", str(n), sys.executable, "-m", "mpi4py.futures", script]
-    return [MPIEXEC, "-n", str(n), sys.executable, script]
+        return [MPIEXEC, "-n", str(n), sys.executable, "-m", "mpi4py.futures"]
+    return [MPIEXEC, "-n", str(n), sys.executable]
 
 
 def mpirun(tmp_path, code: str, how: str = "world", n: int = 3, env=None, timeout=LIMIT):
     """Run ``code`` as a script (``how``: "world" under ``mpiexec -n N python``,
     "futures" under ``mpiexec -n N python -m mpi4py.futures``, "spawn" under plain
     ``python``); its CompletedProcess. A job over its time limit is killed whole."""
-    script = tmp_path / "script.py"
-    script.write_text(REPORT + textwrap.dedent(code))
-    proc = subprocess.Popen(
-        _command(str(script), how, n),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=tmp_path,
-        env=_env(env),
-        start_new_session=True,
+    return run_script(
+        tmp_path, REPORT + textwrap.dedent(code), command=_command(how, n), env=env, timeout=timeout
     )
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        pytest.fail(f"the MPI job did not end in {timeout} s (a deadlock?)\n{out}\n{err}")
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 REPORT = """
@@ -262,7 +238,11 @@ def test_ctrl_c_in_a_spawning_driver_leaves_no_process(tmp_path):
         )
     )
     proc = subprocess.Popen(
-        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env()
+        [sys.executable, str(script)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=script_env(),
     )
     try:
         pids = [int(p) for p in proc.stdout.readline().split()]
@@ -291,11 +271,11 @@ def test_ctrl_c_under_mpiexec_ends_every_rank(tmp_path):
         )
     )
     proc = subprocess.Popen(
-        _command(str(script), "world", 3),
+        [*_command("world", 3), str(script)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=_env(),
+        env=script_env(),
         start_new_session=True,
     )
     try:

@@ -128,6 +128,70 @@ def test_op_decorator_validates_options():
         dp.op(5)
 
 
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        ("timeout", "10s", "must be a positive number of seconds (an int or a float), got str: '10s'"),
+        ("timeout", True, "timeout must be a positive number of seconds (an int or a float), got bool"),
+        ("timeout", float("inf"), "timeout must be a positive number of seconds"),
+        ("retries", "3", "retries must be a non-negative int, got str: '3'"),
+        ("retries", 2.5, "retries must be a non-negative int, got float: 2.5"),
+        ("nout", "2", "nout must be a non-negative int, got str: '2'"),
+        ("retry_on", 5, "retry_on takes a predicate (exception -> bool), an exception class, or a list"),
+        ("retry_on", ["x"], "retry_on takes predicates (exception -> bool) or exception classes, got str"),
+    ],
+)
+def test_a_wrong_option_is_refused_where_it_is_given_naming_it(option, value, message):
+    with pytest.raises((TypeError, ValueError)) as info:
+        dp.op(add, **{option: value})
+    assert message in str(info.value)
+    if option in ("timeout", "retries", "retry_on"):  # executors take them too, with the same checks
+        with pytest.raises((TypeError, ValueError)) as info:
+            dp.ThreadExecutor(**{option: value})
+        assert message in str(info.value)
+
+
+def test_an_option_set_by_hand_on_a_node_is_checked_when_it_runs():
+    node = dp.Op(add, 1, 2)
+    node.timeout = "10s"
+    (result,) = dp.run(dp.ThreadExecutor(), [node], throw_error=False)
+    assert "the timeout of node 'add' must be a positive number of seconds" in str(result.error)
+    node = dp.Op(int, "x")
+    node.retries = "2"
+    (result,) = dp.run(dp.SerialExecutor(), [node], throw_error=False)
+    assert "the retries of node 'int' must be a non-negative int" in str(result.error)
+    assert isinstance(result.error.error.__context__, ValueError)  # the node's own error
+
+
+def test_retry_on_takes_exception_classes():
+    attempts = []
+
+    def flaky():
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise OSError("busy")
+        return "ok"
+
+    backoff = dp.Backoff(first_delay=0.001)
+    assert dp.execute(dp.op(flaky, retry_on=OSError)(), dp.SerialExecutor(backoff=backoff)) == "ok"
+    assert len(attempts) == 3
+    # an exception of another class is not retried: the class is not a predicate that is always true
+    node = dp.op(int, retry_on=OSError)("x")
+    (result,) = dp.run(dp.SerialExecutor(backoff=backoff), [node], throw_error=False)
+    assert result.error.attempts == 1 and isinstance(result.error.error, ValueError)
+
+
+def test_a_generator_argument_is_refused_when_the_node_is_made():
+    parts = [dp.Op(add, i, 1) for i in range(3)]
+    with pytest.raises(TypeError) as info:
+        dp.Op(sum, (p for p in parts))
+    assert "argument 0 of node 'sum' is a generator" in str(info.value)
+    assert "pass a list (list(...))" in str(info.value)
+    with pytest.raises(TypeError, match="keyword argument 'values' of node 'add' is a generator"):
+        dp.Op(add, 1, values=[(p for p in parts)])
+    assert dp.execute(dp.Op(sum, list(p for p in parts))) == 6
+
+
 def test_op_decorator_on_methods():
     class Model:
         factor = 3

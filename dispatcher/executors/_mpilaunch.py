@@ -18,14 +18,16 @@ its own, which ends the job when the driver goes and removes the shared-memory
 files the job leaves behind. The ``mpiexec`` is the one beside this Python (the
 ``mpich`` wheel's), else the first on ``PATH``.
 
-In a Slurm allocation of several nodes, ``mpiexec`` places the ranks on the
-allocation's nodes through Slurm, and the pool listens on every interface of this
-host; otherwise it listens on the loopback interface only.
+Ranks on this host connect over a Unix socket, which can pass the descriptors of
+shared-memory buffers as :class:`~dispatcher.ProcessExecutor`'s do. In a Slurm
+allocation of several nodes, or with hosts given, ``mpiexec`` may place ranks on
+other hosts: the pool then listens over TCP too, on every interface of this host.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import shlex
 import shutil
@@ -42,9 +44,28 @@ from ..results import ExecutorError
 from . import _mpisuper
 from . import _procworker as wire
 
-__all__ = ["START_TIMEOUT", "MPILauncher", "find_mpiexec", "import_mpi", "mpiexec_in_own_session"]
+__all__ = [
+    "START_TIMEOUT",
+    "MPILauncher",
+    "find_mpiexec",
+    "import_mpi",
+    "in_mpi_job",
+    "mpiexec_in_own_session",
+    "require_mpi4py",
+]
+
+_JOB_SIZE = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS")
+"""Variables through which MPI launchers (Hydra, Slurm's PMI, Open MPI, PMIx)
+tell a process that it is one of several ranks of a job."""
 
 START_TIMEOUT = 120.0  # seconds for the ranks of a job to start and connect
+
+
+def _missing_mpi(why) -> ExecutorError:
+    return ExecutorError(
+        "the MPI executors need mpi4py and an MPI library: pip install 'dispatcher-graph[mpi]' "
+        f"(mpi4py and the mpich wheels), or mpi4py built against your MPI ({why})"
+    )
 
 
 def import_mpi():
@@ -52,11 +73,28 @@ def import_mpi():
     try:
         from mpi4py import MPI
     except ImportError as exc:
-        raise ExecutorError(
-            "the MPI executors need mpi4py and an MPI library: pip install 'dispatcher-graph[mpi]' "
-            f"(mpi4py and the mpich wheels), or mpi4py built against your MPI ({exc})"
-        ) from exc
+        raise _missing_mpi(exc) from exc
     return MPI
+
+
+def require_mpi4py() -> None:
+    """Check that ``mpi4py`` can be imported, without starting MPI here."""
+    if importlib.util.find_spec("mpi4py") is None:
+        raise _missing_mpi("no module named 'mpi4py'")
+
+
+def in_mpi_job() -> bool:
+    """Is this process a rank of an MPI job of several ranks? Read from the launcher's
+    environment, or from MPI itself when ``mpi4py.MPI`` is already loaded, so that a
+    script started as a world of one does not start MPI for nothing (a process that
+    started MPI and is killed leaves MPICH's shared-memory files behind)."""
+    if "mpi4py.MPI" in sys.modules:
+        return sys.modules["mpi4py.MPI"].COMM_WORLD.Get_size() > 1
+    for name in _JOB_SIZE:
+        value = os.environ.get(name, "").strip()
+        if value.isdigit() and int(value) > 1:
+            return True
+    return "PMIX_RANK" in os.environ and "PMIX_SIZE" not in os.environ
 
 
 def find_mpiexec() -> str:
@@ -135,16 +173,9 @@ class MPILauncher:
         os.set_inheritable(self.alive_r, True)
         self.here = socket.gethostname()
 
-    def bind_host(self) -> str:
-        return "" if self.spread else "127.0.0.1"
-
-    def connect_host(self) -> str:
-        return self.here if self.spread else "127.0.0.1"
-
     def start(self, pool, count: int) -> None:
         self._reap_ended()
         launch_id = uuid.uuid4().hex
-        host, port = pool.address
         env = {
             **os.environ,
             **self.env,
@@ -167,7 +198,7 @@ class MPILauncher:
             *self.python_args,
             wire.__file__,
             "--connect",
-            f"{host}:{port}",
+            ",".join(pool.addresses),
         ]
         proc = subprocess.Popen(
             command,

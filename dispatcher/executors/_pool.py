@@ -60,8 +60,10 @@ import logging
 import os
 import pickle
 import selectors
+import shutil
 import socket
 import sys
+import tempfile
 import threading
 import time
 import weakref
@@ -136,18 +138,32 @@ class Pool:
         self.selector.register(self.wake_r, selectors.EVENT_READ, _WAKE)
         self.output = Forwarder()
         self.token = os.urandom(32) if launcher.connects else None
-        self.listener: socket.socket | None = None
+        self.listeners: list[socket.socket] = []
+        self.addresses: list[str] = []  # where workers that connect back reach the pool
+        self.folder: str | None = None
         if launcher.connects:
-            self.listener = socket.create_server((launcher.bind_host(), 0), backlog=128)
-            self.listener.setblocking(False)
-            self.selector.register(self.listener, selectors.EVENT_READ, _LISTEN)
+            self._listen(launcher)
         self.thread = threading.Thread(target=self._main, name="dispatcher-pool", daemon=True)
         self.thread.start()
 
-    @property
-    def address(self) -> tuple[str, int]:
-        """Where workers that connect back reach this pool."""
-        return self.launcher.connect_host(), self.listener.getsockname()[1]
+    def _listen(self, launcher) -> None:
+        """Listen for workers that connect back: on a Unix socket for those on this
+        host (it can pass the descriptors of shared-memory buffers), and over TCP
+        when the launcher may place workers on other hosts."""
+        self.folder = tempfile.mkdtemp(prefix="dispatcher-pool-")
+        path = os.path.join(self.folder, "pool")
+        local = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        local.bind(path)
+        local.listen(128)
+        self.listeners.append(local)
+        self.addresses.append(f"unix:{path}")
+        if launcher.spread:
+            remote = socket.create_server(("", 0), backlog=128)
+            self.listeners.append(remote)
+            self.addresses.append(f"tcp:{socket.gethostname()}:{remote.getsockname()[1]}")
+        for listener in self.listeners:
+            listener.setblocking(False)
+            self.selector.register(listener, selectors.EVENT_READ, _LISTEN)
 
     # -- called from other threads --------------------------------------------------
     def submit(self, job: Job) -> None:
@@ -211,7 +227,7 @@ class Pool:
                     if key.data is _WAKE:
                         self._drain_wake()
                     elif key.data is _LISTEN:
-                        self._accept()
+                        self._accept(key.fileobj)
                     elif key.fileobj in self.workers:  # not forgotten earlier in this loop
                         self._readable(key.data)
                 if self.deadlines:
@@ -297,10 +313,10 @@ class Pool:
         with contextlib.suppress(OSError):  # if it died at once, its end of file says how
             wire.send(worker.sock, ("init", path, self.init))
 
-    def _accept(self) -> None:
+    def _accept(self, listener: socket.socket) -> None:
         while True:
             try:
-                conn, _ = self.listener.accept()
+                conn, _ = listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
@@ -560,8 +576,10 @@ class Pool:
         if self.wake_w.fileno() < 0:
             return
         self.launcher.close()
-        if self.listener is not None:
-            self.listener.close()
+        for listener in self.listeners:
+            listener.close()
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
         self.selector.close()
         self.wake_r.close()
         self.wake_w.close()

@@ -134,10 +134,11 @@ def send_payload(sock: socket.socket, payload: bytes, buffers: list) -> None:
         sock.sendall(head + payload)
         return
     fds: list[int] = []
+    can_share = _SHARED and sock.family == socket.AF_UNIX
     try:
         kinds = []
         for buf in buffers:
-            shared = _SHARED and buf.nbytes >= SHARED_MIN and len(fds) < _MAX_FDS
+            shared = can_share and buf.nbytes >= SHARED_MIN and len(fds) < _MAX_FDS
             if shared:
                 fds.append(_shared_file(buf))
             kinds.append(shared)
@@ -304,10 +305,12 @@ def recv_exact(sock: socket.socket, size: int) -> bytearray:
     return _recv_exact(sock, size)
 
 
-def _connect(address: str) -> tuple[socket.socket, int | None]:
-    """Connect back to the pool at ``address`` (host:port) and say who this worker
-    is: the pool's token (from ``DISPATCHER_WORKER_TOKEN``), then its pid, host,
-    MPI rank (an MPI job's ranks start MPI first, so nodes can use it) and launch."""
+def _connect(addresses: str) -> tuple[socket.socket, int | None]:
+    """Connect back to the pool at the first of ``addresses`` (``unix:PATH`` while
+    that path is here, ``tcp:HOST:PORT``, separated by commas) that answers, and
+    say who this worker is: the pool's token (from ``DISPATCHER_WORKER_TOKEN``),
+    then its pid, host, MPI rank (an MPI job's ranks start MPI first, so nodes can
+    use it) and launch."""
     token = bytes.fromhex(os.environ.pop("DISPATCHER_WORKER_TOKEN"))
     launch = os.environ.pop("DISPATCHER_WORKER_LAUNCH", "")
     rank = None
@@ -315,8 +318,26 @@ def _connect(address: str) -> tuple[socket.socket, int | None]:
         from mpi4py import MPI
 
         rank = MPI.COMM_WORLD.Get_rank()
-    host, _, port = address.rpartition(":")
-    sock = socket.create_connection((host, int(port)))
+    sock = None
+    for address in addresses.split(","):
+        kind, _, where = address.partition(":")
+        try:
+            if kind == "unix":
+                candidate = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                try:
+                    candidate.connect(where)
+                except OSError:
+                    candidate.close()
+                    raise
+                sock = candidate
+            else:
+                host, _, port = where.rpartition(":")
+                sock = socket.create_connection((host, int(port)))
+            break
+        except OSError:
+            continue
+    if sock is None:
+        raise ConnectionError(f"cannot reach the worker pool at {addresses}")
     sock.sendall(token)
     send(sock, ("hello", os.getpid(), socket.gethostname(), rank, launch))
     return sock, rank

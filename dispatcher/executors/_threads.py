@@ -43,7 +43,7 @@ class SlotPool(cf.Executor):
         self._queue: collections.deque = collections.deque()  # (future, fn, args, kwargs)
         self._running = 0  # calls holding a slot
         self._idle = 0  # threads waiting for work
-        self._waking = 0  # idle threads notified and not yet awake
+        self._granted = 0  # slots granted to idle threads that have not woken yet
         self._wake = threading.Condition(self._lock)
         self._threads: list[threading.Thread] = []
         self._shutdown = False
@@ -58,23 +58,23 @@ class SlotPool(cf.Executor):
         return future
 
     def _start_next(self) -> None:
-        """With the lock held: if a call waits and a slot is free, wake an idle
-        thread for it, or start a thread that holds that slot from its start."""
+        """With the lock held: if a call waits and a slot is free, grant the slot to
+        an idle thread (one not granted one already), or to a new thread."""
         if self._running >= self.max_workers or not self._queue:
             return
-        if self._idle > self._waking:
-            self._waking += 1
+        self._running += 1
+        if self._idle > self._granted:
+            self._granted += 1
             self._wake.notify()
             return
-        self._running += 1
         thread = threading.Thread(target=self._work, name=f"{self.prefix}-{len(self._threads)}", daemon=True)
         self._threads.append(thread)
         thread.start()
 
     def _work(self) -> None:
-        """A thread's loop. It starts holding a slot; between calls it keeps the slot
-        while calls wait and the pool is not over its limit, else gives it back and
-        waits until a slot is free for a waiting call (or the pool shuts down)."""
+        """A thread's loop. It holds a slot from its start; between calls it keeps
+        the slot while calls wait and the pool is not over its limit, else gives it
+        back and waits, idle, until a slot is granted to it (or the pool shuts down)."""
         _here.pool = self
         lock = self._lock
         lock.acquire()
@@ -82,14 +82,16 @@ class SlotPool(cf.Executor):
             while True:
                 if not self._queue or self._running > self.max_workers:
                     self._running -= 1
-                    while not (self._queue and self._running < self.max_workers):
+                    while True:
                         if self._shutdown and not self._queue:
                             return
                         self._idle += 1
                         self._wake.wait()
                         self._idle -= 1
-                        self._waking = max(0, self._waking - 1)
-                    self._running += 1
+                        if self._granted:
+                            self._granted -= 1
+                            break
+                    continue
                 future, fn, args, kwargs = self._queue.popleft()
                 lock.release()
                 try:

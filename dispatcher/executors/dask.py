@@ -41,10 +41,13 @@ cancelled; dask cannot stop a function already running in a worker thread, so
 that call runs on in the background. A call that cannot be pickled fails its node
 with the same message as :class:`~dispatcher.ProcessExecutor`'s.
 
-The embedded ``LocalCluster`` keeps its workers quiet (``silence_logs=ERROR``:
+The embedded ``LocalCluster`` keeps its workers quiet (``silence_logs=CRITICAL``:
 the library reports node failures itself, dask's "Compute Failed" blocks would
 repeat them) and takes a free port for its dashboard (``dashboard_address=":0"``);
-``cluster_options`` override both.
+``cluster_options`` override both. Its scheduler never reruns a task whose worker
+died (``allowed_failures=0``): the executor's retries do, so each attempt costs
+at most one worker. On a cluster of your own, dask may already have started such
+a task again on another worker when the executor cancels it.
 
 Nodes keep their values on the cluster: ``node.fetch()`` of an intermediate node
 gathers it then, while the executor is open (``release=True`` lets dask free
@@ -56,10 +59,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import pickle
 import re
 import sys
 import threading
 import traceback
+import types
 import uuid
 from concurrent.futures import CancelledError
 from typing import Any
@@ -69,7 +74,8 @@ import cloudpickle
 from ..checks import nout_error
 from ..coroutines import finish
 from ..results import DispatcherError, ExecutorError, WorkerLostError, format_exception, is_worker_lost
-from ._serialize import unpicklable_error
+from ._procworker import failure, pickle_dumps
+from ._serialize import decode_outcome, unpicklable_error
 from .base import Executor
 
 __all__ = ["DaskExecutor"]
@@ -95,23 +101,38 @@ def _key_prefix(label: str) -> str:
 
 class NodeExit(Exception):
     """Carries an exception that is not an ``Exception`` (``SystemExit``...) out of
-    a dask worker, which would otherwise shut down; the client unwraps it."""
+    a dask worker, which would otherwise shut down, as the bytes of its outcome
+    (:func:`~dispatcher.executors._procworker.failure`); the client unwraps it."""
 
 
 def _call_node(func, nout, label, args, kwargs, *after):
     """A node's call on a dask worker, run once the ``after`` values exist (graph
-    edges that pass no value); see the module docstring."""
+    edges that pass no value); see the module docstring. ``func`` may come as the
+    bytes :func:`_by_value` made of it."""
+    if type(func) is bytes:
+        func = pickle.loads(func)
     try:
         value = finish(func(*args, **kwargs))
     except Exception:
         raise
-    except BaseException as exc:
-        raise NodeExit(exc) from None
+    except BaseException as exc:  # it travels in our own encoding: dask's loses SystemExit.code
+        raise NodeExit(pickle_dumps(failure(exc))) from None
     if nout is not None:
         error = nout_error(label, nout, value)
         if error is not None:
             raise error
     return value
+
+
+def _by_value(func):
+    """``func`` as bytes if dask would pickle it by value (it comes from ``__main__``
+    or is local to another function), pickled with the file name of its code kept,
+    so that a traceback from a worker names the real file and line (see
+    :class:`~dispatcher.executors._procworker.Pickler`); bytes, because the
+    scheduler unpickles a graph and pickles each task again for its worker."""
+    if isinstance(func, types.FunctionType) and (func.__module__ == "__main__" or "<" in func.__qualname__):
+        return pickle_dumps(func)
+    return func
 
 
 def _frozensets(value: Any, parse) -> Any:
@@ -228,7 +249,12 @@ class DaskExecutor(Executor):
                 "imports the main script: put the code that runs the graph under "
                 "'if __name__ == \"__main__\":', as dask requires for a LocalCluster"
             )
-        options = {"silence_logs": logging.ERROR, "dashboard_address": ":0", **self.cluster_options}
+        options = {
+            "silence_logs": logging.CRITICAL,
+            "dashboard_address": ":0",
+            **self.cluster_options,
+            "scheduler_kwargs": {"allowed_failures": 0, **self.cluster_options.get("scheduler_kwargs", {})},
+        }
         try:
             self.cluster = distributed.LocalCluster(**options)
             self.client = distributed.Client(self.cluster, set_as_default=False)
@@ -276,7 +302,7 @@ class DaskExecutor(Executor):
 
     def _shutdown(self) -> None:
         client, cluster = self.client, self.cluster
-        if not self._owns_client and client is not None:
+        if client is not None:
             self._unfollow_events()
         if self._owns_client and client is not None:
             self.client = None
@@ -298,7 +324,7 @@ class DaskExecutor(Executor):
         spec = Task(
             key,
             _call_node,
-            task.func,
+            _by_value(task.func),
             task.node.nout,
             task.node.label,
             parse_input(list(args)),
@@ -378,7 +404,7 @@ class DaskExecutor(Executor):
             return
         tb = "".join(traceback.format_exception(type(exc), exc, state.traceback))
         if isinstance(exc, NodeExit) and exc.args:
-            exc = exc.args[0]
+            _, (exc, tb) = decode_outcome(*pickle.loads(exc.args[0]))
         elif type(exc).__name__ == "KilledWorker":
             lost = WorkerLostError(f"node {task.node.label!r} was lost with its dask workers: {exc}")
             lost.__cause__ = exc

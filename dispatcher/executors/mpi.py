@@ -77,7 +77,7 @@ from ._batching import (
     learn,
     take_batch,
 )
-from ._mpilaunch import START_TIMEOUT, MPILauncher, import_mpi
+from ._mpilaunch import START_TIMEOUT, MPILauncher, import_mpi, in_mpi_job, require_mpi4py
 from ._pool import PoolHandle
 from ._procworker import pickle_dumps
 from ._serialize import decode_outcome, dumps_initializer, unpicklable_error
@@ -148,13 +148,12 @@ class MPIExecutor(Executor):
     ):
         super().__init__(**_base_options(options))
         check_worker_options(max_workers, batch_size, initializer)
-        MPI = import_mpi()
         init = dumps_initializer(initializer, initargs)
         self.batch_size = batch_size
         self.slurm = slurm_allocation()
-        world = MPI.COMM_WORLD if comm is None else comm
-        self.spawns = comm is None and world.Get_size() == 1
+        self.spawns = comm is None and not in_mpi_job()
         if self.spawns:
+            require_mpi4py()  # the ranks import it; this process does not start MPI
             self.max_workers = max_workers or _default_workers(self.slurm)
             self.default_retry_on = (is_worker_lost,)
             launch, path = _launch_options(options, self.slurm)
@@ -164,6 +163,7 @@ class MPIExecutor(Executor):
             if self.slurm is not None:
                 logger.info("%s; MPIExecutor spawns %d worker ranks", self.slurm.describe(), self.max_workers)
         else:
+            world = import_mpi().COMM_WORLD if comm is None else comm
             if world.Get_size() < 2:
                 raise ValueError("MPIExecutor needs at least 2 ranks in comm: a driver and a worker")
             if not 0 <= root < world.Get_size():
