@@ -39,10 +39,10 @@ def check_retries(retries: Any, where: str = "retries") -> int:
     return int(retries)
 
 
-def check_nout(nout: Any) -> int:
+def check_nout(nout: Any, where: str = "nout") -> int:
     """``nout``: the number of values a node's function returns, a non-negative int."""
     if isinstance(nout, bool) or not isinstance(nout, numbers.Integral) or nout < 0:
-        raise ValueError(f"nout must be a non-negative int, got {type(nout).__name__}: {nout!r:.80}")
+        raise ValueError(f"{where} must be a non-negative int, got {type(nout).__name__}: {nout!r:.80}")
     return int(nout)
 
 

@@ -581,27 +581,29 @@ def op(
     >>> dp.execute([q, r])
     [3, 2]
     """
-    if nout is not None:
-        nout = check_nout(nout)
-    if retries is not None:
-        retries = check_retries(retries)
-    timeout = check_timeout(timeout)
-    if retry_on is not None:
-        retry_on = retry_predicates(retry_on)
-    options = {
-        "label": label,
-        "nout": nout,
-        "retries": retries,
-        "retry_on": retry_on,
-        "timeout": timeout,
-    }
-    options = {k: v for k, v in options.items() if v is not None}
 
     def wrap(f: Callable) -> OpFunction:
         if isinstance(f, OpFunction):
             f = f.func
         if not callable(f):
             raise TypeError(f"op needs a callable, got {type(f).__name__}: {f!r:.80}")
-        return OpFunction(f, options)
+        return OpFunction(f, _op_options(label or getattr(f, "__name__", repr(f)), options))
 
+    options = {"label": label, "nout": nout, "retries": retries, "retry_on": retry_on, "timeout": timeout}
     return wrap if func is None else wrap(func)
+
+
+def _op_options(name: str, options: dict) -> dict:
+    """The options given to ``op`` for the function ``name``, checked, without the
+    ones left out."""
+    where = f"of op {name!r}"
+    options = {k: v for k, v in options.items() if v is not None}
+    if "nout" in options:
+        options["nout"] = check_nout(options["nout"], f"nout {where}")
+    if "retries" in options:
+        options["retries"] = check_retries(options["retries"], f"retries {where}")
+    if "timeout" in options:
+        options["timeout"] = check_timeout(options["timeout"], f"timeout {where}")
+    if "retry_on" in options:
+        options["retry_on"] = retry_predicates(options["retry_on"], f"retry_on {where}")
+    return options

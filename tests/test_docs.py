@@ -3,6 +3,7 @@ with warnings as errors, and the API reference names every public name."""
 
 from __future__ import annotations
 
+import configparser
 import os
 import pathlib
 import re
@@ -103,3 +104,18 @@ def test_the_site_builds_without_warnings(tmp_path):
     for name in dp.__all__:
         assert f'id="dispatcher.{name}"' in api, name
     assert (tmp_path / "benchmarks.png").exists() or (tmp_path / "_images" / "benchmarks.png").exists()
+
+
+def test_install_hints_name_the_distribution():
+    """PyPI's `dispatcher` is another project: every hint names `dispatcher-graph`."""
+    setup = configparser.ConfigParser()
+    setup.read(ROOT / "setup.cfg")
+    assert setup["metadata"]["name"] == "dispatcher-graph"
+    texts = [ROOT / "README.md", *(ROOT / "docs").glob("*.md"), *(ROOT / "dispatcher").rglob("*.py")]
+    hints = []
+    for path in texts:
+        for line in path.read_text().splitlines():
+            hints += re.findall(r"pip install '?([\w.-]+)\[", line)
+    assert hints, "no install hint found"
+    assert set(hints) <= {"dispatcher-graph", "."}, sorted(set(hints))
+    assert "dispatcher-graph" in hints

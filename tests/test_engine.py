@@ -115,6 +115,17 @@ def test_failed_input_propagates_and_unrun_input_is_refused(executor):
         dp.run(executor, [dp.Op(inc, fresh)], [fresh])
 
 
+def test_nodes_inside_every_container_are_dependencies(executor):
+    # lists, tuples, dicts, sets and frozensets: the contract looks inside each
+    a, b = dp.Op(inc, 1), dp.Op(inc, 2)
+
+    def unpack(items, pair, mapping, chosen, frozen):
+        return items, pair, mapping, sorted(chosen), sorted(frozen)
+
+    node = dp.Op(unpack, [a, [b]], (a, b), {"k": b}, {a, b}, frozenset([a, b]))
+    assert dp.execute(node, executor) == ([2, [3]], (2, 3), {"k": 3}, [2, 3], [2, 3])
+
+
 def test_bad_arguments_are_refused(executor):
     with pytest.raises(TypeError, match="outputs must be nodes"):
         dp.run(executor, [3])
@@ -538,6 +549,27 @@ def test_release_frees_intermediates_but_keeps_outputs(local_executor):
     refs.clear()
     assert dp.run(executor, [c])[0].value is False  # kept by default
     assert isinstance(a.fetch(), Big)
+
+
+def test_release_frees_values_without_a_garbage_collection(local_executor):
+    # a reference cycle (a future holding its task in its callbacks) would keep each
+    # released value alive until a collection: peak memory would not fall
+    refs = []
+
+    def make(i):
+        value = Big()
+        refs.append(weakref.ref(value))
+        return value
+
+    def alive(*_):
+        return sum(ref() is not None for ref in refs)
+
+    uses = [dp.Op(lambda v: 1, dp.Op(make, i)) for i in range(20)]
+    gc.disable()
+    try:
+        assert dp.run(local_executor, [dp.Op(alive, *uses)], release=True)[0].value == 0
+    finally:
+        gc.enable()
 
 
 def test_release_in_state_counts_every_dependent():

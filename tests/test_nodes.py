@@ -132,23 +132,30 @@ def test_op_decorator_validates_options():
     "option, value, message",
     [
         ("timeout", "10s", "must be a positive number of seconds (an int or a float), got str: '10s'"),
-        ("timeout", True, "timeout must be a positive number of seconds (an int or a float), got bool"),
-        ("timeout", float("inf"), "timeout must be a positive number of seconds"),
-        ("retries", "3", "retries must be a non-negative int, got str: '3'"),
-        ("retries", 2.5, "retries must be a non-negative int, got float: 2.5"),
-        ("nout", "2", "nout must be a non-negative int, got str: '2'"),
-        ("retry_on", 5, "retry_on takes a predicate (exception -> bool), an exception class, or a list"),
-        ("retry_on", ["x"], "retry_on takes predicates (exception -> bool) or exception classes, got str"),
+        ("timeout", True, "must be a positive number of seconds (an int or a float), got bool"),
+        ("timeout", float("inf"), "must be a positive number of seconds"),
+        ("retries", "3", "must be a non-negative int, got str: '3'"),
+        ("retries", 2.5, "must be a non-negative int, got float: 2.5"),
+        ("nout", "2", "must be a non-negative int, got str: '2'"),
+        ("retry_on", 5, "takes a predicate (exception -> bool), an exception class, or a list"),
+        ("retry_on", ["x"], "takes predicates (exception -> bool) or exception classes, got str"),
     ],
 )
 def test_a_wrong_option_is_refused_where_it_is_given_naming_it(option, value, message):
     with pytest.raises((TypeError, ValueError)) as info:
         dp.op(add, **{option: value})
-    assert message in str(info.value)
+    assert f"{option} of op 'add' {message}" in str(info.value)
+    with pytest.raises((TypeError, ValueError)) as info:
+
+        @dp.op(label="fit", **{option: value})
+        def fit():
+            pass
+
+    assert f"{option} of op 'fit' {message}" in str(info.value)
     if option in ("timeout", "retries", "retry_on"):  # executors take them too, with the same checks
         with pytest.raises((TypeError, ValueError)) as info:
             dp.ThreadExecutor(**{option: value})
-        assert message in str(info.value)
+        assert str(info.value).startswith(f"{option} {message}")
 
 
 def test_an_option_set_by_hand_on_a_node_is_checked_when_it_runs():

@@ -517,3 +517,30 @@ def test_pool_executor_sends_cloudpickled_calls_to_a_process_pool():
         assert isinstance(info.value.error, ZeroDivisionError)
     with cf.ThreadPoolExecutor(2) as threads:
         assert not dp.PoolExecutor(threads).cloudpickle
+
+
+class NeedsTwo(Exception):
+    """Pickles, but cannot be rebuilt: unpickling calls NeedsTwo(message)."""
+
+    def __init__(self, a, b):
+        super().__init__(f"needs {a} and {b}")
+
+
+def raise_needs_two():
+    raise NeedsTwo(1, 2)
+
+
+@pytest.mark.parametrize("pool_kind", ["ProcessExecutor", "ProcessPoolExecutor"])
+def test_exception_that_cannot_be_rebuilt_is_a_remote_error(pool_kind):
+    # the same RemoteError on both, never the TypeError of unpickling it
+    pool = cf.ProcessPoolExecutor(1) if pool_kind == "ProcessPoolExecutor" else None
+    ex = dp.PoolExecutor(pool) if pool else dp.ProcessExecutor(1)
+    try:
+        (result,) = dp.run(ex, [dp.Op(raise_needs_two)], throw_error=False)
+    finally:
+        ex.close()
+        if pool:
+            pool.shutdown()
+    assert isinstance(result.error.error, dp.RemoteError), repr(result.error.error)
+    assert "NeedsTwo" in result.error.error.type_name
+    assert "needs 1 and 2" in str(result.error)
