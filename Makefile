@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint docs bench bench-quick bench-detail clean
+.PHONY: install test test-all lint docs bench bench-quick bench-detail clean
 
 install: $(STAMP)
 
@@ -17,6 +17,10 @@ $(STAMP): setup.cfg setup.py pyproject.toml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# the slow cases that `make test` leaves out (marked `slow`): the 400-run leak checks
+test-all: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
 
 # the HTML site in docs/_build/html; a warning fails the build
 docs: $(STAMP)

@@ -71,7 +71,6 @@ def _state(
             raise TypeError(f"callbacks must be dispatcher.Callback objects, got {type(cb).__name__}")
     if progress:
         callbacks.append(ProgressBar())
-    executor._open()
     options = dict(
         input_map=input_map,
         throw_error=throw_error,
@@ -87,8 +86,11 @@ def _state(
         track_deadlines=not executor.enforces_timeouts,
     )
     if executor.pipelines:
-        return PipelinedRunState(outputs, inputs, owner=executor, **options)
-    return RunState(outputs, inputs, **options)
+        state = PipelinedRunState(outputs, inputs, owner=executor, **options)
+    else:
+        state = RunState(outputs, inputs, **options)
+    executor._open()  # after the graph is checked: a mistake in it starts no workers
+    return state
 
 
 def run(

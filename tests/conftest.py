@@ -19,6 +19,7 @@ import time
 import pytest
 
 import dispatcher as dp
+from dispatcher.executors import _mpisuper
 
 EXECUTOR_NAMES = ["serial", "async", "threads", "pool", "process", "dask", "mpi"]
 LOCAL_EXECUTOR_NAMES = ["serial", "async", "threads", "pool"]  # share this process's memory
@@ -146,6 +147,16 @@ def dask_client():
         )
         _dask_client = Client(cluster, set_as_default=False)
     return _dask_client
+
+
+@pytest.fixture(autouse=True)
+def _no_shared_memory_left():
+    """MPI jobs the tests start and kill as a user would (under ``mpiexec``, where
+    the library does not own the job) leave MPICH's shared-memory files in
+    /dev/shm; remove them, as the supervisor of the library's own jobs does."""
+    before = _mpisuper.shared_files()
+    yield
+    _mpisuper.remove_left_files(before)
 
 
 @pytest.fixture(scope="session", autouse=True)

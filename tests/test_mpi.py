@@ -16,22 +16,13 @@ import time
 
 import pytest
 
-from dispatcher.executors import _mpisuper, _slurm
+from dispatcher.executors import _slurm
 from dispatcher.executors.mpi import _default_workers
 
 from .conftest import BIN, alive, run_script, script_env, wait_gone
 
 MPIEXEC = os.path.join(BIN, "mpiexec")
 LIMIT = 120  # seconds any one MPI job may take
-
-
-@pytest.fixture(autouse=True)
-def _no_shared_memory_left():
-    """Jobs these tests start and kill (as a user would) leave MPICH's shared-memory
-    files; remove them, as the supervisor of the library's own jobs does."""
-    before = _mpisuper.shared_files()
-    yield
-    _mpisuper.remove_left_files(before)
 
 
 def _command(how: str, n: int) -> list[str]:

@@ -237,7 +237,7 @@ class MPILauncher:
                 yield why, missing
             elif now > launch.deadline:
                 launch.count = launch.arrived
-                self._end(launch)
+                self._end(launch, at_once=True)
                 yield f"{missing} worker ranks did not start in {START_TIMEOUT} s", missing
 
     def kill(self, worker) -> None:
@@ -258,6 +258,9 @@ class MPILauncher:
         return "its connection to the driver closed"
 
     def stop(self, workers: list, grace: float) -> None:
+        for launch in self.launches.values():
+            if launch.arrived < launch.count:  # still starting: nothing to finish
+                self._end(launch, at_once=True)
         deadline = time.monotonic() + grace
         for launch in self.launches.values():
             try:
@@ -277,10 +280,11 @@ class MPILauncher:
             with contextlib.suppress(OSError):
                 os.close(fd)
 
-    def _end(self, launch: _Launch) -> None:
-        """Ask a launch's supervisor to end its job (it kills what does not stop)."""
+    def _end(self, launch: _Launch, at_once: bool = False) -> None:
+        """Ask a launch's supervisor to end its job: with SIGTERM passed on to
+        ``mpiexec`` (it kills what does not stop), or ``at_once``."""
         with contextlib.suppress(OSError):
-            launch.proc.terminate()
+            launch.proc.send_signal(signal.SIGUSR1 if at_once else signal.SIGTERM)
 
     def _reap_ended(self) -> None:
         for launch_id, launch in list(self.launches.items()):

@@ -16,7 +16,10 @@ but the standard library) starts ``mpiexec`` and stays with it:
   MPICH removes them only in ``MPI_Finalize``, which ranks that are killed, or
   that leave without it (a job with a dead rank cannot finalize), never reach.
 * SIGTERM, SIGINT and SIGHUP are passed on to ``mpiexec``; one that is still
-  running :data:`GRACE` seconds later is killed with its session.
+  running :data:`GRACE` seconds later is killed with its session. SIGUSR1 kills
+  the session at once, quietly: the driver sends it for a job whose ranks have not
+  all started (an executor closed during its start-up), which has no work to lose
+  and would only print ``mpiexec``'s complaints while it waits.
 
 It exits with ``mpiexec``'s exit code.
 """
@@ -91,6 +94,7 @@ def main(argv: list[str]) -> int:
     before = shared_files()
     job = subprocess.Popen(command, stdin=subprocess.DEVNULL)
     ending = threading.Event()
+    at_once = threading.Event()
 
     def end(signum=signal.SIGTERM, frame=None) -> None:
         if job.poll() is None:
@@ -98,8 +102,12 @@ def main(argv: list[str]) -> int:
                 job.send_signal(signum)
         ending.set()
 
+    def end_at_once(signum=None, frame=None) -> None:
+        at_once.set()
+
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, end)
+    signal.signal(signal.SIGUSR1, end_at_once)
 
     def watch_driver() -> None:
         with contextlib.suppress(OSError):
@@ -114,6 +122,9 @@ def main(argv: list[str]) -> int:
             code = job.wait(timeout=0.2)
             break
         except subprocess.TimeoutExpired:
+            if at_once.is_set():
+                _kill_session()
+                continue
             if not ending.is_set():
                 continue
             if ending_since is None:

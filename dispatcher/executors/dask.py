@@ -90,7 +90,9 @@ def _distributed():
     try:
         import distributed
     except ImportError as exc:  # pragma: no cover - the test environment has it
-        raise ExecutorError("DaskExecutor needs dask.distributed: pip install 'dispatcher-graph[dask]'") from exc
+        raise ExecutorError(
+            "DaskExecutor needs dask.distributed: pip install 'dispatcher-graph[dask]'"
+        ) from exc
     return distributed
 
 
