@@ -789,20 +789,6 @@ class PipelinedRunState(RunState):
                     if kid in self.values or kid in self.parked:
                         stack.append(kid)
 
-    def _node_options_ok(self, node, exc, attempt) -> bool:
-        """Check ``retries`` and ``retry_on`` set by hand on ``node``; a wrong one
-        fails the node with an error naming it (the node's own error as its context)."""
-        try:
-            if node.retries is not None:
-                node.retries = check_retries(node.retries, f"the retries of node {node.label!r}")
-            if node.retry_on is not None:
-                node.retry_on = retry_predicates(node.retry_on, f"the retry_on of node {node.label!r}")
-        except (TypeError, ValueError) as bad:
-            bad.__context__ = exc
-            self._finish_error(node, DependencyError(bad, format_exception(bad), node, attempt))
-            return False
-        return True
-
     def _retry(self, node, exc, attempt, retries) -> None:
         self._withdraw(node)
         self.backing_off.add(node)

@@ -100,6 +100,20 @@ def script_env(extra: dict | None = None) -> dict:
     return env
 
 
+def start_script(args: list, cwd, env: dict | None = None) -> subprocess.Popen:
+    """Start ``args`` in ``cwd`` in a session of its own (so that a test can kill
+    all it started with ``os.killpg``), its output read as text through pipes."""
+    return subprocess.Popen(
+        args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=cwd,
+        env=script_env(env),
+        start_new_session=True,
+    )
+
+
 def run_script(
     tmp_path, code: str, *, command: list | None = None, env: dict | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess:
@@ -111,15 +125,7 @@ def run_script(
     script = tmp_path / "script.py"
     script.write_text(textwrap.dedent(code))
     start = time.monotonic()
-    proc = subprocess.Popen(
-        [*(command or [sys.executable]), str(script)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=tmp_path,
-        env=script_env(env),
-        start_new_session=True,
-    )
+    proc = start_script([*(command or [sys.executable]), str(script)], tmp_path, env)
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 import textwrap
 import time
@@ -17,7 +16,7 @@ import pytest
 
 from dispatcher.executors import _mpisuper
 
-from .conftest import BIN, alive, run_script, script_env, wait_gone
+from .conftest import BIN, alive, run_script, start_script, wait_gone
 
 MPIEXEC = os.path.join(BIN, "mpiexec")
 
@@ -135,15 +134,7 @@ def test_a_world_rank_sent_sigterm_says_which_node_it_was_running(tmp_path):
         dp.execute(dp.Op(sleepy, "running.pid"), ex)
         """
     (tmp_path / "script.py").write_text(textwrap.dedent(code))
-    job = subprocess.Popen(
-        [MPIEXEC, "-n", "3", sys.executable, "-m", "mpi4py.futures", "script.py"],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=script_env(),
-        start_new_session=True,
-    )
+    job = start_script([MPIEXEC, "-n", "3", sys.executable, "-m", "mpi4py.futures", "script.py"], tmp_path)
     try:
         marker = tmp_path / "running.pid"
         end = time.monotonic() + 60
@@ -480,15 +471,7 @@ def test_a_spawned_mpi_job_ended_by_a_signal_leaves_no_shared_memory(tmp_path, s
             """
         )
     )
-    proc = subprocess.Popen(
-        [sys.executable, "script.py"],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=script_env(),
-        start_new_session=True,
-    )
+    proc = start_script([sys.executable, "script.py"], tmp_path)
     try:
         pids = [int(p) for p in proc.stdout.readline().split()]
         assert len(pids) == 2 and all(alive(p) for p in pids)

@@ -19,7 +19,7 @@ import pytest
 from dispatcher.executors import _slurm
 from dispatcher.executors.mpi import _default_workers
 
-from .conftest import BIN, alive, run_script, script_env, wait_gone
+from .conftest import BIN, alive, run_script, script_env, start_script, wait_gone
 
 MPIEXEC = os.path.join(BIN, "mpiexec")
 LIMIT = 120  # seconds any one MPI job may take
@@ -261,14 +261,7 @@ def test_ctrl_c_under_mpiexec_ends_every_rank(tmp_path):
             """
         )
     )
-    proc = subprocess.Popen(
-        [*_command("world", 3), str(script)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=script_env(),
-        start_new_session=True,
-    )
+    proc = start_script([*_command("world", 3), str(script)], None)
     try:
         pids = [int(p) for p in proc.stdout.readline().split()]
         assert len(pids) == 3 and all(alive(p) for p in pids)

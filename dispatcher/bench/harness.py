@@ -530,9 +530,9 @@ def machine() -> dict:
     with contextlib.suppress(OSError, ValueError):
         memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     versions = {
-        name: _version(name)
-        for name in ("dispatcher", "cloudpickle", "numpy", "dask", "distributed", "mpi4py", "mpich")
+        name: _version(name) for name in ("cloudpickle", "numpy", "dask", "distributed", "mpi4py", "mpich")
     }
+    versions["dispatcher"] = dp.__version__  # of the package imported, whatever its distribution's name
     versions["python"] = platform.python_version()
     return {
         "platform": f"{platform.system()} {platform.machine()}",
