@@ -38,8 +38,8 @@ import sys
 import time
 
 import dispatcher as dp
-from dispatcher.bench.harness import sample
 from dispatcher.bench.report import write_json
+from dispatcher.bench.timing import sample
 
 
 def noop(*args):

@@ -35,8 +35,8 @@ import numpy as np
 from distributed import Client, LocalCluster
 
 import dispatcher as dp
-from dispatcher.bench.harness import seconds
 from dispatcher.bench.report import write_json
+from dispatcher.bench.timing import seconds
 
 
 def noop(*args):

@@ -113,7 +113,7 @@ def facts(d) -> dict:
 PAGE = """# Benchmarks: which executor, for my graph, on my machine?
 
 `make bench` (or `python -m dispatcher.bench`) answers it for your machine: it
-runs the graph shapes of `benchmarks/suites.py`, each at three sizes, on every
+runs the graph shapes of `dispatcher/bench/suites.py`, each at three sizes, on every
 executor of the library that can start there and on the alternatives, side by
 side in one process, and writes a table, `bench-results/results.json`,
 `results.md` and the plot below. `--quick` takes under a minute; `--suites`,

@@ -34,8 +34,8 @@ import statistics
 import sys
 
 import dispatcher as dp
-from dispatcher.bench.harness import alternate, calibrate, seconds, spin
 from dispatcher.bench.report import write_json
+from dispatcher.bench.timing import alternate, calibrate, seconds, spin
 
 
 def noop(*args):

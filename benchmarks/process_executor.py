@@ -38,8 +38,8 @@ import time
 import numpy as np
 
 import dispatcher as dp
-from dispatcher.bench.harness import calibrate, median_time, seconds, spin
 from dispatcher.bench.report import write_json
+from dispatcher.bench.timing import calibrate, median_time, seconds, spin
 from dispatcher.executors.process import cpu_count
 
 

@@ -7,23 +7,25 @@ from __future__ import annotations
 import concurrent.futures as cf
 import json
 import os
+import shutil
 import subprocess
 import sys
+import textwrap
 
 import pytest
 
-from dispatcher.bench import _sizes, harness, report
+from dispatcher.bench import _sizes, contenders, graphs, harness, report, timing
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-suites = harness.load_suites(os.path.join(ROOT, "benchmarks", "suites.py"))
+suites = harness.load_suites()
 SETTINGS = {"loops": 1000, "flavour": "sync"}
 
 
 def test_a_tiny_run_writes_table_json_markdown_and_plot(tmp_path):
-    contenders = "python,serial,async,threads,processes,delayed-sync,futures-threads"
+    names = "python,serial,async,threads,processes,delayed-sync,futures-threads"
     proc = subprocess.run(
         [sys.executable, "-m", "dispatcher.bench", "--quick", "--suites", "wide,arrays,io,cpu",
-         "--executors", contenders, "--sizes", "wide=10,30", "--sizes", "cpu=1", "--out", str(tmp_path)],
+         "--executors", names, "--sizes", "wide=10,30", "--sizes", "cpu=1", "--out", str(tmp_path)],
         capture_output=True, text=True, timeout=300, cwd=tmp_path,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
@@ -31,7 +33,7 @@ def test_a_tiny_run_writes_table_json_markdown_and_plot(tmp_path):
     assert out.startswith("machine: ")
     assert "wide (fan-out of no-op calls, one reduce): 30 nodes" in out
     assert "arrays (10 hops passing a numpy array): 1 MB, 12 nodes" in out
-    for name in contenders.split(","):
+    for name in names.split(","):
         assert f"\n{name} " in out
 
     data = json.loads((tmp_path / "results.json").read_text())
@@ -79,6 +81,38 @@ def test_bad_options_say_what_is_known(tmp_path):
     assert "manual" in proc.stdout and "mpi4py" in proc.stdout
 
 
+def test_the_harness_runs_from_an_installed_package_and_takes_a_suites_file(tmp_path):
+    # a copy of the package alone, as a wheel installs it: no checkout around it
+    site = tmp_path / "site"
+    shutil.copytree(os.path.join(ROOT, "dispatcher"), site / "dispatcher")
+    (tmp_path / "mine.py").write_text(
+        textwrap.dedent(
+            """
+            from dispatcher.bench.suites import Graph, Suite, one, add
+
+            def pair(size, settings):
+                g = Graph()
+                g.outputs = [g.add(add, g.add(one), g.add(one)).index]
+                return g
+
+            SUITES = {"pair": Suite("pair", pair, (3,), (3,), about="two ones summed")}
+            """
+        )
+    )
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    for extra, expected in (([], "wide"), (["--suites-file", str(tmp_path / "mine.py")], "two ones summed")):
+        proc = subprocess.run(
+            [sys.executable, "-m", "dispatcher.bench", "--quick", "--executors", "python,serial",
+             "--out", str(tmp_path / "out"), "--no-plot", "--suites", expected.split()[0]
+             if expected == "wide" else "pair", *extra],
+            capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        assert expected in proc.stdout
+    data = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [row["suite"] for row in data["rows"]] == ["pair", "pair"]
+
+
 def test_sizes_option():
     names = ["wide", "deep"]
     assert _sizes(["wide=1,20"], names) == {"wide": (1, 20)}
@@ -95,25 +129,25 @@ def test_every_way_of_running_a_suite_gives_the_same_values(name):
     suite = suites.SUITES[name]
     size = suite.quick[0]
     graph = suite.build(size, SETTINGS)
-    expected = harness.run_plain(graph)
+    expected = graphs.run_plain(graph)
     import dispatcher as dp
 
-    assert [r.value for r in dp.run(dp.SerialExecutor(), harness.to_ops(graph))] == expected
-    assert list(dask.compute(*harness.to_delayed(graph), scheduler="sync")) == expected
+    assert [r.value for r in dp.run(dp.SerialExecutor(), graphs.to_ops(graph))] == expected
+    assert list(dask.compute(*graphs.to_delayed(graph), scheduler="sync")) == expected
     with cf.ThreadPoolExecutor(2) as pool:
-        assert harness.run_futures(pool, graph) == expected
+        assert graphs.run_futures(pool, graph) == expected
     if suite.async_flavour:
         coros = suite.build(size, {**SETTINGS, "flavour": "async"})
-        assert [r.value for r in dp.run(dp.AsyncExecutor(), harness.to_ops(coros))] == expected
+        assert [r.value for r in dp.run(dp.AsyncExecutor(), graphs.to_ops(coros))] == expected
 
 
 def test_a_contender_that_cannot_start_is_reported_and_the_rest_run(monkeypatch):
-    class Broken(harness.Contender):
+    class Broken(contenders.Contender):
         def start(self, shared):
             raise RuntimeError("no such backend here")
 
-    known = harness._contenders()
-    monkeypatch.setattr(harness, "_contenders", lambda: {**known, "broken": Broken("broken", "never starts")})
+    known = contenders.make_contenders()
+    monkeypatch.setattr(harness, "make_contenders", lambda: {**known, "broken": Broken("broken", "never starts")})
     result = harness.measure(
         suites, ["wide"], ["python", "serial", "broken"], sizes={"wide": (10,)}, repeat=1
     )
@@ -136,7 +170,7 @@ def test_budget_skips_larger_sizes():
 
 
 def test_peak_memory_sees_an_allocation():
-    with harness.PeakMemory() as peak:
+    with timing.PeakMemory() as peak:
         block = bytearray(64 * 2**20)
         block[::4096] = b"x" * len(block[::4096])  # touch every page
         del block
@@ -144,26 +178,26 @@ def test_peak_memory_sees_an_allocation():
 
 
 def test_a_wrong_answer_is_reported_not_timed():
-    class Wrong(harness.Contender):
+    class Wrong(contenders.Contender):
         def run(self, built):
             return [None]
 
     graph = suites.SUITES["wide"].build(10, SETTINGS)
-    row = harness._measure_one(Wrong("wrong", ""), graph, harness.run_plain(graph), 1, True)
+    row = harness._measure_one(Wrong("wrong", ""), graph, graphs.run_plain(graph), 1, True)
     assert row == {"error": "wrong outputs: [None] instead of [9]"}
 
 
 def test_contenders_with_workers_of_their_own_run_as_groups():
-    groups = {name: c.group for name, c in harness._contenders().items()}
+    groups = {name: c.group for name, c in contenders.make_contenders().items()}
     assert groups["dask"] == groups["delayed-distributed"] == "dask"  # one cluster, alive only then
     assert groups["mpi"] == "mpi" and groups["mpi4py"] == "mpi4py"
     assert {g for n, g in groups.items() if n not in ("dask", "delayed-distributed", "mpi", "mpi4py")} == {
         "local"
     }
-    assert set(groups.values()) == set(harness.GROUPS)
+    assert set(groups.values()) == set(contenders.GROUPS)
 
 
-class Counting(harness.Contender):
+class Counting(contenders.Contender):
     def __init__(self, outputs=None, fail_at=None):
         super().__init__("counting", "")
         self.calls = 0
@@ -174,25 +208,25 @@ class Counting(harness.Contender):
         self.calls += 1
         if self.calls == self.fail_at:
             raise RuntimeError("broke on its third run")
-        return harness.run_plain(built) if self.outputs is None else self.outputs
+        return graphs.run_plain(built) if self.outputs is None else self.outputs
 
 
 def test_a_quick_run_times_only_warm_runs():
     graph = suites.SUITES["wide"].build(10, SETTINGS)
     c = Counting()
-    row = harness._measure_one(c, graph, harness.run_plain(graph), 1, True)
+    row = harness._measure_one(c, graph, graphs.run_plain(graph), 1, True)
     assert c.calls == 2 and row["runs"] == 1  # the warm-up is not a sample
 
 
 def test_outputs_must_match_in_number_too():
     graph = suites.SUITES["wide"].build(10, SETTINGS)
-    row = harness._measure_one(Counting(outputs=[]), graph, harness.run_plain(graph), 1, True)
+    row = harness._measure_one(Counting(outputs=[]), graph, graphs.run_plain(graph), 1, True)
     assert row["error"].startswith("wrong outputs: []")
 
 
 def test_a_contender_failing_mid_run_is_reported_and_the_rest_run(monkeypatch):
-    known = harness._contenders()
-    monkeypatch.setattr(harness, "_contenders", lambda: {**known, "counting": Counting(fail_at=3)})
+    known = contenders.make_contenders()
+    monkeypatch.setattr(harness, "make_contenders", lambda: {**known, "counting": Counting(fail_at=3)})
     result = harness.measure(
         suites, ["wide"], ["python", "counting", "serial"], sizes={"wide": (10,)}, repeat=3
     )
@@ -206,9 +240,9 @@ def test_a_contender_failing_mid_run_is_reported_and_the_rest_run(monkeypatch):
 
 def test_plain_python_drops_each_value_after_its_last_use():
     graph = suites.SUITES["deep"].build(4, SETTINGS)
-    assert harness._last_uses(graph) == [[], [0], [1], [2]]  # the output, call 3, is kept
+    assert graphs._last_uses(graph) == [[], [0], [1], [2]]  # the output, call 3, is kept
     for size in (1, 2, 3):  # the manual graph at sizes too small to roll
-        assert harness.run_plain(suites.SUITES["manual"].build(size, SETTINGS))
+        assert graphs.run_plain(suites.SUITES["manual"].build(size, SETTINGS))
 
 
 def test_the_docs_page_is_written_from_the_json(tmp_path):

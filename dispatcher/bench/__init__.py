@@ -1,8 +1,8 @@
 """``python -m dispatcher.bench``: which executor, for my graph, on my machine?
 
-Runs the suites of the source tree's ``benchmarks/suites.py`` (graph shapes at
-several sizes) on every executor of the library that can start here and on the
-baselines (plain Python calls, ``dask.delayed`` on its schedulers, raw
+Runs the suites of :mod:`dispatcher.bench.suites` (graph shapes at several
+sizes; from an installed package as from a checkout) on every executor of the
+library that can start here and on the baselines (plain Python calls, ``dask.delayed`` on its schedulers, raw
 ``concurrent.futures`` and ``mpi4py.futures`` pools), side by side in one process;
 prints a table and writes a JSON file, a Markdown table and a plot. See
 :mod:`dispatcher.bench.harness` for the method.
@@ -49,7 +49,7 @@ def _parser(contenders, suites) -> argparse.ArgumentParser:
     )
     p.add_argument("--no-plot", action="store_true", help="do not draw the PNG")
     p.add_argument(
-        "--suites-file", help="the suites module (default: benchmarks/suites.py of the source tree)"
+        "--suites-file", help="a suites module of your own (default: the package's dispatcher.bench.suites)"
     )
     p.add_argument("--list", action="store_true", help="list the suites and contenders, and exit")
     return p
@@ -83,15 +83,16 @@ def _sizes(items, suites) -> dict:
 
 
 def main(argv=None) -> dict:
+    from . import contenders as contending
     from . import harness, report
 
     try:
         module = harness.load_suites(_suites_file(argv))
     except FileNotFoundError as exc:
         raise SystemExit(str(exc)) from None
-    args = _parser(harness.CONTENDERS, module.SUITES).parse_args(argv)
+    args = _parser(contending.CONTENDERS, module.SUITES).parse_args(argv)
     if args.list:
-        contenders = harness._contenders()
+        contenders = contending.make_contenders()
         print("suites:")
         for s in module.SUITES.values():
             print(f"  {s.name:8} {s.about}; sizes {s.sizes} {s.unit} (quick {s.quick})")
@@ -100,7 +101,7 @@ def main(argv=None) -> dict:
             print(f"  {c.name:20} {c.kind:9} {c.about}")
         return {}
     suites = _choose(args.suites, list(module.SUITES), "suite")
-    contenders = _choose(args.executors, harness.CONTENDERS, "executor")
+    contenders = _choose(args.executors, contending.CONTENDERS, "executor")
     sizes = _sizes(args.sizes, suites)
     repeat = args.repeat if args.repeat is not None else (1 if args.quick else 3)
     budget = args.budget if args.budget is not None else (2.0 if args.quick else 3.0)

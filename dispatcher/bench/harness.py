@@ -20,10 +20,10 @@ sizes), skips the larger sizes of that suite; the report says so.
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import contextlib
 import functools
 import gc
+import importlib
 import logging
 import math
 import os
@@ -32,479 +32,37 @@ import re
 import statistics
 import sys
 import time
-from typing import Any
 
 import dispatcher as dp
 
 from ..executors.process import cpu_count
+from . import suites
+from .contenders import GROUPS, Shared, make_contenders
+from .graphs import run_plain
+from .timing import PeakMemory, calibrate, timed
 
-__all__ = [
-    "CONTENDERS",
-    "Contender",
-    "alternate",
-    "calibrate",
-    "load_suites",
-    "machine",
-    "measure",
-    "median_time",
-    "sample",
-    "seconds",
-    "spin",
-    "timed",
-]
+__all__ = ["load_suites", "machine", "measure"]
 
 logger = logging.getLogger("dispatcher.bench")
 
 LONG_RUN = 1.0  # seconds: a run this long is timed twice (its warm-up and one more)
 
 
-def timed(fn) -> tuple[float, Any]:
-    """``(seconds, result)`` of calling ``fn()``."""
-    start = time.perf_counter()
-    result = fn()
-    return time.perf_counter() - start, result
-
-
-def seconds(fn, *args, **kwargs) -> float:
-    """The seconds ``fn(*args, **kwargs)`` takes."""
-    start = time.perf_counter()
-    fn(*args, **kwargs)
-    return time.perf_counter() - start
-
-
-def median_time(fn, repeat: int) -> float:
-    """The median seconds of ``repeat`` calls of ``fn()``."""
-    return statistics.median(seconds(fn) for _ in range(repeat))
-
-
-def sample(fn, repeat: int) -> tuple[float, float, float]:
-    """``(median, min, max)`` seconds of ``repeat`` calls of ``fn()`` after one
-    warm-up call, with a garbage collection before each."""
-    fn()
-    times = []
-    for _ in range(repeat):
-        gc.collect()
-        times.append(seconds(fn))
-    return statistics.median(times), min(times), max(times)
-
-
-def alternate(contenders: dict, repeat: int) -> dict:
-    """``{name: median seconds}`` of ``repeat`` rounds in which each ``fn()`` of
-    ``contenders`` runs once, in turn: the machine's noise falls on all alike."""
-    times: dict = {name: [] for name in contenders}
-    for _ in range(repeat):
-        for name, fn in contenders.items():
-            times[name].append(seconds(fn))
-    return {name: statistics.median(t) for name, t in times.items()}
-
-
-def spin(loops: int) -> int:
-    """Pure-Python work: a loop :func:`calibrate` sizes to the wanted seconds."""
-    total = 0
-    for i in range(loops):
-        total += i * i % 7
-    return total
-
-
-def calibrate(target: float, work=spin) -> int:
-    """How many loops of ``work`` take about ``target`` seconds here."""
-    n = 200_000
-    while True:
-        took = seconds(work, n)
-        if took > 0.05:
-            return max(1, int(n * target / took))
-        n *= 4
-
-
-# -- memory ---------------------------------------------------------------------------
-
-
-def _status_kb(field: str) -> int | None:
-    try:
-        with open("/proc/self/status") as f:
-            match = re.search(rf"^{field}:\s+(\d+) kB", f.read(), re.M)
-    except OSError:
-        return None
-    return int(match.group(1)) if match else None
-
-
-def _trim() -> None:
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
-class PeakMemory:
-    """The rise of this process's resident set during a block (Linux), in bytes."""
-
-    def __init__(self):
-        self.rise: int | None = None
-
-    def __enter__(self):
-        gc.collect(1)  # the young generations: cheap (a full collection ends each case)
-        _trim()  # give freed memory back, so that it does not hide this block's rise
-        try:
-            with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")  # reset VmHWM to the current resident set
-            self.before = _status_kb("VmRSS")
-        except OSError:
-            self.before = None
-        return self
-
-    def __exit__(self, *exc):
-        peak = _status_kb("VmHWM")
-        if self.before is not None and peak is not None:
-            self.rise = max(0, peak - self.before) * 1024
-
-
-# -- graphs in each framework's terms -----------------------------------------------------
-
-
-def _subst(value, get):
-    """``value`` with every Ref replaced by ``get(ref)`` (inside lists and tuples too)."""
-    if type(value).__name__ == "Ref":
-        return get(value)
-    if isinstance(value, list):
-        return [_subst(v, get) for v in value]
-    if isinstance(value, tuple):
-        return tuple(_subst(v, get) for v in value)
-    return value
-
-
-def to_ops(graph) -> list:
-    """The graph as ``Op`` nodes; returns the output nodes."""
-    nodes: list = []
-    get = lambda ref: nodes[ref.index]  # noqa: E731
-    for func, args in graph.calls:
-        nodes.append(dp.Op(func, *_subst(args, get)))
-    return [nodes[i] for i in graph.outputs]
-
-
-def _last_uses(graph) -> list:
-    """For each call, the indices of the values it is the last call to use."""
-    last: dict = {}
-    for i, (_, args) in enumerate(graph.calls):
-        _subst(args, lambda ref, i=i: last.__setitem__(ref.index, i))
-    keep = set(graph.outputs)
-    drops: list = [[] for _ in graph.calls]
-    for index, user in last.items():
-        if index not in keep:
-            drops[user].append(index)
-    return drops
-
-
-def compile_plain(graph) -> tuple:
-    """The graph as a flat program for :func:`run_program`: each call with its
-    argument template, where each dependency's value goes, and the values it is
-    the last to use (dropped after it)."""
-    program = []
-    for (func, args), drop in zip(graph.calls, _last_uses(graph)):
-        if any(isinstance(a, (list, tuple)) for a in args):  # nested: substitute at run time
-            program.append((func, None, args, tuple(drop)))
-            continue
-        refs = tuple((p, a.index) for p, a in enumerate(args) if type(a).__name__ == "Ref")
-        program.append((func, list(args), refs, tuple(drop)))
-    return program, list(graph.outputs)
-
-
-def run_program(compiled) -> list:
-    """Plain calls in topological order, each value dropped after its last use."""
-    program, outputs = compiled
-    values: list = []
-    append = values.append
-    get = lambda ref: values[ref.index]  # noqa: E731
-    for func, template, refs, drop in program:
-        if template is None:
-            append(func(*_subst(refs, get)))
-        elif refs:
-            args = template[:]
-            for p, i in refs:
-                args[p] = values[i]
-            append(func(*args))
-        else:
-            append(func(*template))
-        for i in drop:
-            values[i] = None
-    return [values[i] for i in outputs]
-
-
-def run_plain(graph) -> list:
-    """The graph as plain calls in topological order: the floor."""
-    return run_program(compile_plain(graph))
-
-
-def to_delayed(graph) -> list:
-    import dask
-
-    nodes: list = []
-    get = lambda ref: nodes[ref.index]  # noqa: E731
-    for func, args in graph.calls:
-        nodes.append(dask.delayed(func, pure=False)(*_subst(args, get)))
-    return [nodes[i] for i in graph.outputs]
-
-
-def run_futures(pool, graph) -> list:
-    """The graph on a raw ``concurrent.futures``-style pool, as a user writes it:
-    in topological order, each call submitted once the futures it needs are done."""
-    futures: list = []
-    get = lambda ref: futures[ref.index].result()  # noqa: E731
-    submit = pool.submit
-    for (func, args), drop in zip(graph.calls, _last_uses(graph)):
-        futures.append(submit(func, *_subst(args, get)))
-        for index in drop:
-            futures[index] = None
-    return [futures[i].result() for i in graph.outputs]
-
-
-# -- contenders ---------------------------------------------------------------------------
-
-
-GROUPS = ("local", "dask", "mpi", "mpi4py")
-"""Contenders are measured a group at a time, and a group's clusters and pools run
-only while it is measured: the threads of an idle dask scheduler or MPI pool in this
-process (an MPI pool's manager thread polls every millisecond) would otherwise slow
-every other contender (the two MPI contenders, each with its own ranks, are two
-groups). Within a group, the contenders of each case run one after another."""
-
-
-class Contender:
-    """One way of running a graph. ``kind`` is ``"executor"`` (this library) or
-    ``"baseline"``; ``flavour`` the version of a suite's functions it takes;
-    ``group`` the backend whose workers it needs (see :data:`GROUPS`)."""
-
-    kind = "baseline"
-    flavour = "sync"
-    group = "local"
-
-    def __init__(self, name: str, about: str):
-        self.name = name
-        self.about = about
-
-    def start(self, shared: Shared) -> None:
-        """Start pools or clusters (not timed); raise to say it cannot run here."""
-
-    def build(self, graph) -> Any:
-        return graph
-
-    def run(self, built) -> list:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        pass
-
-
-class Plain(Contender):
-    def build(self, graph) -> tuple:
-        return compile_plain(graph)
-
-    def run(self, built) -> list:
-        return run_program(built)
-
-
-class Library(Contender):
-    kind = "executor"
-
-    def __init__(self, name: str, about: str, make, flavour: str = "sync", group: str = "local"):
-        super().__init__(name, about)
-        self.make = make
-        self.flavour = flavour
-        self.group = group
-        self.ex = None
-
-    def start(self, shared: Shared) -> None:
-        self.ex = self.make(shared)
-        if hasattr(self.ex, "start"):
-            self.ex.start()
-
-    def build(self, graph) -> list:
-        return to_ops(graph)
-
-    def run(self, built) -> list:
-        return [r.value for r in dp.run(self.ex, built)]
-
-    def close(self) -> None:
-        if self.ex is not None:
-            self.ex.close()
-
-
-class Delayed(Contender):
-    def __init__(self, name: str, about: str, scheduler):
-        super().__init__(name, about)
-        self.scheduler = scheduler
-        self.options: dict = {}
-        if scheduler == "distributed":
-            self.group = "dask"
-
-    def start(self, shared: Shared) -> None:
-        import dask  # noqa: F401
-
-        if self.scheduler == "processes":
-            self.options = {"scheduler": "processes", "pool": shared.process_pool()}
-        elif self.scheduler == "threads":
-            self.options = {"scheduler": "threads", "num_workers": shared.workers}
-        elif self.scheduler == "distributed":
-            self.options = {"scheduler": shared.dask_client().get}
-        else:
-            self.options = {"scheduler": "sync"}
-
-    def build(self, graph) -> list:
-        return to_delayed(graph)
-
-    def run(self, built) -> list:
-        import dask
-
-        return list(dask.compute(*built, **self.options))
-
-
-class Futures(Contender):
-    def __init__(self, name: str, about: str, pool):
-        super().__init__(name, about)
-        self.pool_name = pool
-        self.pool = None
-        if pool == "mpi4py":
-            self.group = "mpi4py"
-
-    def start(self, shared: Shared) -> None:
-        self.pool = getattr(shared, f"{self.pool_name}_pool")()
-
-    def run(self, built) -> list:
-        return run_futures(self.pool, built)
-
-
-class Shared:
-    """Pools and clusters that several contenders use, started once, closed at the end."""
-
-    def __init__(self, workers: int):
-        self.workers = workers
-        self._made: dict = {}
-
-    def _get(self, key, make, close):
-        if key not in self._made:
-            self._made[key] = (make(), close)
-        return self._made[key][0]
-
-    def thread_pool(self):
-        return self._get("threads", lambda: cf.ThreadPoolExecutor(self.workers), lambda p: p.shutdown())
-
-    def process_pool(self):
-        def make():
-            pool = cf.ProcessPoolExecutor(self.workers)
-            list(pool.map(abs, range(self.workers * 4)))  # start the workers now
-            return pool
-
-        return self._get("processes", make, lambda p: p.shutdown())
-
-    def dask_client(self):
-        def make():
-            from distributed import Client, LocalCluster
-
-            cluster = LocalCluster(
-                n_workers=self.workers,
-                threads_per_worker=1,
-                dashboard_address=None,
-                silence_logs=logging.ERROR,
-            )
-            return Client(cluster, set_as_default=False)
-
-        def close(client):
-            cluster = client.cluster
-            client.close()
-            cluster.close()
-
-        return self._get("dask", make, close)
-
-    def mpi4py_pool(self):
-        def make():
-            from mpi4py.futures import MPIPoolExecutor
-
-            from ..executors._mpilaunch import import_mpi, mpiexec_in_own_session
-
-            with mpiexec_in_own_session(import_mpi()):
-                pool = MPIPoolExecutor(self.workers, main=False, path=list(sys.path))
-                pool.bootup()
-            list(pool.map(abs, range(self.workers * 4)))
-            return pool
-
-        return self._get("mpi4py", make, lambda p: p.shutdown())
-
-    def close(self) -> None:
-        for thing, close in reversed(list(self._made.values())):
-            with contextlib.suppress(Exception):
-                close(thing)
-        self._made.clear()
-
-
-def _contenders() -> dict:
-    items = [
-        Plain("python", "plain Python calls in topological order (the floor)"),
-        Library("serial", "SerialExecutor", lambda s: dp.SerialExecutor()),
-        Library(
-            "async",
-            "AsyncExecutor (async def nodes where a suite has them)",
-            lambda s: dp.AsyncExecutor(),
-            "async",
-        ),
-        Library("threads", "ThreadExecutor(workers)", lambda s: dp.ThreadExecutor(s.workers)),
-        Library("processes", "ProcessExecutor(workers)", lambda s: dp.ProcessExecutor(s.workers)),
-        Library(
-            "dask",
-            "DaskExecutor on an embedded LocalCluster",
-            lambda s: dp.DaskExecutor(s.dask_client()),
-            group="dask",
-        ),
-        Library(
-            "mpi",
-            "MPIExecutor(workers), spawned worker ranks",
-            lambda s: dp.MPIExecutor(s.workers),
-            group="mpi",
-        ),
-        Delayed("delayed-sync", "dask.delayed, scheduler='sync'", "sync"),
-        Delayed("delayed-threads", "dask.delayed, scheduler='threads'", "threads"),
-        Delayed("delayed-processes", "dask.delayed, scheduler='processes' on a warm pool", "processes"),
-        Delayed("delayed-distributed", "dask.delayed on the same LocalCluster", "distributed"),
-        Futures("futures-threads", "raw concurrent.futures ThreadPoolExecutor.submit", "thread"),
-        Futures("futures-processes", "raw concurrent.futures ProcessPoolExecutor.submit", "process"),
-        Futures("mpi4py", "raw mpi4py.futures MPIPoolExecutor.submit", "mpi4py"),
-    ]
-    return {c.name: c for c in items}
-
-
-CONTENDERS = tuple(_contenders())
-
-
 # -- suites -------------------------------------------------------------------------------
 
 
-def find_suites(path: str | None = None) -> str:
-    """The ``suites.py`` of the source tree's ``benchmarks/`` folder."""
-    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    candidates = (
-        [path] if path else [os.path.join(os.getcwd(), "benchmarks"), os.path.join(here, "benchmarks")]
-    )
-    for c in candidates:
-        file = c if c.endswith(".py") else os.path.join(c, "suites.py")
-        if os.path.isfile(file):
-            return file
-    raise FileNotFoundError(
-        "cannot find the benchmark suites (benchmarks/suites.py of the source tree): run from a "
-        "checkout of the project, or pass --suites-file"
-    )
-
-
 def load_suites(path: str | None = None):
-    """Import ``suites.py`` as the module ``suites`` (its folder goes on ``sys.path``,
-    so that worker processes import its functions by name)."""
-    file = find_suites(path)
-    folder = os.path.dirname(os.path.abspath(file))
+    """The suites module: this package's :mod:`~dispatcher.bench.suites`, or the
+    file ``path`` imported by its name (its folder goes on ``sys.path``, so that
+    worker processes import its functions by name)."""
+    if path is None:
+        return suites
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no suites file {path!r}")
+    folder = os.path.dirname(os.path.abspath(path))
     if folder not in sys.path:
         sys.path.insert(0, folder)
-    import importlib
-
-    module = importlib.import_module(os.path.splitext(os.path.basename(file))[0])
-    return module
+    return importlib.import_module(os.path.splitext(os.path.basename(path))[0])
 
 
 # -- the machine ------------------------------------------------------------------------
@@ -583,7 +141,7 @@ def measure(
     """Run the benchmark; returns the report (machine, settings, rows, skipped)."""
     workers = workers or cpu_count()
     say = progress or (lambda text: None)
-    all_contenders = _contenders()
+    all_contenders = make_contenders()
     shared = Shared(workers)
     settings = {
         "quick": quick,
@@ -601,12 +159,13 @@ def measure(
     chosen = [all_contenders[name] for name in contender_names]
     for c in chosen:
         report["contenders"][c.name] = {"kind": c.kind, "about": c.about}
+    spent = Budget(budget)
     try:
         for group in GROUPS:
             members = [c for c in chosen if c.group == group]
             if members:
                 _measure_group(
-                    members, shared, suites_module, suite_names, sizes, quick, settings, report, say
+                    members, shared, suites_module, suite_names, sizes, quick, settings, report, spent, say
                 )
     except KeyboardInterrupt:
         report["interrupted"] = True  # what was measured is still reported
@@ -614,16 +173,14 @@ def measure(
     report["rows"].sort(key=lambda r: (suite_names.index(r["suite"]), r["size"], order[r["contender"]]))
     for sname in suite_names:
         _relative(report["rows"], sname)
-    report.pop("_slow", None)
-    report.pop("_last", None)
     return report
 
 
-def _measure_group(members, shared, suites_module, suite_names, sizes, quick, settings, report, say) -> None:
+def _measure_group(
+    members, shared, suites_module, suite_names, sizes, quick, settings, report, budget, say
+) -> None:
     """Start a group's contenders, measure them on every case, stop them."""
-    skipped, budget, repeat = report["skipped"], settings["budget_s"], settings["repeat"]
-    slow = report.setdefault("_slow", {})  # (suite, contender) -> (size, s) over the budget
-    last = report.setdefault("_last", {})  # (suite, contender) -> [(size, build and run s)]
+    skipped, repeat = report["skipped"], settings["repeat"]
     running: list = []
     try:
         running = _start(members, shared, skipped, say)
@@ -647,8 +204,7 @@ def _measure_group(members, shared, suites_module, suite_names, sizes, quick, se
                 nodes = len(graphs["sync"])
                 say(f"{sname} {size} {suite.unit} ({nodes} nodes)")
                 for c in running:
-                    key = (sname, c.name)
-                    reason = _too_slow(slow.get(key), last.get(key), size, budget)
+                    reason = budget.skip(sname, c.name, size)
                     if reason:
                         skipped.append({"suite": sname, "size": size, "contender": c.name, "reason": reason})
                         continue
@@ -661,10 +217,7 @@ def _measure_group(members, shared, suites_module, suite_names, sizes, quick, se
                         say(f"  {c.name}: {row['error']}")
                         continue
                     say(f"  {c.name}: {row['run_s'] * 1e3:.2f} ms")
-                    total = row["build_s"] + row["run_s"]
-                    last.setdefault(key, []).append((size, total))
-                    if total > budget:
-                        slow[key] = (size, total)
+                    budget.took(sname, c.name, size, row["build_s"] + row["run_s"])
                     gc.collect()
     finally:
         for c in running:
@@ -687,6 +240,27 @@ def _start(members: list, shared: Shared, skipped: list, say) -> list:
             continue
         running.append(c)
     return running
+
+
+class Budget:
+    """What each contender took on each suite so far, to skip sizes that would go
+    over ``seconds`` (see :func:`_too_slow`)."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.slow: dict = {}  # (suite, contender) -> (size, s): the first size over the budget
+        self.history: dict = {}  # (suite, contender) -> [(size, build and run s)]
+
+    def skip(self, suite: str, contender: str, size: int) -> str | None:
+        """Why ``contender`` skips ``size`` of ``suite``, or None."""
+        key = (suite, contender)
+        return _too_slow(self.slow.get(key), self.history.get(key), size, self.seconds)
+
+    def took(self, suite: str, contender: str, size: int, seconds: float) -> None:
+        key = (suite, contender)
+        self.history.setdefault(key, []).append((size, seconds))
+        if seconds > self.seconds and key not in self.slow:
+            self.slow[key] = (size, seconds)
 
 
 def _too_slow(slow, history, size, budget) -> str | None:

@@ -7,7 +7,10 @@ and the calls whose values are the outputs. The harness turns the same graph int
 that every executor and baseline runs exactly the same work.
 
 The functions live here, at module level, so that worker processes import them by
-name (the harness puts this folder on ``sys.path``).
+name (``dispatcher.bench.suites``, wherever the package is installed). A suites
+module of your own (``--suites-file``) builds its graphs with this module's
+:class:`Graph`, :class:`Ref` and :class:`Suite` and defines ``SUITES`` as this one
+does.
 """
 
 from __future__ import annotations
