@@ -1,0 +1,332 @@
+"""The ranks of an ``mpiexec`` job the user started, as the workers of an
+``MPIExecutor``: the world split by ``mpi4py.futures.MPICommExecutor`` (rank
+``root`` drives, the others serve) and :class:`WorldRanks`, which sends them
+nodes through ``mpi4py.futures``.
+
+Policy: at most one batch per worker is in flight, so that what is still waiting
+can be batched and a node's timeout counts from when a worker has it. A node's
+timeout is enforced on the worker with ``SIGALRM`` (:mod:`_mpiwork`); if that
+cannot stop it (code that blocks signals), the driver fails the node
+:data:`TIMEOUT_SLACK` seconds later, and its rank stays busy until the call
+returns: MPI cannot kill one rank of a job. A node cancelled while on a worker is
+reported cancelled at once and runs to its end there. A rank that dies ends the
+whole job, by MPI's rule, so nothing is retried. The world's ranks serve every
+``MPIExecutor`` of the process and are released when the driver's interpreter
+exits.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import contextlib
+import functools
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+from concurrent.futures import CancelledError
+
+import cloudpickle
+
+from ..results import ExecutorError, format_exception
+from . import _mpiwork
+from ._batching import (
+    MAX_BATCH,
+    PENDING,
+    REPORTED,
+    SENT,
+    Job,
+    func_key,
+    learn,
+    take_batch,
+)
+from ._procworker import pickle_dumps
+from ._serialize import decode_outcome, unpicklable_error
+
+__all__ = ["WorldRanks", "world_pool"]
+
+logger = logging.getLogger("dispatcher")
+
+INTERRUPT_WAIT = 5.0  # seconds an interrupted run waits for its interrupted nodes
+TIMEOUT_SLACK = 1.0  # seconds after a node's timeout that the driver fails it, if the worker did not
+
+
+_WORLD: dict = {}  # "ctx", "pool", "comm", "root": the world split by MPICommExecutor
+
+
+def world_pool(comm, root: int, init: bytes | None, options: dict):
+    """The pool of this world's worker ranks; on a worker rank, serve, then exit."""
+    from mpi4py.futures import MPICommExecutor
+
+    if _WORLD:
+        if _WORLD["comm"] is not comm or _WORLD["root"] != root:
+            raise ExecutorError(
+                "the ranks of this MPI world already serve another MPIExecutor "
+                f"(comm={_WORLD['comm']!r}, root={_WORLD['root']}); make every MPIExecutor "
+                "of the script with the same comm and root"
+            )
+        if init is not None or options:
+            raise ExecutorError(
+                "the worker ranks of this MPI world were set up by the first MPIExecutor; "
+                "a later one cannot pass an initializer or pool options"
+            )
+        return _WORLD["pool"]
+    ctx = MPICommExecutor(comm, root, **_pool_options(init, options))
+    pool = ctx.__enter__()
+    if pool is None:  # a worker rank: it has served until the driver exited
+        raise SystemExit(0)
+    _WORLD.update(ctx=ctx, pool=pool, comm=comm, root=root)
+    atexit.register(_release_world)
+    return pool
+
+
+def _release_world() -> None:
+    ctx = _WORLD.get("ctx")
+    if ctx is not None:
+        _WORLD["ctx"] = None
+        ctx.__exit__(None, None, None)
+
+
+def _pool_options(init: bytes | None, options: dict) -> dict:
+    """Options of an ``mpi4py.futures`` pool. Workers do not import the driver's
+    ``__main__`` (``main=False``): its functions arrive by value, with cloudpickle,
+    and a script without an ``if __name__ == "__main__":`` guard is not run again.
+    They add the driver's ``sys.path`` to theirs (``path``), so that what the driver
+    imports they can import."""
+    return {
+        "main": False,
+        "path": list(sys.path),
+        **options,
+        "initializer": _mpiwork.init_worker,
+        "initargs": (init,),
+    }
+
+
+class WorldRanks:
+    """The ranks of an ``mpiexec`` job the user started, reached through
+    ``mpi4py.futures`` (see the module docstring)."""
+
+    def __init__(self, pool, max_workers: int, batch_size):
+        self._pool = pool
+        self.max_workers = max_workers
+        self._max_batch = MAX_BATCH if batch_size == "auto" else batch_size
+        self._lock = threading.Lock()
+        self._drained = threading.Condition(self._lock)
+        self._pending: collections.deque = collections.deque()
+        self._inflight = 0
+        self._est: dict = {}
+        self.workers: list = []  # (host, pid) of each worker rank
+        self._stats: collections.Counter = collections.Counter()
+
+    def start(self, owner, timeout: float | None) -> None:
+        if not self.workers:
+            self._hello(timeout)
+
+    def workers_info(self) -> list[tuple[str, int]]:
+        return list(self.workers)
+
+    @property
+    def stats(self) -> dict:
+        return dict(self._stats)
+
+    def _hello(self, timeout: float | None) -> None:
+        pool = self._pool
+        try:
+            pool.bootup(wait=True)
+            n = pool.num_workers
+            if n < 1:
+                raise ExecutorError("the MPI pool has no workers")
+            futures = [pool.submit(_mpiwork.hello) for _ in range(n)]
+            workers = futures[0].result(timeout)
+            for f in futures[1:]:
+                f.result(timeout)
+        except ExecutorError:
+            raise
+        except Exception as exc:
+            raise ExecutorError(
+                f"MPIExecutor could not reach the worker ranks: {type(exc).__name__}: {exc}"
+            ) from exc
+        self.workers = [tuple(w) for w in workers]
+
+    def submit(self, task, done) -> None:
+        job = Job(task, done)
+        job.key = func_key(task.func)
+        task.handle = job
+        with self._lock:
+            self._pending.append(job)
+
+    def flush(self) -> None:
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        lock = self._lock
+        while True:
+            with lock:
+                free = self.max_workers - self._inflight
+                if free <= 0 or not self._pending or self._pool is None:
+                    return
+                batch = take_batch(self._pending, self._est, free, self._max_batch)
+                if batch is None:
+                    return
+                for job in batch:
+                    job.state = SENT
+                self._inflight += 1
+            try:
+                sent = self._send(batch)
+            except BaseException:  # Ctrl-C while pickling a large call: give the slot back
+                self._requeue(batch)
+                self._free_slot()
+                raise
+            if not sent:
+                self._free_slot()
+
+    def _free_slot(self) -> None:
+        with self._lock:
+            self._inflight -= 1
+            if self._inflight <= 0:
+                self._drained.notify_all()
+
+    def _send(self, batch: list) -> bool:
+        try:
+            payload = pickle_dumps([(j.task.func, j.task.args, j.task.kwargs) for j in batch])
+        except Exception as exc:
+            if len(batch) > 1:  # find the culprit: send them one by one
+                self._requeue(batch)
+                return False
+            task = batch[0].task
+            err = unpicklable_error(task.node.label, task.func, task.args, task.kwargs)
+            err.__cause__ = exc
+            self._report(batch[0], False, (err, format_exception(exc)))
+            return False
+        task = batch[0].task
+        timeout = task.timeout if len(batch) == 1 else None
+        try:
+            labels = [j.task.node.label for j in batch]
+            future = self._pool.submit(_mpiwork.run_batch, payload, timeout, labels)
+        except Exception as exc:  # a broken or shut-down pool
+            err = ExecutorError(f"the MPI pool cannot take nodes: {type(exc).__name__}: {exc}")
+            for job in batch:
+                self._report(job, False, (err, format_exception(exc)))
+            return False
+        timer = None
+        if timeout is not None:  # the worker's alarm rings first; this is for a stuck node
+            timer = threading.Timer(timeout + TIMEOUT_SLACK, self._expire, (batch[0],))
+            timer.daemon = True
+        future.add_done_callback(functools.partial(self._finished, batch, timer))
+        if timer is not None:
+            timer.start()
+        with self._lock:
+            self._stats["batches"] += 1
+            self._stats["tasks"] += len(batch)
+        return True
+
+    def _requeue(self, batch: list) -> None:
+        with self._lock:
+            for job in reversed(batch):
+                if job.state == SENT:
+                    job.state = PENDING
+                    job.alone = True
+                    self._pending.appendleft(job)
+
+    def _finished(self, batch: list, timer, future) -> None:
+        """A batch came back (in mpi4py's manager thread)."""
+        if timer is not None:
+            timer.cancel()
+        self._free_slot()
+        self._dispatch()  # keep the workers busy while we report
+        try:
+            kind, *rest = cloudpickle.loads(future.result())
+        except BaseException as exc:  # cancelled, a broken pool, an unreadable answer
+            if isinstance(exc, CancelledError):
+                for job in batch:
+                    self._report(job, False, (_cancelled_error(job), ""))
+                return
+            for job in batch:
+                self._report(job, False, (exc, format_exception(exc)))
+            return
+        if kind == "unreadable":
+            if len(batch) > 1:
+                self._requeue(batch)
+                self._dispatch()
+                return
+            label = batch[0].task.node.label
+            exc = ExecutorError(f"node {label!r} cannot be unpickled on the worker rank: {rest[0]}")
+            self._report(batch[0], False, (exc, rest[0]))
+            return
+        outcomes, seconds = rest
+        with self._lock:
+            learn(self._est, batch, seconds)
+        for job, data in zip(batch, outcomes):
+            try:
+                ok, value = cloudpickle.loads(data)
+            except Exception as exc:  # this outcome only: a class the driver lacks...
+                label = job.task.node.label
+                err = ExecutorError(
+                    f"the outcome of node {label!r} cannot be unpickled here: {type(exc).__name__}: {exc}"
+                )
+                self._report(job, False, (err, format_exception(exc)))
+                continue
+            if ok:
+                self._report(job, True, value)
+            else:
+                self._report(job, *decode_outcome(ok, value))
+
+    def _report(self, job: Job, ok: bool, payload) -> None:
+        with self._lock:
+            if job.state == REPORTED:
+                return
+            job.state = REPORTED
+        job.done(job.task, ok, payload)
+
+    def _expire(self, job: Job) -> None:
+        """The worker's alarm did not stop the node (it blocks signals): fail it here."""
+        if job.state == SENT:
+            with self._lock:
+                self._stats["timeouts"] += 1
+            task = job.task
+            exc = TimeoutError(
+                f"node {task.node.label!r} ran longer than its timeout of {task.timeout} s "
+                "(and did not stop: its worker rank stays busy until the call returns)"
+            )
+            self._report(job, False, (exc, format_exception(exc)))
+
+    def cancel(self, task) -> None:
+        job = task.handle
+        if isinstance(job, Job):
+            self._report(job, False, (_cancelled_error(job), ""))
+
+    def _cancel_pending(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, collections.deque()
+        for job in pending:
+            self._report(job, False, (_cancelled_error(job), ""))
+
+    def _signal_busy(self) -> None:
+        """SIGINT the worker ranks of this host (a node running there raises
+        ``KeyboardInterrupt``; an idle worker ignores it)."""
+        here = socket.gethostname()
+        for host, pid in self.workers:
+            if host == here:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGINT)
+
+    def _drain(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the batches on the workers to come back."""
+        with self._drained:
+            return self._drained.wait_for(lambda: self._inflight <= 0, timeout)
+
+    def interrupt(self) -> None:
+        self._cancel_pending()
+        if self._inflight > 0:
+            self._signal_busy()
+            self._drain(INTERRUPT_WAIT)
+
+    def shutdown(self) -> None:
+        self._cancel_pending()  # the world's ranks are released when the driver exits
+
+
+def _cancelled_error(job: Job) -> CancelledError:
+    return CancelledError(f"node {job.task.node.label!r} was cancelled")
