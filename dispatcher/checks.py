@@ -48,7 +48,13 @@ def check_nout(nout: Any, where: str = "nout") -> int:
 
 def nout_error(label: str, nout: int, value: Any) -> ValueError | None:
     """The error of a node declared ``nout=k`` whose function returned ``value``
-    (None when ``value`` holds exactly ``nout`` values)."""
+    (None when ``value`` holds exactly ``nout`` values). A ``nout`` set by hand
+    on the node that is not a count is the error."""
+    if type(nout) is not int:
+        try:
+            nout = check_nout(nout, f"the nout of node {label!r}")
+        except ValueError as exc:
+            return exc
     try:
         count = len(value)
     except TypeError:

@@ -45,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
+import math
 import queue
 import random
 import threading
@@ -288,8 +289,9 @@ class RunState:
                 ready.append(node)
         if graph is not None:
             _check_graph_edges(waiting, graph, given, failed_given)
+            if len(waiting) < len(graph):  # nodes not reached from the leaves: a cycle may hold them
+                graph.topological_order()  # raises on a cycle
             if not self.outputs and len(graph):
-                graph.topological_order()  # every node has a dependent: they lie on cycles
                 raise ExecutorError("the graph has a cycle")  # pragma: no cover - found above
         if out_of_order and not _all_reachable(waiting, children, ready):
             nodes = list(waiting)
@@ -346,7 +348,7 @@ class RunState:
             timeout = node.timeout
             if timeout is None:
                 timeout = self.timeout
-            elif type(timeout) is not float and type(timeout) is not int:
+            elif (type(timeout) is not float and type(timeout) is not int) or not 0 < timeout < math.inf:
                 self._bad_option(node, "timeout", check_timeout, timeout)
                 continue
             if (inline_untimed and timeout is None) or (inline_light and node.light):
@@ -700,6 +702,9 @@ class PipelinedRunState(RunState):
             timeout = node.timeout
             if timeout is None:
                 timeout = self.timeout
+            elif (type(timeout) is not float and type(timeout) is not int) or not 0 < timeout < math.inf:
+                self._bad_option(node, "timeout", check_timeout, timeout)
+                continue
             task = Task(node, func, args, kwargs, attempt, timeout)
             if self.deps_of is not _deps_of:  # a graph's edges: some may pass no value
                 own = node.dependencies()

@@ -4,6 +4,7 @@ that nodes can share even when they run in other processes."""
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import fcntl
 import json
 import logging
@@ -131,9 +132,11 @@ def run_script(
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         out, err = proc.communicate()
-        import pytest
-
         pytest.fail(f"the script did not end in {timeout} s (a hang?)\n{out}\n{err}")
+    finally:  # the test interrupted (its time limit, Ctrl-C): the script does not outlive it
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
     done = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
     done.seconds = time.monotonic() - start
     return done

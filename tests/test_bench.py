@@ -147,7 +147,9 @@ def test_a_contender_that_cannot_start_is_reported_and_the_rest_run(monkeypatch)
             raise RuntimeError("no such backend here")
 
     known = contenders.make_contenders()
-    monkeypatch.setattr(harness, "make_contenders", lambda: {**known, "broken": Broken("broken", "never starts")})
+    monkeypatch.setattr(
+        harness, "make_contenders", lambda: {**known, "broken": Broken("broken", "never starts")}
+    )
     result = harness.measure(
         suites, ["wide"], ["python", "serial", "broken"], sizes={"wide": (10,)}, repeat=1
     )

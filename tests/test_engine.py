@@ -126,6 +126,27 @@ def test_nodes_inside_every_container_are_dependencies(executor):
     assert dp.execute(node, executor) == ([2, [3]], (2, 3), {"k": 3}, [2, 3], [2, 3])
 
 
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        ("timeout", "10s", "the timeout of node 'f' must be a positive number of seconds"),
+        ("timeout", -1, "the timeout of node 'f' must be a positive number of seconds"),
+        ("nout", "x", "the nout of node 'f' must be a non-negative int, got str: 'x'"),
+        ("retries", "2", "the retries of node 'f' must be a non-negative int"),
+    ],
+)
+def test_an_option_set_by_hand_on_a_node_fails_that_node_naming_it(executor, option, value, message):
+    def f(x):
+        return int(x)  # "x" fails, so that a wrong `retries` is looked at
+
+    node = dp.Op(f, "x" if option == "retries" else 1)
+    setattr(node, option, value)
+    (result,) = dp.run(executor, [node], throw_error=False)
+    assert message in str(result.error)
+    if option == "retries":
+        assert isinstance(result.error.error.__context__, ValueError)  # the node's own error
+
+
 def test_bad_arguments_are_refused(executor):
     with pytest.raises(TypeError, match="outputs must be nodes"):
         dp.run(executor, [3])
@@ -199,6 +220,9 @@ def test_a_graph_whose_every_node_lies_on_a_cycle_is_refused(executor):
         dp.run(executor, graph)
     with pytest.raises(dp.ExecutorError, match="cycle"):
         dp.execute(graph, executor)
+    graph.add(dp.Op(inc, 5))  # a leaf apart from the cycle: the cycle is still refused
+    with pytest.raises(dp.ExecutorError, match="cycle"):
+        dp.run(executor, graph)
 
 
 async def _async_double(x):

@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import sys
+import tempfile
 import textwrap
 import time
 
@@ -373,6 +374,32 @@ def test_a_process_left_running_by_a_node_does_not_hold_the_scripts_output(tmp_p
     assert time.monotonic() - start < 20  # the caller reads to the end: it used to wait 30 s
 
 
+@pytest.mark.parametrize("executor", ["dp.ProcessExecutor(1, retries=0)", "dp.MPIExecutor(1, retries=0)"])
+def test_a_worker_that_dies_is_noticed_while_a_process_it_forked_lives_on(tmp_path, executor):
+    # the forked child once held the worker's connection: the death went unseen
+    # until the child ended
+    proc = run_script(
+        tmp_path,
+        f"""
+        import json, os, time
+        import dispatcher as dp
+
+        def node():
+            if os.fork() == 0:
+                time.sleep(30)
+                os._exit(0)
+            os._exit(3)
+
+        with {executor} as ex:
+            begin = time.monotonic()
+            (result,) = dp.run(ex, [dp.Op(node)], throw_error=False)
+            print(json.dumps([type(result.error.error).__name__, time.monotonic() - begin]))
+        """,
+    )
+    kind, seconds = outcome(proc)
+    assert kind == "WorkerLostError" and seconds < 20
+
+
 # -- timeouts count the call, not a fresh worker's imports ---------------------------------
 
 
@@ -460,6 +487,7 @@ def test_the_driver_keeps_nothing_from_run_to_run(tmp_path, executor, runs):
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_spawned_mpi_job_ended_by_a_signal_leaves_no_shared_memory(tmp_path, signum):
     before = _mpisuper.shared_files()
+    temporary_before = _our_temporary_files()
     (tmp_path / "script.py").write_text(
         textwrap.dedent(
             """
@@ -486,3 +514,8 @@ def test_a_spawned_mpi_job_ended_by_a_signal_leaves_no_shared_memory(tmp_path, s
     while time.monotonic() < end and _mpisuper.shared_files() - before:
         time.sleep(0.1)
     assert _mpisuper.shared_files() - before == set()
+    assert _our_temporary_files() - temporary_before == set()  # no socket or folder of the pool
+
+
+def _our_temporary_files() -> set:
+    return {name for name in os.listdir(tempfile.gettempdir()) if name.startswith("dispatcher-")}

@@ -436,6 +436,12 @@ def without():
 out["wraps"] = dp.execute([dp.Op(with_comm), dp.Op(without)], ex)
 out["generator"] = [r.value for r in dp.run(ex, (dp.Op(abs, -i) for i in range(3)))]
 
+import asyncio
+async def size_later(comm):            # async def nodes are run to their end, as everywhere
+    await asyncio.sleep(0.01)
+    return comm.Get_size()
+out["coroutine"] = dp.execute([dp.Op(size_later), dp.op(size_later, timeout=30)()], ex)
+
 ex.close()
 try:
     dp.execute(dp.Op(abs, 1), ex)
@@ -470,6 +476,7 @@ def test_serial_mpi_runs_every_node_on_every_rank(tmp_path):
         assert out["rebuilt"].startswith("node 'picky_error' failed: RemoteError: ")
         assert out["wraps"] == [3, "none"]
         assert out["generator"] == [0, 1, 2]
+        assert out["coroutine"] == [3, 3]
         assert out["closed"] == "SerialMPIExecutor is closed"
 
 

@@ -158,18 +158,6 @@ def test_a_wrong_option_is_refused_where_it_is_given_naming_it(option, value, me
         assert str(info.value).startswith(f"{option} {message}")
 
 
-def test_an_option_set_by_hand_on_a_node_is_checked_when_it_runs():
-    node = dp.Op(add, 1, 2)
-    node.timeout = "10s"
-    (result,) = dp.run(dp.ThreadExecutor(), [node], throw_error=False)
-    assert "the timeout of node 'add' must be a positive number of seconds" in str(result.error)
-    node = dp.Op(int, "x")
-    node.retries = "2"
-    (result,) = dp.run(dp.SerialExecutor(), [node], throw_error=False)
-    assert "the retries of node 'int' must be a non-negative int" in str(result.error)
-    assert isinstance(result.error.error.__context__, ValueError)  # the node's own error
-
-
 def test_retry_on_takes_exception_classes():
     attempts = []
 

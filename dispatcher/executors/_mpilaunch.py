@@ -149,6 +149,7 @@ class MPILauncher:
 
     connects = True
     what = "worker rank"
+    whats = "worker ranks"
 
     def __init__(
         self,

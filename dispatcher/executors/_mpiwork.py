@@ -23,7 +23,6 @@ import faulthandler
 import os
 import signal
 import socket
-import sys
 import threading
 
 import cloudpickle
@@ -40,15 +39,20 @@ def _on_sigint(signum, frame) -> None:
 
 
 def _on_sigterm(signum, frame) -> None:
-    if _running:
-        nodes = ", ".join(repr(label) for label in _running)
-        sys.stderr.write(
-            f"dispatcher: worker rank (pid {os.getpid()} on {socket.gethostname()}) was running "
-            f"node(s) {nodes} when it was sent SIGTERM\n"
-        )
-        sys.stderr.flush()
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    os.kill(os.getpid(), signal.SIGTERM)
+    """Say which nodes this rank was running, then die of the signal as it would
+    have (written with ``os.write``: the handler may interrupt a write to
+    ``sys.stderr``, which is not reentrant)."""
+    try:
+        if _running:
+            nodes = ", ".join(repr(label) for label in _running)
+            text = (
+                f"dispatcher: worker rank (pid {os.getpid()} on {socket.gethostname()}) was running "
+                f"node(s) {nodes} when it was sent SIGTERM\n"
+            )
+            os.write(2, text.encode(errors="replace"))
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def init_worker(user_init: bytes | None) -> None:

@@ -60,12 +60,11 @@ import logging
 import os
 import pickle
 import selectors
-import shutil
 import socket
 import sys
-import tempfile
 import threading
 import time
+import uuid
 import weakref
 
 from ..results import ExecutorError, WorkerLostError, format_exception
@@ -140,7 +139,6 @@ class Pool:
         self.token = os.urandom(32) if launcher.connects else None
         self.listeners: list[socket.socket] = []
         self.addresses: list[str] = []  # where workers that connect back reach the pool
-        self.folder: str | None = None
         if launcher.connects:
             self._listen(launcher)
         self.thread = threading.Thread(target=self._main, name="dispatcher-pool", daemon=True)
@@ -149,14 +147,15 @@ class Pool:
     def _listen(self, launcher) -> None:
         """Listen for workers that connect back: on a Unix socket for those on this
         host (it can pass the descriptors of shared-memory buffers), and over TCP
-        when the launcher may place workers on other hosts."""
-        self.folder = tempfile.mkdtemp(prefix="dispatcher-pool-")
-        path = os.path.join(self.folder, "pool")
+        when the launcher may place workers on other hosts. The Unix socket has an
+        abstract name (Linux's: no file), so that nothing is left behind however
+        this process ends; the token keeps strangers out."""
+        name = f"dispatcher-pool-{os.getpid()}-{uuid.uuid4().hex}"
         local = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        local.bind(path)
+        local.bind("\0" + name)
         local.listen(128)
         self.listeners.append(local)
-        self.addresses.append(f"unix:{path}")
+        self.addresses.append(f"unix:@{name}")  # @: the abstract namespace
         if launcher.spread:
             remote = socket.create_server(("", 0), backlog=128)
             self.listeners.append(remote)
@@ -208,7 +207,7 @@ class Pool:
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     raise ExecutorError(
-                        f"only {ready} of {self.size} {self.launcher.what}es started in {timeout} s"
+                        f"only {ready} of {self.size} {self.launcher.whats} started in {timeout} s"
                     )
                 self.ready_changed.wait(0.1 if left is None else min(left, 0.1))
 
@@ -538,7 +537,7 @@ class Pool:
             self._launch(count)
 
     def _give_up(self, why: str) -> None:
-        self.broken = ExecutorError(f"{self.launcher.what}es cannot start: {why}")
+        self.broken = ExecutorError(f"{self.launcher.whats} cannot start: {why}")
         logger.error("%s", self.broken)
         with self.ready_changed:
             self.ready_changed.notify_all()
@@ -578,8 +577,6 @@ class Pool:
         self.launcher.close()
         for listener in self.listeners:
             listener.close()
-        if self.folder is not None:
-            shutil.rmtree(self.folder, ignore_errors=True)
         self.selector.close()
         self.wake_r.close()
         self.wake_w.close()

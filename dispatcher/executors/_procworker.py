@@ -1,8 +1,11 @@
 """The worker process of :class:`~dispatcher.ProcessExecutor`, and the wire format
 both ends speak.
 
-A worker is started as ``python _procworker.py SOCKET_FD ALIVE_FD``: this file runs
-as a script and imports nothing of the ``dispatcher`` package, so a worker is ready
+A worker is started as ``python _procworker.py SOCKET_FD ALIVE_FD`` (a worker
+process, given one end of a socket pair) or ``python _procworker.py --connect
+ADDRESSES`` (an MPI rank, which connects back to the pool and proves itself with
+the pool's token: see :func:`_connect`). This file runs as a script and imports
+nothing of the ``dispatcher`` package, so a worker is ready
 in a few tens of milliseconds and never imports the user's ``__main__`` module
 (functions from ``__main__`` arrive by value, through cloudpickle). The parent
 imports the same file as a module for :func:`send` and :func:`recv`.
@@ -24,8 +27,11 @@ no pickling of the data.
 
 Conversation: the parent sends ``("init", sys_path, initializer_bytes)``; the worker
 answers ``("ready", pid)`` or ``("init-failed", description)``. Then each message
-from the parent is a batch, a list of ``(func, args, kwargs)``; the worker runs
-them in order and answers ``("done", outcomes, seconds)`` with one
+from the parent is a batch, ``(calls, timed)`` with ``calls`` a list of ``(func,
+args, kwargs)``; for a ``timed`` batch (a node with a timeout) the worker first
+answers ``("started",)``, from which the parent counts the timeout, so that
+neither the unpickling nor the imports it brings count. It runs the calls in order
+and answers ``("done", outcomes, seconds)`` with one
 ``(ok, value)`` per call, where a failure's value is ``(exception, traceback)``,
 or ``(type name, message, traceback)`` when the exception itself cannot be
 pickled, and ``seconds`` the time each call took. A batch that cannot be
@@ -34,7 +40,9 @@ means stop.
 
 A worker ignores SIGINT (the parent decides what Ctrl-C stops) and exits as soon as
 its parent does: a watchdog thread waits on a pipe whose only write end the parent
-holds.
+holds (or, for a worker that connected, on its connection closing). A process a
+node forks closes its copy of the connection, so that a worker that dies is
+noticed at once even while such a process lives on.
 """
 
 from __future__ import annotations
@@ -306,8 +314,9 @@ def recv_exact(sock: socket.socket, size: int) -> bytearray:
 
 
 def _connect(addresses: str) -> tuple[socket.socket, int | None]:
-    """Connect back to the pool at the first of ``addresses`` (``unix:PATH`` while
-    that path is here, ``tcp:HOST:PORT``, separated by commas) that answers, and
+    """Connect back to the pool at the first of ``addresses`` (``unix:PATH``, or
+    ``unix:@NAME`` in the abstract namespace, on the pool's host; ``tcp:HOST:PORT``;
+    separated by commas) that answers, and
     say who this worker is: the pool's token (from ``DISPATCHER_WORKER_TOKEN``),
     then its pid, host, MPI rank (an MPI job's ranks start MPI first, so nodes can
     use it) and launch."""
@@ -325,7 +334,7 @@ def _connect(addresses: str) -> tuple[socket.socket, int | None]:
             if kind == "unix":
                 candidate = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 try:
-                    candidate.connect(where)
+                    candidate.connect("\0" + where[1:] if where.startswith("@") else where)
                 except OSError:
                     candidate.close()
                     raise
@@ -358,6 +367,9 @@ def main(argv: list[str]) -> int:
     else:
         sock = socket.socket(fileno=int(argv[1]))
         threading.Thread(target=_watch_parent, args=(int(argv[2]),), daemon=True).start()
+    # a process a node forks must not hold the connection: the pool notices that
+    # this worker died when the connection closes, not when the node's children end
+    os.register_at_fork(after_in_child=sock.close)
     try:
         code = _serve(sock)
     finally:

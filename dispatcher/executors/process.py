@@ -71,6 +71,7 @@ class LocalLauncher:
 
     connects = False  # workers arrive at once, not by connecting back
     what = "worker process"
+    whats = "worker processes"
 
     def __init__(self):
         self.alive_r, self.alive_w = os.pipe()
@@ -141,7 +142,7 @@ class ProcessExecutor(Executor):
     (:class:`~dispatcher.WorkerLostError`) is retried by default.
 
     The pool starts on the first run (or :meth:`start`) and is shut down by
-    :meth:`close`. See :mod:`dispatcher.executors.process` for what happens when
+    :meth:`close`. See :mod:`dispatcher.executors._pool` for what happens when
     a worker dies, a node times out or a run is interrupted.
 
     >>> import dispatcher as dp

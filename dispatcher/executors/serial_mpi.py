@@ -190,7 +190,7 @@ class SerialMPIExecutor(Executor):
             if _wants_comm(task.func) and not (task.kwargs and "comm" in task.kwargs):
                 task.kwargs = {**(task.kwargs or {}), "comm": self.comm}
             if task.timeout is None:
-                return True, task.call()
+                return True, task.run()
             if threading.current_thread() is threading.main_thread():
                 return call_with_alarm(task)
             return call_in_thread(task)
