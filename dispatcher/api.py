@@ -169,7 +169,9 @@ async def run_async(
     outputs = _materialize(outputs)
 
     async def run():
-        return await drive_async(_state(executor, outputs, inputs, **options), executor)
+        state = _state(executor, outputs, inputs, **options)
+        async with executor._nested_wait_async():
+            return await drive_async(state, executor)
 
     return await executor._run_spmd_async(outputs, run)
 

@@ -349,6 +349,35 @@ def test_nested_runs_on_the_executor_a_node_runs_on_do_not_deadlock(tmp_path, ma
     assert outcome(proc) == [[6, 7, 8], [6, 7, 8]]
 
 
+@pytest.mark.parametrize("limit", [1, 2])
+def test_nested_async_runs_under_max_concurrency_do_not_deadlock(tmp_path, limit):
+    # a coroutine node awaiting a nested run gives back its place while it waits
+    proc = run_script(
+        tmp_path,
+        f"""
+        import asyncio, json
+        import dispatcher as dp
+
+        ex = dp.AsyncExecutor(max_concurrency={limit})
+
+        async def fit(i):
+            await asyncio.sleep(0.01)
+            return i
+
+        async def tool(k):
+            results = await dp.run_async(ex, [dp.Op(fit, i) for i in range(4)])
+            return sum(r.value for r in results) + k
+
+        async def workflow():
+            return [r.value for r in await dp.run_async(ex, [dp.Op(tool, k) for k in range(3)])]
+
+        print(json.dumps(dp.execute([dp.Op(workflow), dp.Op(workflow)], ex)))
+        """,
+        timeout=60,
+    )
+    assert outcome(proc) == [[6, 7, 8], [6, 7, 8]]
+
+
 # -- processes a node leaves running --------------------------------------------------------
 
 

@@ -18,8 +18,10 @@ Failures: any exception a plain function on the loop raises fails its node,
 thread that drives the run: it ends the run. Ctrl-C (``asyncio.run``'s first
 SIGINT cancels the run) stops the run before the next node starts: a plain node
 already running on the loop finishes first, a running coroutine is cancelled.
-A node that runs a nested graph on this executor from one of its threads lends
-that thread's slot while it waits.
+A node that runs a nested graph on this executor lends what it holds while it
+waits: from one of its threads, that thread's slot; as a coroutine awaiting
+``run_async``, its place among the ``max_concurrency`` nodes, taken back when the
+nested run ends. Nested runs never deadlock.
 
 ``dispatcher.run`` with this executor starts an event loop in the calling thread
 (``asyncio.run``), or, when that thread already runs a loop (a notebook), in a
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import inspect
 import weakref
@@ -40,6 +43,31 @@ from .base import Executor
 from .pools import _cancelled, default_threads
 
 __all__ = ["AsyncExecutor"]
+
+_permit: contextvars.ContextVar = contextvars.ContextVar("dispatcher_async_permit", default=None)
+"""In a node's coroutine: the :class:`_Permit` it runs under, if its executor has a
+``max_concurrency``."""
+
+
+class _Permit:
+    """A node's place among an executor's ``max_concurrency``: given back while the
+    node waits on a nested run of the same executor."""
+
+    __slots__ = ("executor", "held", "limit")
+
+    def __init__(self, executor, limit: asyncio.Semaphore):
+        self.executor = executor
+        self.limit = limit
+        self.held = False
+
+    async def acquire(self) -> None:
+        await self.limit.acquire()
+        self.held = True
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            self.limit.release()
 
 
 class AsyncExecutor(Executor):
@@ -96,6 +124,18 @@ class AsyncExecutor(Executor):
     def _nested_wait(self):
         return self._threads.lent() if self._threads is not None else contextlib.nullcontext()
 
+    @contextlib.asynccontextmanager
+    async def _nested_wait_async(self):
+        permit = _permit.get()
+        if permit is None or permit.executor is not self or not permit.held:
+            yield
+            return
+        permit.release()
+        try:
+            yield
+        finally:
+            await permit.acquire()
+
     def _submit(self, task, done) -> None:
         loop = asyncio.get_running_loop()
         in_thread = self.sync == "threads" or task.timeout is not None
@@ -137,8 +177,13 @@ class AsyncExecutor(Executor):
         limit = self._limits.get(loop)
         if limit is None:
             limit = self._limits[loop] = asyncio.Semaphore(self.max_concurrency)
-        async with limit:
+        permit = _Permit(self, limit)
+        await permit.acquire()
+        _permit.set(permit)  # this task's own context: seen by the node's coroutine
+        try:
             return await outcome
+        finally:
+            permit.release()
 
     def _cancel(self, task) -> None:
         if task.handle is not None:

@@ -120,6 +120,12 @@ class Executor:
         deadlock."""
         return contextlib.nullcontext()
 
+    def _nested_wait_async(self):
+        """:meth:`_nested_wait` for ``run_async``: an async context manager (an
+        ``AsyncExecutor`` gives back the waiting node's place among its
+        ``max_concurrency``)."""
+        return contextlib.nullcontext()
+
     async def _run_spmd_async(self, outputs, run):
         """:meth:`_run_spmd` for ``run_async``: ``await run()`` does it here."""
         return await run()
