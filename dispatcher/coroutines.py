@@ -16,14 +16,16 @@ import types
 from collections.abc import Coroutine
 from typing import Any
 
-__all__ = ["finish", "run_to_end"]
+__all__ = ["COROUTINE", "finish", "run_to_end"]
 
-_COROUTINE = types.CoroutineType
+COROUTINE = types.CoroutineType
+"""The type of what calling an ``async def`` function returns (checked with ``is``
+where a call per node counts)."""
 
 
 def finish(value: Any) -> Any:
     """``value``, or, if it is a coroutine, what it returns once run to its end."""
-    if type(value) is _COROUTINE:
+    if type(value) is COROUTINE:
         return run_to_end(value)
     return value
 

@@ -50,14 +50,13 @@ import queue
 import random
 import threading
 import time
-import types
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import attrs
 
 from .checks import check_retries, check_timeout, nout_error, retry_predicates
-from .coroutines import finish
+from .coroutines import COROUTINE, finish
 from .graph import DispatchGraph, _deps_of, topological_order
 from .nodes import NEVER, RELEASED, DispatchNode, Failure, Remote, _func_name
 from .results import DependencyError, DispatcherError, DispatchResult, ExecutorError, format_exception
@@ -65,8 +64,6 @@ from .results import DependencyError, DispatcherError, DispatchResult, ExecutorE
 __all__ = ["Backoff", "Callback", "PipelinedRunState", "RunState", "Task", "drive", "drive_async"]
 
 logger = logging.getLogger("dispatcher")
-
-_COROUTINE = types.CoroutineType
 
 
 @attrs.frozen
@@ -137,9 +134,7 @@ class Task:
 
     def run(self) -> Any:
         """:meth:`call`, with a coroutine it returns run to its end (see :mod:`dispatcher.coroutines`)."""
-        kwargs = self.kwargs
-        value = self.func(*self.args, **kwargs) if kwargs else self.func(*self.args)
-        return finish(value) if type(value) is _COROUTINE else value
+        return finish(self.call())
 
     def __repr__(self) -> str:
         return f"<Task {self.node.label!r} attempt {self.attempt}>"
@@ -291,8 +286,6 @@ class RunState:
             _check_graph_edges(waiting, graph, given, failed_given)
             if len(waiting) < len(graph):  # nodes not reached from the leaves: a cycle may hold them
                 graph.topological_order()  # raises on a cycle
-            if not self.outputs and len(graph):
-                raise ExecutorError("the graph has a cycle")  # pragma: no cover - found above
         if out_of_order and not _all_reachable(waiting, children, ready):
             nodes = list(waiting)
             deps = graph._parents.__getitem__ if graph is not None else _deps_of
@@ -356,7 +349,7 @@ class RunState:
                     self._submitted(node)
                 try:
                     value = func(*args, **kwargs) if kwargs else func(*args)
-                    if type(value) is _COROUTINE:
+                    if type(value) is COROUTINE:  # inline: no call for a plain value
                         value = finish(value)
                 except KeyboardInterrupt:
                     raise  # Ctrl-C, here in the thread that drives the run: the run ends

@@ -37,7 +37,8 @@ __all__ = [
     "op",
 ]
 
-_CONTAINERS = frozenset((list, tuple, set, frozenset, dict))
+CONTAINERS = frozenset((list, tuple, set, frozenset, dict))
+"""The types searched for nodes among a node's arguments (exactly these, not subclasses)."""
 
 _creation = itertools.count()
 """Numbers nodes in the order they are made. A node made from others comes after
@@ -224,9 +225,9 @@ class DispatchNode:
 def _short(value: Any, width: int = 40) -> str:
     if isinstance(value, DispatchNode):
         return f"<{value.label}>"
-    if type(value) in _CONTAINERS and len(value) > 4:
+    if type(value) in CONTAINERS and len(value) > 4:
         return f"{type(value).__name__}[{len(value)}]"
-    text = repr(value) if type(value) not in _CONTAINERS else _short_container(value)
+    text = repr(value) if type(value) not in CONTAINERS else _short_container(value)
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
@@ -272,7 +273,7 @@ def _scan(value: Any, found: dict, where: str = "an argument") -> bool:
     t = type(value)
     if t is dict:
         value = value.values()
-    elif t not in _CONTAINERS:
+    elif t not in CONTAINERS:
         if t in _ONE_SHOT:
             raise _one_shot(value, where)
         return False
@@ -345,7 +346,7 @@ class Op(DispatchNode):
             if isinstance(a, DispatchNode):
                 found[a] = None
                 argpos.append(i)
-            elif type(a) in _CONTAINERS:
+            elif type(a) in CONTAINERS:
                 if _scan(a, found, self._where(f"argument {i}")):
                     argpos.append(i)
             elif type(a) in _ONE_SHOT:

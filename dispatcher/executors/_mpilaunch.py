@@ -27,6 +27,7 @@ other hosts: the pool then listens over TCP too, on every interface of this host
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import os
 import shlex
@@ -114,6 +115,7 @@ def find_mpiexec() -> str:
     return found
 
 
+@functools.cache  # asked once per mpiexec, not again for each pool (a pool is remade after Ctrl-C)
 def _is_hydra(mpiexec: str) -> bool:
     try:
         out = subprocess.run([mpiexec, "--version"], capture_output=True, text=True, timeout=30).stdout

@@ -40,7 +40,7 @@ import weakref
 from ..results import format_exception
 from ._threads import SlotPool
 from .base import Executor
-from .pools import _cancelled, default_threads
+from .pools import _cancelled, default_threads, run_outcome
 
 __all__ = ["AsyncExecutor"]
 
@@ -140,7 +140,7 @@ class AsyncExecutor(Executor):
         loop = asyncio.get_running_loop()
         in_thread = self.sync == "threads" or task.timeout is not None
         if in_thread and not inspect.iscoroutinefunction(task.func):
-            awaitable = value = loop.run_in_executor(self._thread_pool(), _outcome, task)
+            awaitable = value = loop.run_in_executor(self._thread_pool(), run_outcome, task)
         else:
             current = asyncio.current_task()
             if current is not None and current.cancelling():
@@ -194,14 +194,6 @@ class AsyncExecutor(Executor):
         if self._threads is not None:
             self._threads.shutdown(wait=True, cancel_futures=True)
             self._threads = None
-
-
-def _outcome(task) -> tuple:
-    """Run ``task`` in a thread: its outcome, never an exception (see ``_awaited``)."""
-    try:
-        return True, task.run()
-    except BaseException as exc:
-        return False, (exc, format_exception(exc))
 
 
 def _report(task, done, awaitable, value, handle) -> None:

@@ -73,6 +73,7 @@ import cloudpickle
 
 from ..checks import nout_error
 from ..coroutines import finish
+from ..nodes import CONTAINERS
 from ..results import DispatcherError, ExecutorError, WorkerLostError, format_exception, is_worker_lost
 from ._procworker import failure, pickle_dumps
 from ._serialize import decode_outcome, unpicklable_error
@@ -83,7 +84,6 @@ __all__ = ["DaskExecutor"]
 logger = logging.getLogger("dispatcher")
 
 _FINAL = ("finished", "error", "cancelled")
-_NESTED = frozenset((list, tuple, set, frozenset, dict))
 
 
 def _distributed():
@@ -320,7 +320,7 @@ class DaskExecutor(Executor):
 
         key = f"{_key_prefix(task.node.label)}-{uuid.uuid4().hex}"
         args, kwargs = task.args, task.kwargs or {}
-        if any(type(a) in _NESTED for a in args) or any(type(v) in _NESTED for v in kwargs.values()):
+        if any(type(a) in CONTAINERS for a in args) or any(type(v) in CONTAINERS for v in kwargs.values()):
             args = [_frozensets(a, parse_input) for a in args]
             kwargs = {k: _frozensets(v, parse_input) for k, v in kwargs.items()}
         spec = Task(

@@ -114,13 +114,13 @@ class PoolExecutor(Executor):
         super().__init__(**options)
         self.pool = pool
         self.cloudpickle = _is_process_pool(pool) if cloudpickle is None else bool(cloudpickle)
-        self._threads = isinstance(pool, cf.ThreadPoolExecutor) and not self.cloudpickle
+        self._over_threads = isinstance(pool, cf.ThreadPoolExecutor) and not self.cloudpickle
 
     def _submit(self, task, done) -> None:
         if self.cloudpickle:
             payload = dumps_call(task.node.label, task.func, task.args, task.kwargs)
             future = self.pool.submit(call_pickled, payload)
-        elif self._threads:
+        elif self._over_threads:
             if getattr(_inside, "pool", None) is self.pool:  # a nested run from one of our calls
                 _work(task, done)
                 return
@@ -137,7 +137,7 @@ class PoolExecutor(Executor):
         on this executor runs its nodes here."""
         _inside.pool = self.pool
         try:
-            return finish(func(*args, **kwargs))
+            return _call_to_end(func, args, kwargs)
         finally:
             _inside.pool = None
 
@@ -149,13 +149,17 @@ class PoolExecutor(Executor):
 _inside = threading.local()  # .pool: the caller's thread pool whose call runs in this thread
 
 
-def _work(task, done) -> None:
+def run_outcome(task) -> tuple:
+    """Run ``task`` (in a worker thread): ``(ok, value or (exception, traceback))``,
+    never an exception, since a worker thread must always report back."""
     try:
-        value = task.run()
-    except BaseException as exc:  # a worker thread must always report back
-        done(task, False, (exc, format_exception(exc)))
-    else:
-        done(task, True, value)
+        return True, task.run()
+    except BaseException as exc:
+        return False, (exc, format_exception(exc))
+
+
+def _work(task, done) -> None:
+    done(task, *run_outcome(task))
 
 
 def default_threads() -> int:
