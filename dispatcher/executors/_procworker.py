@@ -171,7 +171,8 @@ def send(sock: socket.socket, obj) -> None:
     send_payload(sock, *dumps(obj))
 
 
-def _recv_exact(sock: socket.socket, size: int) -> bytearray:
+def recv_exact(sock: socket.socket, size: int) -> bytearray:
+    """Exactly ``size`` bytes from ``sock`` (``EOFError`` if it closes first)."""
     buf = bytearray(size)
     view = memoryview(buf)
     got = 0
@@ -185,7 +186,7 @@ def _recv_exact(sock: socket.socket, size: int) -> bytearray:
 
 def _recv_header(sock: socket.socket) -> tuple[bytes, list[int]]:
     if not _SHARED:
-        return bytes(_recv_exact(sock, _HEADER.size)), []
+        return bytes(recv_exact(sock, _HEADER.size)), []
     head, ancillary, _, _ = sock.recvmsg(_HEADER.size, _ANCILLARY, socket.MSG_WAITALL)
     fds: list[int] = []
     for level, kind, data in ancillary:
@@ -194,7 +195,7 @@ def _recv_header(sock: socket.socket) -> tuple[bytes, list[int]]:
     if not head:
         raise EOFError("the other end closed the connection")
     if len(head) < _HEADER.size:
-        head += _recv_exact(sock, _HEADER.size - len(head))
+        head += recv_exact(sock, _HEADER.size - len(head))
     return head, fds
 
 
@@ -204,15 +205,15 @@ def recv(sock: socket.socket):
     try:
         size, nbuf = _HEADER.unpack(head)
         if nbuf:
-            table = struct.unpack(f"!{nbuf}Q{nbuf}B", _recv_exact(sock, 9 * nbuf))
+            table = struct.unpack(f"!{nbuf}Q{nbuf}B", recv_exact(sock, 9 * nbuf))
             sizes, kinds = table[:nbuf], table[nbuf:]
         else:
             sizes = kinds = ()
-        payload = _recv_exact(sock, size)
+        payload = recv_exact(sock, size)
         buffers = []
         shared = iter(fds)
         for n, kind in zip(sizes, kinds):
-            buffers.append(mmap.mmap(next(shared), n) if kind else _recv_exact(sock, n))
+            buffers.append(mmap.mmap(next(shared), n) if kind else recv_exact(sock, n))
     finally:
         for fd in fds:  # a mapping outlives its descriptor
             os.close(fd)
@@ -306,11 +307,6 @@ def _watch_connection(sock: socket.socket) -> None:
         for _, events in poller.poll():
             if events & (select.POLLRDHUP | select.POLLHUP | select.POLLERR):
                 os._exit(0)
-
-
-def recv_exact(sock: socket.socket, size: int) -> bytearray:
-    """Exactly ``size`` bytes from ``sock`` (``EOFError`` if it closes first)."""
-    return _recv_exact(sock, size)
 
 
 def _connect(addresses: str) -> tuple[socket.socket, int | None]:
