@@ -36,8 +36,10 @@ Policy:
   the imports that brings, is not counted. At the deadline its worker is killed
   and replaced, and the node fails with ``TimeoutError``.
 * **Cancellation and interruption.** Cancelling a node that is running kills its
-  worker (a replacement starts). :meth:`Pool.stop` asks idle workers to exit and
-  kills busy ones, or kills all of them.
+  worker (a replacement starts). :meth:`Pool.stop` asks idle workers, and those
+  still setting up, to exit (the launcher kills any still there after a grace
+  period), and kills busy ones; or it kills all of them. A worker rank killed
+  needlessly would make ``mpiexec`` report the job as terminated.
 * **Start-up failures.** A worker that cannot start is tried again; after
   :data:`START_FAILURES` failures in a row the nodes fail with an
   :class:`~dispatcher.ExecutorError` that carries the reason.
@@ -183,8 +185,8 @@ class Pool:
         self.wake()
 
     def stop(self, kill: bool) -> None:
-        """Stop the workers (idle ones are asked to exit, busy ones are killed, or
-        all are killed) and the I/O thread; nodes not finished are cancelled."""
+        """Stop the workers (idle and starting ones are asked to exit, busy ones are
+        killed, or all are killed) and the I/O thread; nodes not finished are cancelled."""
         if self.thread.is_alive():
             self.inbox.append(("stop", kill))
             self.wake()
@@ -551,11 +553,11 @@ class Pool:
         for worker in list(self.workers.values()):
             for job in worker.batch or ():
                 self._report(job, False, (stopped, ""))
-            if kill or worker.batch is not None or not worker.ready:
+            if kill or worker.batch is not None:
                 self.launcher.kill(worker)
-            else:
+            else:  # end of file: an idle worker exits, one still starting once it is set up
                 with contextlib.suppress(OSError):
-                    worker.sock.shutdown(socket.SHUT_WR)  # end of file: an idle worker exits
+                    worker.sock.shutdown(socket.SHUT_WR)
         while self.pending:
             self._report(self.pending.popleft(), False, (stopped, ""))
         while self.inbox:
