@@ -9,6 +9,7 @@ import fcntl
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -30,9 +31,13 @@ class FileChannel:
     """A FIFO of JSON values in a file: what Dispatcher.jl's tests do with a
     ``RemoteChannel``, for nodes that may run in other processes. Pickles by path."""
 
+    folder: str | None = None  # where the channels of this test session live (removed at its end)
+
     def __init__(self, path: str | None = None):
         if path is None:
-            fd, path = tempfile.mkstemp(prefix="dispatcher-test-")
+            if FileChannel.folder is None:
+                FileChannel.folder = tempfile.mkdtemp(prefix="dispatcher-test-")
+            fd, path = tempfile.mkstemp(dir=FileChannel.folder)
             os.close(fd)
         self.path = path
 
@@ -166,6 +171,14 @@ def _no_shared_memory_left():
     before = _mpisuper.shared_files()
     yield
     _mpisuper.remove_left_files(before)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_channels():
+    yield
+    if FileChannel.folder is not None:
+        shutil.rmtree(FileChannel.folder, ignore_errors=True)
+        FileChannel.folder = None
 
 
 @pytest.fixture(scope="session", autouse=True)
