@@ -164,11 +164,12 @@ def dask_client():
 
 
 @pytest.fixture(autouse=True)
-def _no_shared_memory_left():
+def _no_mpi_files_left():
     """MPI jobs the tests start and kill as a user would (under ``mpiexec``, where
     the library does not own the job) leave MPICH's shared-memory files in
-    /dev/shm; remove them, as the supervisor of the library's own jobs does."""
-    before = _mpisuper.shared_files()
+    /dev/shm and Hydra's topology files in /tmp; remove them, as the supervisor
+    of the library's own jobs does."""
+    before = _mpisuper.left_files()
     yield
     _mpisuper.remove_left_files(before)
 

@@ -93,8 +93,10 @@ def test_a_node_that_kills_its_rank_fails_naming_it_and_the_executor_goes_on(tmp
 
 
 def test_a_spawned_mpi_executor_closed_while_its_ranks_start_ends_at_once_and_quietly(tmp_path):
-    # closing during start-up once waited the supervisor's grace period, and mpiexec
-    # printed that the application was terminated; a mistake in the graph starts nothing
+    # closing during start-up once waited the supervisor's grace period, mpiexec
+    # printed that the application was terminated, and the Hydra proxies killed with
+    # the job left their files in /tmp; a mistake in the graph starts nothing
+    before = _mpisuper.left_files()
     proc = run_script(
         tmp_path,
         """
@@ -107,16 +109,22 @@ def test_a_spawned_mpi_executor_closed_while_its_ranks_start_ends_at_once_and_qu
         except TypeError:
             pass
         started = ex.worker_pids()
-        ex._open()  # the ranks start in the background
-        begin = time.monotonic()
-        ex.close()
-        print(json.dumps({"started": started, "close": time.monotonic() - begin}))
+        closes = []
+        for delay in (0, 0.1, 0.3):  # at several points of the start-up
+            ex = dp.MPIExecutor(2)
+            ex._open()  # the ranks start in the background
+            time.sleep(delay)
+            begin = time.monotonic()
+            ex.close()
+            closes.append(time.monotonic() - begin)
+        print(json.dumps({"started": started, "close": max(closes)}))
         """,
     )
     out = outcome(proc)
     assert out["started"] == []
     assert out["close"] < _mpisuper.GRACE, out
     assert "TERMINATED" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    assert _mpisuper.left_files() - before == set()
 
 
 def test_closing_while_a_rank_is_still_setting_up_lets_it_finish_quietly(tmp_path):
@@ -544,7 +552,7 @@ def test_the_driver_keeps_nothing_from_run_to_run(tmp_path, executor, runs):
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_spawned_mpi_job_ended_by_a_signal_leaves_no_shared_memory(tmp_path, signum):
-    before = _mpisuper.shared_files()
+    before = _mpisuper.left_files()
     temporary_before = _our_temporary_files()
     (tmp_path / "script.py").write_text(
         textwrap.dedent(
@@ -569,9 +577,9 @@ def test_a_spawned_mpi_job_ended_by_a_signal_leaves_no_shared_memory(tmp_path, s
             os.killpg(proc.pid, signal.SIGKILL)
     assert wait_gone(pids, 20.0) == []
     end = time.monotonic() + 20  # the supervisor removes them once its job has ended
-    while time.monotonic() < end and _mpisuper.shared_files() - before:
+    while time.monotonic() < end and _mpisuper.left_files() - before:
         time.sleep(0.1)
-    assert _mpisuper.shared_files() - before == set()
+    assert _mpisuper.left_files() - before == set()
     assert _our_temporary_files() - temporary_before == set()  # no socket or folder of the pool
 
 

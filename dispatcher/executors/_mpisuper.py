@@ -15,6 +15,8 @@ but the standard library) starts ``mpiexec`` and stays with it:
   mpich_shm_*``) that the job created and that no live process maps any more:
   MPICH removes them only in ``MPI_Finalize``, which ranks that are killed, or
   that leave without it (a job with a dead rank cannot finalize), never reach.
+  So with the topology files of Hydra's proxies (``/tmp/hydra_hwloc_xmlfile_*``),
+  which a proxy killed with its session leaves (see :data:`LEFT_BEHIND`).
 * SIGTERM, SIGINT and SIGHUP are passed on to ``mpiexec``; one that is still
   running :data:`GRACE` seconds later is killed with its session. SIGUSR1 kills
   the session at once, quietly: the driver sends it for a job whose ranks have not
@@ -35,63 +37,91 @@ import threading
 import time
 
 GRACE = 5.0  # seconds mpiexec has to end after a signal before the session is killed
-SHM = "/dev/shm"
-PREFIX = "mpich_shm_"
+LEFT_BEHIND = (("/dev/shm", "mpich_shm_"), ("/tmp", "hydra_hwloc_xmlfile_"))
+"""Where an MPICH job leaves files when its processes are killed: the shared
+memory of its ranks, and the topology file each Hydra proxy writes (always in
+``/tmp``) and removes only when it exits by itself."""
 
 
-def shared_files() -> set[str]:
-    """The MPICH shared-memory files there are now."""
-    try:
-        return {name for name in os.listdir(SHM) if name.startswith(PREFIX)}
-    except OSError:
-        return set()
+def left_files() -> set[str]:
+    """The paths of such files there are now."""
+    paths: set[str] = set()
+    for folder, prefix in LEFT_BEHIND:
+        with contextlib.suppress(OSError):
+            paths.update(os.path.join(folder, name) for name in os.listdir(folder) if name.startswith(prefix))
+    return paths
 
 
-def mapped_files() -> set[str]:
-    """The names of the files in ``/dev/shm`` that some live process maps or holds open."""
-    names: set[str] = set()
+def files_in_use() -> set[str]:
+    """The paths in those folders that some live process maps or holds open."""
+    folders = tuple(folder + "/" for folder, _ in LEFT_BEHIND)
+    paths: set[str] = set()
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
         with contextlib.suppress(OSError), open(f"/proc/{pid}/maps") as f:
             for line in f:
-                if SHM in line:
-                    names.add(os.path.basename(line.split(SHM, 1)[1].split()[0]))
+                fields = line.split()
+                if len(fields) >= 6 and fields[5].startswith(folders):
+                    paths.add(fields[5])
         with contextlib.suppress(OSError):
             for fd in os.listdir(f"/proc/{pid}/fd"):
                 with contextlib.suppress(OSError):
                     target = os.readlink(f"/proc/{pid}/fd/{fd}")
-                    if target.startswith(SHM + "/"):
-                        names.add(os.path.basename(target.split()[0]))
-    return names
+                    if target.startswith(folders):
+                        paths.add(target.split()[0])
+    return paths
 
 
 def remove_left_files(before: set[str]) -> None:
-    """Remove the MPICH files that appeared since ``before`` and that nothing uses."""
-    new = shared_files() - before
+    """Remove the files of :data:`LEFT_BEHIND` that appeared since ``before`` and
+    that nothing uses."""
+    new = left_files() - before
     if not new:
         return
-    for name in new - mapped_files():
+    for path in new - files_in_use():
         with contextlib.suppress(OSError):
-            os.unlink(os.path.join(SHM, name))
+            os.unlink(path)
 
 
-def _kill_session() -> None:
-    """SIGKILL every other process of this session (the job's mpiexec and ranks)."""
+def _session() -> list[int]:
+    """The other live processes of this session (the job's mpiexec, proxies and
+    ranks); a zombie is dead already, whoever reaps it."""
     me = os.getpid()
+    pids = []
     for pid in os.listdir("/proc"):
-        if not pid.isdigit() or int(pid) == me:
-            continue
-        with contextlib.suppress(OSError):
-            if os.getsid(int(pid)) == me:
-                os.kill(int(pid), signal.SIGKILL)
+        if pid.isdigit() and int(pid) != me:
+            with contextlib.suppress(OSError):
+                if os.getsid(int(pid)) == me and not _is_zombie(pid):
+                    pids.append(int(pid))
+    return pids
+
+
+def _is_zombie(pid: str) -> bool:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rpartition(")")[2].split()[0] == "Z"
+
+
+def _kill_session(wait: float = 0.0) -> None:
+    """SIGKILL every other process of this session; with ``wait``, keep at it for
+    up to that many seconds until none is left (one may be starting as it is
+    killed), so that what they used can be told from what they leave."""
+    end = time.monotonic() + wait
+    while True:
+        pids = _session()
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        if not pids or time.monotonic() >= end:
+            return
+        time.sleep(0.02)  # the killed are reaped by their parents, or by init
 
 
 def main(argv: list[str]) -> int:
     os.setsid()
     alive_fd = int(argv[1])
     command = argv[argv.index("--") + 1 :]
-    before = shared_files()
+    before = left_files()
     job = subprocess.Popen(command, stdin=subprocess.DEVNULL)
     ending = threading.Event()
     at_once = threading.Event()
@@ -131,7 +161,7 @@ def main(argv: list[str]) -> int:
                 ending_since = time.monotonic()
             elif time.monotonic() - ending_since > GRACE:
                 _kill_session()
-    _kill_session()  # ranks that outlived their mpiexec
+    _kill_session(wait=2.0)  # ranks that outlived their mpiexec
     remove_left_files(before)
     return code if code >= 0 else 128 - code
 
