@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from .coroutines import run_to_end
-from .engine import Callback, PipelinedRunState, RunState, drive, drive_async
+from .engine import Callback, RunOptions, RunState, drive, drive_async
 from .graph import DispatchGraph
 from .nodes import DispatchNode
 from .results import DispatchResult
@@ -71,8 +71,7 @@ def _state(
             raise TypeError(f"callbacks must be dispatcher.Callback objects, got {type(cb).__name__}")
     if progress:
         callbacks.append(ProgressBar())
-    options = dict(
-        input_map=input_map,
+    options = RunOptions(
         throw_error=throw_error,
         retries=executor.retries,
         retry_on=executor.retry_on,
@@ -80,15 +79,13 @@ def _state(
         backoff=executor.backoff,
         timeout=executor.timeout,
         release=release,
-        callbacks=callbacks,
+        callbacks=tuple(callbacks),
         inline_light=executor.inline_light,
         inline_all=executor.runs_inline,
         track_deadlines=not executor.enforces_timeouts,
+        pipelined=executor.pipelines,
     )
-    if executor.pipelines:
-        state = PipelinedRunState(outputs, inputs, owner=executor, **options)
-    else:
-        state = RunState(outputs, inputs, **options)
+    state = RunState(outputs, inputs, input_map=input_map, options=options, owner=executor)
     executor._open()  # after the graph is checked: a mistake in it starts no workers
     return state
 

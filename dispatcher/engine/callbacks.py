@@ -1,0 +1,54 @@
+"""Callbacks: objects told about a run as it happens.
+
+Policy: every method is called where the run is driven (never from a worker), in
+the order the events happen. An exception a callback raises ends the run with a
+:class:`~dispatcher.DispatcherError` naming the callback and the node.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..nodes import DispatchNode
+from ..results import DependencyError, DispatcherError
+
+__all__ = ["Callback", "notify"]
+
+
+class Callback:
+    """Base for objects told about a run; override the methods you need.
+
+    Every method is called where the run is driven (never from a worker), in the
+    order the events happen. An exception raised by a callback ends the run with a
+    :class:`DispatcherError` that names the callback and the node.
+    """
+
+    def on_start(self, total: int) -> None:
+        """The run is about to start ``total`` nodes."""
+
+    def on_submit(self, node: DispatchNode) -> None:
+        """``node`` was handed to the executor (once per attempt)."""
+
+    def on_finish(self, node: DispatchNode, value: Any) -> None:
+        """``node`` produced ``value``."""
+
+    def on_fail(self, node: DispatchNode, error: DependencyError) -> None:
+        """``node`` failed, or will not run because a dependency failed."""
+
+    def on_retry(self, node: DispatchNode, error: BaseException, attempt: int, delay: float) -> None:
+        """``node`` failed with ``error`` and runs again (``attempt``) after ``delay`` s."""
+
+    def on_end(self) -> None:
+        """The run is over (also when it failed or was interrupted)."""
+
+
+def notify(callbacks: tuple, method: str, node: DispatchNode | None, *args: Any) -> None:
+    """Call ``method(*args)`` of each callback; a failing one raises DispatcherError."""
+    for cb in callbacks:
+        try:
+            getattr(cb, method)(*args)
+        except Exception as exc:
+            where = f" for node {node.label!r}" if node is not None else ""
+            raise DispatcherError(
+                f"callback {type(cb).__name__}.{method}{where} raised {type(exc).__name__}: {exc}"
+            ) from exc

@@ -1,0 +1,107 @@
+"""The engine's vocabulary: the :class:`NodeState` of a node in a run, and what the
+engine and an executor hand each other: a :class:`Task` to start, the frozen
+:class:`RunOptions` of a run, and the error of a node past its deadline.
+
+An executor receives a task, starts ``task.run()`` (or ``task.call()``) wherever
+its work runs, and reports the outcome once with ``done(task, ok, payload)``: the
+value, or ``(exception, formatted traceback)``. ``task.handle`` is the executor's
+own record of the attempt (a future, a job); the engine only passes it back.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+import attrs
+
+from ..coroutines import finish
+from .callbacks import Callback
+from .retries import Backoff
+
+__all__ = ["NodeState", "RunOptions", "Task", "timeout_error"]
+
+
+class NodeState(enum.Enum):
+    """Where a node of a run is (see the transitions in this module's docstring)."""
+
+    WAITING = "waiting"
+    READY = "ready"
+    SENT = "sent"
+    RUNNING = "running"
+    PARKED = "parked"
+    BACKING_OFF = "backing off"
+    DONE = "done"
+    FAILED = "failed"
+    RELEASED = "released"
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+@attrs.frozen
+class RunOptions:
+    """Everything a run is told besides its graph, fixed when the run starts.
+
+    ``dispatcher.run`` builds it from its own arguments and the executor's settings
+    and :class:`~dispatcher.executors.base.Capabilities`.
+    """
+
+    throw_error: bool = True
+    """The first failure ends the run and is raised."""
+    retries: int = 5
+    """Attempts after the first, for a node without its own ``retries``."""
+    retry_on: tuple = ()
+    """Predicates ``exception -> bool`` for a node without its own ``retry_on``."""
+    always_retry_on: tuple = ()
+    """Predicates that apply to every node as well (the executor's lost worker)."""
+    backoff: Backoff = attrs.Factory(Backoff)
+    timeout: float | None = None
+    """Seconds a node without its own ``timeout`` may run."""
+    release: bool = False
+    """Drop each intermediate value once no remaining node needs it."""
+    callbacks: tuple[Callback, ...] = ()
+    inline_light: bool = True
+    """The engine computes light nodes (indexing, collecting) itself."""
+    inline_all: bool = False
+    """The engine calls every node without a timeout itself (a serial executor)."""
+    track_deadlines: bool = True
+    """The engine watches each task's deadline (False: the executor stops a task at
+    its timeout itself and reports the ``TimeoutError``)."""
+    pipelined: bool = False
+    """A node is sent once its dependencies are *sent*, with their handles as
+    arguments (see :mod:`dispatcher.engine.state`)."""
+
+
+class Task:
+    """One attempt at running one node: what an executor starts."""
+
+    __slots__ = ("after", "args", "attempt", "func", "handle", "kwargs", "node", "timeout")
+
+    def __init__(self, node, func, args, kwargs, attempt, timeout):
+        self.node = node
+        self.func = func
+        self.args = args
+        self.kwargs = kwargs
+        self.attempt = attempt
+        self.timeout = timeout
+        self.handle: Any = None  # the executor's own record (a future, a task)
+        self.after: tuple = ()  # pipelined: handles of graph edges that pass no value
+
+    def call(self) -> Any:
+        """The node's function called with its arguments (a coroutine for an ``async def``)."""
+        kwargs = self.kwargs
+        return self.func(*self.args, **kwargs) if kwargs else self.func(*self.args)
+
+    def run(self) -> Any:
+        """:meth:`call`, with a coroutine it returns run to its end (see :mod:`dispatcher.coroutines`)."""
+        return finish(self.call())
+
+    def __repr__(self) -> str:
+        return f"<Task {self.node.label!r} attempt {self.attempt}>"
+
+
+def timeout_error(label: str, timeout: float, why: str = "") -> TimeoutError:
+    """The error of node ``label`` that ran longer than its ``timeout``; ``why``
+    says what was done about it (``"; its worker was killed"``)."""
+    return TimeoutError(f"node {label!r} ran longer than its timeout of {timeout} s{why}")

@@ -1,0 +1,551 @@
+"""The run state: one explicit state per node, advanced only by its driver's calls.
+
+Policy
+------
+Ready nodes sit on a last-in-first-out stack, as in dask's local scheduler: the run
+goes depth first, finishing chains before it starts new ones, which keeps few
+intermediate values alive. A ready node becomes a :class:`~dispatcher.engine.Task`
+(its function and arguments, dependency values substituted) that the executor
+starts and reports back once with ``done(task, ok, payload)``. *Light* nodes
+(indexing, collecting, data) are computed by the engine itself unless the executor
+wants them, and so is every untimed node for an executor that ``runs_inline``.
+
+A failure is retried as :mod:`dispatcher.engine.retries` says, after a backoff
+delay. Otherwise the node fails with a :class:`~dispatcher.DependencyError`, and
+that same error is handed to every node downstream: each finishes as failed,
+without running, once its other dependencies have finished. With
+``throw_error=True`` the first failure ends the run: nothing more starts, running
+tasks are cancelled and awaited, and the error is raised. With ``throw_error=False``
+everything that does not depend on a failure still runs.
+
+**One clock.** The state alone decides that a deadline has passed
+(:meth:`RunState.expire`): a task still running ``timeout`` seconds after it
+started fails with ``TimeoutError`` (or is retried), the driver asks the executor
+to cancel its work, and a late answer from that attempt is ignored. (An executor
+whose capabilities say it ``enforces_timeouts`` measures a task's time where it
+runs and reports the ``TimeoutError`` itself.)
+
+With ``release=True`` a finished value is dropped as soon as every node that needs
+it has finished, unless it is an output; such a node's ``fetch()`` then says its
+value was released. By default every node keeps the value of its latest run, as in
+Dispatcher.jl.
+
+**Pipelining** (``RunOptions.pipelined``) is a policy of the same machine, whose
+rules are in :mod:`dispatcher.engine.pipelining`: a node is sent once its
+dependencies are sent, and the SENT and PARKED states are used.
+
+States and transitions
+----------------------
+::
+
+    WAITING  --dependencies finished (pipelined: sent)----------> READY
+    READY    --light or inline: computed here--------------------> DONE | FAILED
+    READY    --handed to the executor----------------------------> RUNNING
+    READY    --pipelined, some dependency not finished-----------> SENT
+    SENT     --the last dependency finished (clock starts)-------> RUNNING
+    SENT     --reported early-------------------------------------> PARKED
+    PARKED   --the last dependency finished: report taken--------> as RUNNING's report
+    RUNNING  --reported ok----------------------------------------> DONE
+    RUNNING  --failed or past its deadline, retries left----------> BACKING_OFF
+    RUNNING  --failed or past its deadline------------------------> FAILED
+    BACKING_OFF --delay over---------------------------------------> READY (pipelined: WAITING
+                                                                     while a dependency is unsent)
+    SENT | PARKED | READY --a dependency withdrawn (pipelined)----> WAITING
+    DONE     --release, no remaining node needs it---------------> RELEASED
+
+Fields of :class:`RunState`
+---------------------------
+``state``: dict[node, NodeState]
+    every node the run must finish, and where it is.
+``waiting``: dict[node, int]
+    dependencies not yet finished (done or failed).
+``unsent``: dict[node, int]
+    pipelined only: dependencies neither sent nor finished.
+``children``: dict[node, node | list[node]]
+    the nodes waiting for a node (see :func:`~dispatcher.engine.plan.kids`).
+``poison``: dict[node, DependencyError]
+    a dependency failed: the node fails with this error once ``waiting`` is 0.
+``ready``: list[node]
+    stack of READY nodes; an entry whose node is no longer READY is skipped.
+``resolved``: list[node]
+    pipelined only: nodes whose dependencies have all finished, to act on.
+``running``: dict[node, Task]
+    the current attempt of each SENT or RUNNING node.
+``parked``: dict[node, tuple]
+    pipelined only: the early report ``(task, ok, payload)`` of a PARKED node.
+``attempts``: dict[node, int]
+    the number of the next attempt, for nodes that were retried.
+``timers``: heap of (time, seq, Task | node)
+    a RUNNING task's deadline, or a BACKING_OFF node's due time.
+``values``: dict[node, value]
+    given and finished nodes' values (pipelined: handles, also of sent nodes).
+``errors``: dict[node, DependencyError]
+    failed nodes, given or run.
+``needed``: dict[node, int] | None
+    with ``release``: how many dependents still need each value.
+``revoked``: list[Task]
+    tasks whose work the driver should cancel now.
+``remaining``: int
+    nodes not yet DONE or FAILED. ``error``: the failure that ends the run, or None.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from ..checks import check_timeout, nout_error
+from ..coroutines import COROUTINE, finish
+from ..graph import DispatchGraph
+from ..nodes import NEVER, RELEASED, DispatchNode, Failure, Remote
+from ..results import DependencyError, DispatcherError, DispatchResult, format_exception
+from . import pipelining
+from .callbacks import notify
+from .plan import given_values, kids, make_plan, output_nodes
+from .records import NodeState, RunOptions, Task, timeout_error
+from .retries import checked_node_options, should_retry
+
+__all__ = ["RunState"]
+
+logger = logging.getLogger("dispatcher")
+
+
+WAITING, READY, SENT, RUNNING, PARKED, BACKING_OFF, DONE, FAILED, RELEASED_ = NodeState
+_ABORTED = DependencyError(DispatcherError("the run was interrupted"), "", None)
+
+
+class RunState:
+    """Everything a run knows, advanced only by the calls its driver makes.
+
+    The driver loop is: start every task :meth:`next_task` gives (telling
+    :meth:`sent` of each, when pipelined), tell the state of each report with
+    :meth:`done`, and call :meth:`expire` when the time of :meth:`next_wakeup`
+    comes, until :attr:`finished`; then :meth:`results`. ``options`` (or the same
+    fields as keywords) are the run's :class:`~dispatcher.engine.RunOptions`;
+    ``owner`` is the executor whose handles a pipelined run holds.
+    """
+
+    def __init__(
+        self,
+        outputs: Iterable[DispatchNode] | DispatchGraph,
+        inputs: Iterable[DispatchNode] = (),
+        *,
+        input_map: dict | None = None,
+        options: RunOptions | None = None,
+        owner: Any = None,
+        clock: Callable[[], float] = time.monotonic,
+        rand: Callable[[], float] = random.random,
+        **option_fields: Any,
+    ):
+        if options is None:
+            options = RunOptions(**option_fields)
+        elif option_fields:
+            raise TypeError("give the run's options either as a RunOptions or as keywords, not both")
+        self.options = options
+        self.throw_error = options.throw_error
+        self.callbacks = tuple(options.callbacks)
+        self.pipelined = options.pipelined
+        self.inline_light = options.inline_light and not options.pipelined
+        self.inline_all = options.inline_all and not options.pipelined
+        self.owner = owner  # pipelined: the executor that fetches Remote values and adopts its own
+        self.clock = clock
+        self.rand = rand
+        self.debug = logger.isEnabledFor(logging.DEBUG)
+        self.hooks = bool(self.callbacks) or self.debug
+
+        graph_or_nodes = outputs if isinstance(outputs, DispatchGraph) else output_nodes(outputs)
+        self.values: dict = {}
+        self.errors: dict = {}
+        given_values(inputs, input_map, self.values, self.errors, self._given_value)
+        plan = make_plan(graph_or_nodes, self.values, self.errors)
+        self.outputs = plan.outputs
+        self.waiting = plan.waiting
+        self.children = plan.children
+        self.poison = plan.poison
+        self.ready = plan.ready
+        self.deps_of = plan.deps_of
+        self.edges_pass_values = plan.edges_pass_values
+        self.state: dict = dict.fromkeys(self.waiting, WAITING)
+        for node in self.ready:
+            self.state[node] = READY
+        self.total = self.remaining = len(self.waiting)
+        self.needed = {n: len(kids(k)) for n, k in self.children.items()} if options.release else None
+        self.keep = set(self.outputs)
+        self._get = self.values.__getitem__
+
+        self.running: dict = {}
+        self.attempts: dict = {}
+        self.timers: list = []
+        self._seq = 0
+        self.revoked: list = []
+        self.error: DependencyError | None = None
+        self.started = False
+        self.unsent = dict(self.waiting) if self.pipelined else None
+        self.parked: dict = {}
+        self.resolved: list = []
+
+    def _given_value(self, node, outcome) -> Any:
+        """The value an input node gives this run: a value still on this pipelined
+        run's executor is used there, by its handle."""
+        if self.pipelined and type(outcome) is Remote and outcome.owner is self.owner:
+            return outcome.handle
+        return node.fetch()
+
+    # -- the driver's interface -----------------------------------------------------
+    @property
+    def finished(self) -> bool:
+        """Nothing more will start: all nodes are done, or a failure ended the run."""
+        return self.remaining == 0 or self.error is not None
+
+    def start(self) -> None:
+        """Reset the nodes' outcomes and tell the callbacks the run begins."""
+        self.started = True
+        for node in self.waiting:
+            node._outcome = NEVER
+        if self.callbacks:
+            notify(self.callbacks, "on_start", None, self.total)
+
+    def next_task(self) -> Task | None:
+        """The next task to start, or None if none is ready now.
+
+        Light nodes, nodes the engine runs inline, and nodes whose dependencies
+        failed are finished here without a task.
+        """
+        ready, state, poison, resolved = self.ready, self.state, self.poison, self.resolved
+        get = self._get
+        inline_light = self.inline_light
+        inline_untimed = self.inline_all
+        while self.error is None:
+            if resolved:
+                pipelining.resolve(self, resolved.pop())
+                continue
+            if not ready:
+                return None
+            node = ready.pop()
+            if state[node] is not READY:
+                continue  # a stale entry: withdrawn, or already sent
+            if poison and node in poison:
+                if self.waiting[node]:  # pipelined: it fails once its other dependencies finish
+                    state[node] = WAITING
+                else:
+                    self._finish_error(node, poison.pop(node))
+                continue
+            attempt = self.attempts.get(node, 1) if self.attempts else 1
+            try:
+                func, args, kwargs = node.prepare(get)
+            except Exception as exc:  # a malformed node: fail it, do not crash the run
+                self._failed(node, exc, format_exception(exc), attempt)
+                continue
+            timeout = node.timeout
+            if timeout is None:
+                timeout = self.options.timeout
+            elif (type(timeout) is not float and type(timeout) is not int) or not 0 < timeout < math.inf:
+                self._bad_option(node, "timeout", check_timeout, timeout)
+                continue
+            if (inline_untimed and timeout is None) or (inline_light and node.light):
+                self._run_inline(node, func, args, kwargs, attempt)
+                continue
+            task = Task(node, func, args, kwargs, attempt, timeout)
+            self.running[node] = task
+            if self.pipelined:
+                if not self.edges_pass_values:  # a graph's edges: some may pass no value
+                    own = node.dependencies()
+                    values = self.values
+                    task.after = tuple(values[d] for d in self.deps_of(node) if d not in own and d in values)
+                if self.waiting[node]:
+                    state[node] = SENT
+                    if self.hooks:
+                        self._submitted(node)
+                    return task
+            state[node] = RUNNING
+            if timeout is not None:
+                self._start_clock(task)
+            if self.hooks:
+                self._submitted(node)
+            return task
+        return None
+
+    def sent(self, task: Task) -> None:
+        """The executor accepted ``task`` (pipelined: the nodes sent after it take its handle)."""
+        if self.pipelined:
+            pipelining.sent(self, task)
+
+    def done(self, task: Task, ok: bool, payload: Any) -> None:
+        """A task finished: ``payload`` is its value, or ``(exception, traceback)``."""
+        node = task.node
+        task.args = task.kwargs = None  # the arguments may be large: drop them now
+        if not self.pipelined:
+            task.handle = None  # the executor's record may point back at the task: no cycle to keep values
+        running = self.running
+        if running.get(node) is not task:
+            return  # a late answer from an attempt that timed out, was revoked or superseded
+        del running[node]
+        if self.error is not None:
+            return  # the run is ending; running tasks are only awaited
+        if self.state[node] is SENT:
+            self.state[node] = PARKED
+            self.parked[node] = (task, ok, payload)
+        else:
+            self._take(task, ok, payload)
+
+    def take_revoked(self) -> list[Task]:
+        """The tasks whose work the driver should cancel now."""
+        revoked, self.revoked = self.revoked, []
+        return revoked
+
+    def next_wakeup(self) -> float | None:
+        """The clock time at which :meth:`expire` has work, or None."""
+        timers, running = self.timers, self.running
+        while timers:
+            what = timers[0][2]
+            if type(what) is not Task or running.get(what.node) is what:
+                return timers[0][0]
+            heapq.heappop(timers)  # the deadline of a task that has finished
+        return None
+
+    def expire(self) -> list[Task]:
+        """Fail the tasks past their deadline and ready the retries that are due.
+
+        Returns the timed-out tasks, whose work the driver asks the executor to
+        cancel.
+        """
+        timers = self.timers
+        if not timers:
+            return []
+        now = self.clock()
+        expired = []
+        while timers and timers[0][0] <= now:
+            what = heapq.heappop(timers)[2]
+            if type(what) is Task:
+                node = what.node
+                if self.running.get(node) is what:
+                    del self.running[node]
+                    expired.append(what)
+                    exc = timeout_error(node.label, what.timeout)
+                    self._failed(node, exc, format_exception(exc), what.attempt)
+            elif self.error is None and self.state[what] is BACKING_OFF:
+                self._due(what)
+        return expired
+
+    def abort(self) -> list[Task]:
+        """Stop starting nodes; returns the running tasks, to cancel and await."""
+        if self.error is None:
+            self.error = _ABORTED
+        self.ready.clear()
+        self.resolved.clear()
+        self.parked.clear()
+        self.timers.clear()
+        return list(self.running.values()) + self.take_revoked()
+
+    def results(self) -> list[DispatchResult]:
+        """One result per output, in order."""
+        out = []
+        values, errors = self.values, self.errors
+        for node in self.outputs:
+            if node in errors:
+                out.append(DispatchResult(node, error=errors[node]))
+            elif node in values:
+                out.append(DispatchResult(node, value=values[node]))
+            else:
+                raise DispatcherError(f"node {node.label!r} did not finish")
+        return out
+
+    def end(self) -> None:
+        """Store what the run leaves on the nodes and tell the callbacks it is over."""
+        if self.needed is not None:
+            for node, value in self.values.items():
+                if node in self.waiting and node not in self.keep:
+                    node._outcome = Remote(value, self.owner) if self.pipelined else value
+        if self.callbacks and self.started:
+            notify(self.callbacks, "on_end", None)
+
+    def remote_outputs(self) -> tuple[list, list]:
+        """Pipelined: the outputs that finished here and their handles."""
+        return pipelining.remote_outputs(self)
+
+    def localize(self, nodes: list, outcomes: list) -> None:
+        """Pipelined: store the outputs' values brought back (see :mod:`~dispatcher.engine.pipelining`)."""
+        pipelining.localize(self, nodes, outcomes)
+
+    # -- transitions ---------------------------------------------------------------
+    def _run_inline(self, node, func, args, kwargs, attempt) -> None:
+        """READY -> DONE or FAILED: call the node's function here."""
+        if self.hooks:
+            self._submitted(node)
+        try:
+            value = func(*args, **kwargs) if kwargs else func(*args)
+            if type(value) is COROUTINE:  # inline: no call for a plain value
+                value = finish(value)
+        except KeyboardInterrupt:
+            raise  # Ctrl-C, here in the thread that drives the run: the run ends
+        except BaseException as exc:  # SystemExit too: it fails the node
+            self._failed(node, exc, format_exception(exc), attempt)
+            return
+        wrong = nout_error(node.label, node.nout, value) if node.nout is not None else None
+        if wrong is not None:
+            self._failed(node, wrong, format_exception(wrong), attempt)
+        else:
+            self._finish_ok(node, value)
+
+    def _take(self, task: Task, ok: bool, payload: Any) -> None:
+        """The report of a RUNNING (or PARKED) node's task."""
+        node = task.node
+        if not ok:
+            exc, tb = payload
+            self._failed(node, exc, tb, task.attempt)
+            return
+        if node.nout is not None and not self.pipelined:  # a handle has no length to check
+            wrong = nout_error(node.label, node.nout, payload)
+            if wrong is not None:
+                self._failed(node, wrong, format_exception(wrong), task.attempt)
+                return
+        self._finish_ok(node, payload)
+
+    def _dependency_finished(self, kid) -> None:
+        n = self.waiting[kid] - 1
+        self.waiting[kid] = n
+        if n == 0:
+            if self.pipelined:
+                self.resolved.append(kid)
+            else:
+                self.state[kid] = READY
+                self.ready.append(kid)
+
+    def _start_clock(self, task: Task) -> None:
+        if self.options.track_deadlines:
+            self._seq += 1
+            heapq.heappush(self.timers, (self.clock() + task.timeout, self._seq, task))
+
+    def _due(self, node) -> None:
+        """BACKING_OFF -> READY: the delay before retrying ``node`` is over."""
+        if self.pipelined and self.unsent[node]:
+            self.state[node] = WAITING  # ready once its dependencies are sent again
+        else:
+            self.state[node] = READY
+            self.ready.append(node)
+
+    def _finish_ok(self, node, value) -> None:
+        self.values[node] = value
+        self.state[node] = DONE
+        self.remaining -= 1
+        if self.needed is None or node in self.keep:
+            node._outcome = Remote(value, self.owner) if self.pipelined else value
+        if self.hooks:
+            if self.debug:
+                logger.debug("finished %r", node.label)
+            if self.callbacks:
+                notify(self.callbacks, "on_finish", node, node, value)
+        entry = self.children.get(node)
+        if entry is not None:
+            if type(entry) is list:
+                for kid in entry:
+                    self._dependency_finished(kid)
+            elif self.pipelined or self.waiting[entry] != 1:
+                self._dependency_finished(entry)
+            else:  # the common case of a chain, inline: one dependant, now ready
+                self.waiting[entry] = 0
+                self.state[entry] = READY
+                self.ready.append(entry)
+        if self.needed is not None:
+            self._release_deps(node)
+
+    def _release_deps(self, node) -> None:
+        needed, state = self.needed, self.state
+        for dep in self.deps_of(node):
+            n = needed.get(dep)
+            if n is None:
+                continue
+            needed[dep] = n = n - 1
+            if n == 0 and dep not in self.keep and state.get(dep) is DONE:
+                self.values.pop(dep, None)
+                state[dep] = RELEASED_
+                dep._outcome = RELEASED
+
+    def _failed(self, node, exc, tb, attempt) -> None:
+        """An attempt of ``node`` failed: retry it, or fail it."""
+        retries = node.retries
+        retry_on = node.retry_on
+        if (retries is not None and type(retries) is not int) or (
+            retry_on is not None and type(retry_on) is not tuple
+        ):
+            try:
+                checked_node_options(node)
+            except (TypeError, ValueError) as bad:
+                bad.__context__ = exc
+                self._finish_error(node, DependencyError(bad, format_exception(bad), node, attempt))
+                return
+            retries, retry_on = node.retries, node.retry_on
+        options = self.options
+        if retries is None:
+            retries = options.retries
+        if retry_on is None:
+            retry_on = options.retry_on
+        always = options.always_retry_on
+        if self.error is None and should_retry(node, exc, attempt, retries, retry_on, always):
+            self._retry(node, exc, attempt, retries)
+            return
+        error = DependencyError(exc, tb, node, attempt)
+        error.__cause__ = exc
+        logger.info("node %r failed: %s: %s", node.label, type(exc).__name__, exc)
+        self._finish_error(node, error)
+
+    def _retry(self, node, exc, attempt, retries) -> None:
+        """-> BACKING_OFF, due after the backoff delay."""
+        if self.pipelined:
+            pipelining.withdraw(self, node)
+        self.state[node] = BACKING_OFF
+        delay = self.options.backoff.delay(attempt, self.rand)
+        self.attempts[node] = attempt + 1
+        self._seq += 1
+        heapq.heappush(self.timers, (self.clock() + delay, self._seq, node))
+        logger.warning(
+            "node %r failed (attempt %d of %d), retrying in %.3g s: %s: %s",
+            node.label,
+            attempt,
+            retries + 1,
+            delay,
+            type(exc).__name__,
+            exc,
+        )
+        if self.callbacks:
+            notify(self.callbacks, "on_retry", node, node, exc, attempt, delay)
+
+    def _finish_error(self, node, error) -> None:
+        """-> FAILED, and every node downstream fails with the same error."""
+        if self.pipelined:
+            pipelining.withdraw_dependants(self, node)
+        self.errors[node] = error
+        self.state[node] = FAILED
+        self.remaining -= 1
+        node._outcome = Failure(error)
+        if self.callbacks:
+            notify(self.callbacks, "on_fail", node, node, error)
+        if self.throw_error and self.error is None:
+            self.error = error
+        entry = self.children.get(node)
+        if entry is not None:
+            poison = self.poison
+            for kid in kids(entry):
+                if kid not in poison:
+                    poison[kid] = error
+                self._dependency_finished(kid)
+        if self.needed is not None:
+            self._release_deps(node)
+
+    def _bad_option(self, node, name: str, check, value) -> None:
+        """Fail ``node``, whose option ``name`` was set to a wrong ``value`` by hand."""
+        try:
+            check(value, f"the {name} of node {node.label!r}")
+        except (TypeError, ValueError) as exc:
+            self._finish_error(node, DependencyError(exc, format_exception(exc), node))
+
+    def _submitted(self, node) -> None:
+        if self.debug:
+            logger.debug("start %r", node.label)
+        if self.callbacks:
+            notify(self.callbacks, "on_submit", node, node)
