@@ -40,7 +40,7 @@ import numpy as np
 import dispatcher as dp
 from dispatcher.bench.report import write_json
 from dispatcher.bench.timing import calibrate, median_time, seconds, spin
-from dispatcher.executors.process import cpu_count
+from dispatcher.executors._launch import cpu_count
 
 
 def noop(*args):

@@ -14,8 +14,8 @@ executor.
 13
 """
 
-from .api import ProgressBar, execute, run, run_async
-from .engine import Backoff, Callback
+from .api import execute, run, run_async
+from .engine import Backoff, Callback, ProgressBar
 from .executors import (
     AsyncExecutor,
     DaskExecutor,

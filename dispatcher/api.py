@@ -1,93 +1,30 @@
 """``run``, ``execute`` and ``run_async``: the entry points of a run.
 
-They build the engine's run state from the arguments and hand it to the blocking
-or the asyncio driver. ``execute`` without an executor uses a fresh
-:class:`SerialExecutor`: the same values as every other executor, in the calling
-thread, where a debugger and a profiler can follow each node.
+They check their arguments and hand the run to :mod:`dispatcher.running`, which
+builds the run's options and state and drives it. ``execute`` without an executor
+uses a fresh :class:`SerialExecutor`: the same values as every other executor, in
+the calling thread, where a debugger and a profiler can follow each node.
 """
 
 from __future__ import annotations
 
-import functools
-import sys
 from collections.abc import Iterable
 from typing import Any
 
-from .coroutines import run_to_end
-from .engine import Callback, RunOptions, RunState, drive, drive_async
+from .engine import Callback
+from .executors.base import Executor
+from .executors.serial import SerialExecutor
 from .graph import DispatchGraph
 from .nodes import DispatchNode
 from .results import DispatchResult
+from .running import run_graph, run_graph_async
 
-__all__ = ["ProgressBar", "execute", "run", "run_async"]
-
-
-class ProgressBar(Callback):
-    """A tqdm progress bar on stderr, one step per finished or failed node."""
-
-    def __init__(self, **tqdm_options: Any):
-        self.options = {"file": sys.stderr, "unit": "node", "desc": "dispatcher", **tqdm_options}
-        self.bar = None
-
-    def on_start(self, total: int) -> None:
-        from tqdm.auto import tqdm
-
-        self.bar = tqdm(total=total, **self.options)
-
-    def on_finish(self, node, value) -> None:
-        self.bar.update(1)
-
-    def on_fail(self, node, error) -> None:
-        self.bar.update(1)
-
-    def on_end(self) -> None:
-        if self.bar is not None:  # None when an earlier callback's on_start failed
-            self.bar.close()
-            self.bar = None
+__all__ = ["execute", "run", "run_async"]
 
 
 def _check_executor(executor) -> None:
-    from .executors.base import Executor
-
     if not isinstance(executor, Executor):
         raise TypeError(f"expected an executor, got {type(executor).__name__}: {executor!r:.80}")
-
-
-def _state(
-    executor,
-    outputs,
-    inputs,
-    *,
-    input_map: dict | None = None,
-    throw_error: bool = True,
-    progress: bool = False,
-    callbacks: Iterable[Callback] = (),
-    release: bool = False,
-) -> RunState:
-    _check_executor(executor)
-    callbacks = list(callbacks)
-    for cb in callbacks:
-        if not isinstance(cb, Callback):
-            raise TypeError(f"callbacks must be dispatcher.Callback objects, got {type(cb).__name__}")
-    if progress:
-        callbacks.append(ProgressBar())
-    options = RunOptions(
-        throw_error=throw_error,
-        retries=executor.retries,
-        retry_on=executor.retry_on,
-        always_retry_on=executor.default_retry_on,
-        backoff=executor.backoff,
-        timeout=executor.timeout,
-        release=release,
-        callbacks=tuple(callbacks),
-        inline_light=executor.inline_light,
-        inline_all=executor.runs_inline,
-        track_deadlines=not executor.enforces_timeouts,
-        pipelined=executor.pipelines,
-    )
-    state = RunState(outputs, inputs, input_map=input_map, options=options, owner=executor)
-    executor._open()  # after the graph is checked: a mistake in it starts no workers
-    return state
 
 
 def run(
@@ -126,29 +63,16 @@ def run(
     [3, 5]
     """
     _check_executor(executor)
-    outputs = _materialize(outputs)
-    options = dict(
-        input_map=input_map, throw_error=throw_error, progress=progress, callbacks=callbacks, release=release
+    return run_graph(
+        executor,
+        outputs,
+        inputs,
+        input_map=input_map,
+        throw_error=throw_error,
+        progress=progress,
+        callbacks=callbacks,
+        release=release,
     )
-    return executor._run_spmd(outputs, functools.partial(_run, executor, outputs, inputs, options))
-
-
-def _materialize(outputs):
-    """Outputs given as a generator become a list: they are read more than once."""
-    if isinstance(outputs, (DispatchNode, DispatchGraph, list, tuple)):
-        return outputs
-    try:
-        return list(outputs)
-    except TypeError:
-        return outputs  # the run state says what is wrong with it
-
-
-def _run(executor, outputs, inputs, options) -> list[DispatchResult]:
-    state = _state(executor, outputs, inputs, **options)
-    with executor._nested_wait():
-        if executor.needs_loop:
-            return run_to_end(drive_async(state, executor))
-        return drive(state, executor)
 
 
 async def run_async(
@@ -163,14 +87,7 @@ async def run_async(
     executor (:class:`SerialExecutor`), whose nodes run on the loop one by one.
     """
     _check_executor(executor)
-    outputs = _materialize(outputs)
-
-    async def run():
-        state = _state(executor, outputs, inputs, **options)
-        async with executor._nested_wait_async():
-            return await drive_async(state, executor)
-
-    return await executor._run_spmd_async(outputs, run)
+    return await run_graph_async(executor, outputs, inputs, **options)
 
 
 def execute(graph_or_nodes: Any, executor=None, **run_options: Any) -> Any:
@@ -189,8 +106,6 @@ def execute(graph_or_nodes: Any, executor=None, **run_options: Any) -> Any:
     single = isinstance(graph_or_nodes, DispatchNode)
     outputs = [graph_or_nodes] if single else graph_or_nodes
     if executor is None:
-        from .executors.serial import SerialExecutor
-
         with SerialExecutor() as executor:
             results = run(executor, outputs, **run_options)
     else:

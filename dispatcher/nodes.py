@@ -81,7 +81,7 @@ class Failure:
 
 class Remote:
     """Outcome of a node whose value stayed where it was computed (on a dask
-    worker): ``owner._fetch_remote(node, handle)`` brings it back on ``fetch()``."""
+    worker): ``owner.fetch_value(node, handle)`` brings it back on ``fetch()``."""
 
     __slots__ = ("handle", "owner")
 
@@ -180,7 +180,7 @@ class DispatchNode:
         if type(outcome) is Failure:
             raise outcome.error
         if type(outcome) is Remote:
-            return outcome.owner._fetch_remote(self, outcome.handle)
+            return outcome.owner.fetch_value(self, outcome.handle)
         return outcome
 
     def state(self) -> str:
@@ -329,6 +329,8 @@ class Op(DispatchNode):
     def __init__(self, func: Callable, /, *args: Any, **kwargs: Any):
         if not callable(func):
             raise TypeError(f"Op needs a callable, got {type(func).__name__}: {func!r:.80}")
+        # DispatchNode.__init__'s three slots, set here without a call to it: making
+        # an Op is the hot path of building a graph
         self._label = None
         self._outcome = NEVER
         self._seq = next(_creation)
@@ -465,9 +467,7 @@ class IndexNode(DispatchNode):
     def __init__(self, node: DispatchNode, index: Any):
         if not isinstance(node, DispatchNode):
             raise TypeError(f"IndexNode needs a node, got {type(node).__name__}")
-        self._label = None
-        self._outcome = NEVER
-        self._seq = next(_creation)
+        super().__init__()
         self.node = node
         self.index = index
 
@@ -502,9 +502,7 @@ class CollectNode(DispatchNode):
         for n in nodes:
             if not isinstance(n, DispatchNode):
                 raise TypeError(f"CollectNode needs nodes, got {type(n).__name__}: {n!r:.80}")
-        self._label = label
-        self._outcome = NEVER
-        self._seq = next(_creation)
+        super().__init__(label)
         self.nodes = nodes
 
     def dependencies(self) -> tuple[DispatchNode, ...]:

@@ -22,9 +22,10 @@ import pytest
 
 import dispatcher as dp
 from dispatcher.executors import _mpisuper
+from dispatcher.executors.registry import EXECUTORS
 
-EXECUTOR_NAMES = ["serial", "async", "threads", "pool", "process", "dask", "mpi"]
-LOCAL_EXECUTOR_NAMES = ["serial", "async", "threads", "pool"]  # share this process's memory
+EXECUTOR_NAMES = list(EXECUTORS)  # every executor of the registry runs the shared suites
+LOCAL_EXECUTOR_NAMES = [name for name, entry in EXECUTORS.items() if entry.local]  # share our memory
 
 
 class FileChannel:
@@ -193,24 +194,29 @@ def _close_dask_client():
         _dask_client = None
 
 
+class _Resources:
+    """What the registry's entries are made from in the tests (see
+    :class:`dispatcher.executors.registry.Resources`): two worker processes or
+    ranks, four threads, the session's dask cluster, and a fresh thread pool."""
+
+    workers = 2
+    threads = 4
+
+    def __init__(self):
+        self.pool = None
+
+    def dask_client(self):
+        return dask_client()
+
+    def thread_pool(self):
+        self.pool = cf.ThreadPoolExecutor(self.threads)
+        return self.pool
+
+
 def make_executor(name: str, **options) -> tuple[dp.Executor, object]:
-    """A fresh executor named ``name`` and the pool it runs on (or None)."""
-    if name == "serial":
-        return dp.SerialExecutor(**options), None
-    if name == "async":
-        return dp.AsyncExecutor(**options), None
-    if name == "threads":
-        return dp.ThreadExecutor(4, **options), None
-    if name == "pool":
-        pool = cf.ThreadPoolExecutor(4)
-        return dp.PoolExecutor(pool, **options), pool
-    if name == "process":
-        return dp.ProcessExecutor(2, **options), None
-    if name == "dask":
-        return dp.DaskExecutor(dask_client(), **options), None
-    if name == "mpi":  # two spawned worker ranks
-        return dp.MPIExecutor(2, **options), None
-    raise ValueError(name)
+    """A fresh executor named ``name`` in the registry, and the pool it runs on (or None)."""
+    resources = _Resources()
+    return EXECUTORS[name].create(resources, **options), resources.pool
 
 
 @pytest.fixture(params=EXECUTOR_NAMES)

@@ -109,7 +109,7 @@ def test_scheduler_address_of_command_line_scheduler_and_worker(tmp_path):
             )
         )
         with dp.DaskExecutor(address=address) as ex:
-            ex._open()
+            ex.open()
             ex.client.wait_for_workers(1, timeout=60)
             total = dp.Op(sum, [dp.Op(lambda i: i * i, i) for i in range(10)])
             assert dp.execute(total, ex) == 285
@@ -338,7 +338,7 @@ def test_killing_a_worker_mid_run_still_gives_the_right_values():
     with dp.DaskExecutor(
         n_workers=2, threads_per_worker=1, dashboard_address=":0", silence_logs=logging.ERROR
     ) as ex:
-        ex._open()
+        ex.open()
         pids = _worker_pids(ex.client)
         assert len(pids) == 2
         layer = [dp.Op(nap, None, i, 0.2) for i in range(8)]
@@ -401,7 +401,7 @@ def test_ctrl_c_leaves_no_worker_processes(tmp_path):
         if __name__ == "__main__":
             with dp.DaskExecutor(n_workers=2, threads_per_worker=1, dashboard_address=":0",
                                  silence_logs=logging.ERROR) as ex:
-                ex._open()
+                ex.open()
                 print(*ex.client.run(os.getpid).values(), flush=True)
                 dp.execute([dp.Op(time.sleep, 30) for _ in range(4)], ex)
         """,

@@ -411,7 +411,7 @@ def test_node_timeout_fails_with_timeout_error(executor_factory):
     assert time.monotonic() - start < 1.9
     assert isinstance(info.value.error, TimeoutError)
     assert "timeout of 0.2 s" in str(info.value)
-    if name in ("serial", "async", "process", "mpi"):
+    if name in ("serial", "async", "processes", "mpi"):
         time.sleep(0.1)
         assert finished.items() == []  # the work was stopped
 
@@ -502,7 +502,7 @@ def test_callbacks_see_every_node(executor):
     assert (
         ev.index(("finish", "a", 2)) < ev.index(("fail", "bad", "bad")) < ev.index(("fail", "after", "bad"))
     )
-    if executor.pipelines:
+    if executor.capabilities.pipelines:
         # nodes are handed over before their dependencies finish (and on_finish
         # gets the dask future holding the value)
         assert ev.index(("submit", "a")) < ev.index(("submit", "b")) < ev.index(("finish", "b", 3))

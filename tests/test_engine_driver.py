@@ -8,6 +8,7 @@ import pytest
 import dispatcher as dp
 from dispatcher.engine import RunOptions, RunState
 from dispatcher.engine.driver import Gather, _steps
+from dispatcher.executors.base import Capabilities
 
 
 class Clock:
@@ -20,22 +21,22 @@ class Clock:
 class Recorder:
     """An executor that only records what the driver asks of it."""
 
-    synchronous = False
+    capabilities = Capabilities()
 
     def __init__(self):
         self.submitted, self.cancelled, self.flushes, self.interrupted = [], [], 0, False
 
-    def _submit(self, task, report):
+    def start_task(self, task, report):
         task.handle = f"handle {len(self.submitted)}"
         self.submitted.append(task)
 
-    def _flush(self):
+    def flush_tasks(self):
         self.flushes += 1
 
-    def _cancel(self, task):
+    def cancel_task(self, task):
         self.cancelled.append(task)
 
-    def _interrupt(self):
+    def interrupt_run(self):
         self.interrupted = True
 
 
@@ -113,7 +114,7 @@ def test_a_pipelined_run_asks_for_its_outputs_once_at_the_end():
 
 def test_a_refused_task_fails_its_node_at_once():
     class Refuses(Recorder):
-        def _submit(self, task, report):
+        def start_task(self, task, report):
             raise OSError("the pool is broken")
 
     state = RunState([dp.Op(inc, 1)], options=RunOptions(retries=0))

@@ -112,7 +112,7 @@ def test_a_spawned_mpi_executor_closed_while_its_ranks_start_ends_at_once_and_qu
         closes = []
         for delay in (0, 0.1, 0.3):  # at several points of the start-up
             ex = dp.MPIExecutor(2)
-            ex._open()  # the ranks start in the background
+            ex.open()  # the ranks start in the background
             time.sleep(delay)
             begin = time.monotonic()
             ex.close()

@@ -1,4 +1,5 @@
-"""The contenders of the benchmark: the library's executors and the baselines
+"""The contenders of the benchmark: the library's executors (every one of
+:data:`~dispatcher.executors.registry.EXECUTORS`) and the baselines
 (plain Python calls, ``dask.delayed`` on its schedulers, raw ``concurrent.futures``
 and ``mpi4py.futures`` pools), each a way of building and running a suite's graph.
 
@@ -16,6 +17,7 @@ from typing import Any
 
 import dispatcher as dp
 
+from ..executors.registry import EXECUTORS
 from .graphs import compile_plain, run_futures, run_program, to_delayed, to_ops
 
 GROUPS = ("local", "dask", "mpi", "mpi4py")
@@ -131,10 +133,12 @@ class Futures(Contender):
 
 
 class Shared:
-    """Pools and clusters that several contenders use, started once, closed at the end."""
+    """Pools and clusters that several contenders use, started once, closed at the end
+    (the :class:`~dispatcher.executors.registry.Resources` of the library's executors)."""
 
     def __init__(self, workers: int):
         self.workers = workers
+        self.threads = workers
         self._made: dict = {}
 
     def _get(self, key, make, close):
@@ -196,27 +200,7 @@ class Shared:
 def make_contenders() -> dict:
     items = [
         Plain("python", "plain Python calls in topological order (the floor)"),
-        Library("serial", "SerialExecutor", lambda s: dp.SerialExecutor()),
-        Library(
-            "async",
-            "AsyncExecutor (async def nodes where a suite has them)",
-            lambda s: dp.AsyncExecutor(),
-            "async",
-        ),
-        Library("threads", "ThreadExecutor(workers)", lambda s: dp.ThreadExecutor(s.workers)),
-        Library("processes", "ProcessExecutor(workers)", lambda s: dp.ProcessExecutor(s.workers)),
-        Library(
-            "dask",
-            "DaskExecutor on an embedded LocalCluster",
-            lambda s: dp.DaskExecutor(s.dask_client()),
-            group="dask",
-        ),
-        Library(
-            "mpi",
-            "MPIExecutor(workers), spawned worker ranks",
-            lambda s: dp.MPIExecutor(s.workers),
-            group="mpi",
-        ),
+        *(Library(e.name, e.about, e.create, e.flavour, e.group) for e in EXECUTORS.values()),
         Delayed("delayed-sync", "dask.delayed, scheduler='sync'", "sync"),
         Delayed("delayed-threads", "dask.delayed, scheduler='threads'", "threads"),
         Delayed("delayed-processes", "dask.delayed, scheduler='processes' on a warm pool", "processes"),

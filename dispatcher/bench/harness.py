@@ -35,7 +35,7 @@ import time
 
 import dispatcher as dp
 
-from ..executors.process import cpu_count
+from ..executors._launch import cpu_count
 from . import suites
 from .contenders import GROUPS, Shared, make_contenders
 from .graphs import run_plain

@@ -216,32 +216,19 @@ def io(size: int, settings: dict) -> Graph:
     return g
 
 
+_MANUAL = "Dispatcher.jl's load/process/roll/compare/reduce graph"
+_IO = "fan-out of 5 ms I/O waits"
+_CPU = "fan-out of pure-Python CPU work, 50 ms a call"
+
 SUITES = {
     s.name: s
     for s in (
         Suite("wide", wide, (100, 1_000, 10_000), (100,), about="fan-out of no-op calls, one reduce"),
         Suite("deep", deep, (100, 1_000, 3_000), (100,), about="a chain of no-op calls"),
         Suite("tree", tree, (127, 1_023, 8_191), (127,), about="a binary reduction of no-op calls"),
-        Suite(
-            "manual",
-            manual,
-            (10, 100, 1_000),
-            (10,),
-            unit="files",
-            about="Dispatcher.jl's load/process/roll/compare/reduce graph",
-        ),
-        Suite(
-            "cpu", cpu, (2, 4, 8), (2,), unit="calls", about="fan-out of pure-Python CPU work, 50 ms a call"
-        ),
+        Suite("manual", manual, (10, 100, 1_000), (10,), unit="files", about=_MANUAL),
+        Suite("cpu", cpu, (2, 4, 8), (2,), unit="calls", about=_CPU),
         Suite("arrays", arrays, (1, 10, 50), (1,), unit="MB", about="10 hops passing a numpy array"),
-        Suite(
-            "io",
-            io,
-            (10, 50, 200),
-            (10,),
-            unit="waits",
-            about="fan-out of 5 ms I/O waits",
-            async_flavour=True,
-        ),
+        Suite("io", io, (10, 50, 200), (10,), unit="waits", about=_IO, async_flavour=True),
     )
 }

@@ -7,12 +7,13 @@ the order the events happen. An exception a callback raises ends the run with a
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from ..nodes import DispatchNode
 from ..results import DependencyError, DispatcherError
 
-__all__ = ["Callback", "notify"]
+__all__ = ["Callback", "ProgressBar", "notify"]
 
 
 class Callback:
@@ -52,3 +53,27 @@ def notify(callbacks: tuple, method: str, node: DispatchNode | None, *args: Any)
             raise DispatcherError(
                 f"callback {type(cb).__name__}.{method}{where} raised {type(exc).__name__}: {exc}"
             ) from exc
+
+
+class ProgressBar(Callback):
+    """A tqdm progress bar on stderr, one step per finished or failed node."""
+
+    def __init__(self, **tqdm_options: Any):
+        self.options = {"file": sys.stderr, "unit": "node", "desc": "dispatcher", **tqdm_options}
+        self.bar = None
+
+    def on_start(self, total: int) -> None:
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=total, **self.options)
+
+    def on_finish(self, node, value) -> None:
+        self.bar.update(1)
+
+    def on_fail(self, node, error) -> None:
+        self.bar.update(1)
+
+    def on_end(self) -> None:
+        if self.bar is not None:  # None when an earlier callback's on_start failed
+            self.bar.close()
+            self.bar = None

@@ -3,14 +3,14 @@ executor, and its two adapters, blocking (:func:`drive`) and asyncio
 (:func:`drive_async`).
 
 Policy: the loop (:func:`_steps`, a generator) hands every ready task to the
-executor, lets the executor send what it held back (``_flush``), cancels the tasks
+executor, lets the executor send what it held back (``flush_tasks``), cancels the tasks
 the state revoked or timed out, and, when nothing more can start, *yields* the
 clock time to wait until (None: until the next report). The adapter waits in its own
 way (a queue, an asyncio queue, or a sleep for a synchronous executor, whose tasks
-have reported before ``_submit`` returns), gives the state every report that
+have reported before ``start_task`` returns), gives the state every report that
 arrived, and resumes the loop. A pipelined run's outputs come back through a
-:class:`Gather` request, which the adapter answers with the executor's ``_gather``
-or ``_gather_async``.
+:class:`Gather` request, which the adapter answers with the executor's ``gather_values``
+or ``gather_values_async``.
 
 When the loop ends by an exception that is not a node's failure (Ctrl-C, a
 cancelled asyncio task, a failing callback), the executor is interrupted, every
@@ -49,7 +49,7 @@ class Gather:
 
 def _steps(state: RunState, executor: Any, report) -> Generator[float | Gather | None, Any, list]:
     """The one driver loop; ``report(task, ok, payload)`` is what the executor calls."""
-    synchronous = executor.synchronous
+    synchronous = executor.capabilities.synchronous
     try:
         state.start()
         while True:
@@ -60,17 +60,17 @@ def _steps(state: RunState, executor: Any, report) -> Generator[float | Gather |
             if wake is None and synchronous:
                 raise DispatcherError("the run stalled with nodes left to run")
             yield wake
-            _cancel(executor, state.expire())
+            _cancel_all(executor, state.expire())
         if state.running:
-            _cancel(executor, state.abort())
+            _cancel_all(executor, state.abort())
             while state.running:
                 yield None
         if state.pipelined and state.error is None:
             nodes, handles = state.remote_outputs()
             state.localize(nodes, (yield Gather(handles)))
     except BaseException:
-        executor._interrupt()
-        _cancel(executor, state.abort())
+        executor.interrupt_run()
+        _cancel_all(executor, state.abort())
         try:
             while state.running and not synchronous:
                 yield None
@@ -96,16 +96,16 @@ def _start_ready(state: RunState, executor, report) -> None:
             if _start(state, executor, task, report) and pipelined:
                 state.sent(task)
             task = state.next_task()
-        executor._flush()
+        executor.flush_tasks()
     if state.revoked:
-        _cancel(executor, state.take_revoked())
+        _cancel_all(executor, state.take_revoked())
 
 
 def _start(state: RunState, executor, task: Task, report) -> bool:
     """Hand ``task`` to the executor; a refusal (the pool is broken or shut down, the
     call cannot be sent) fails that node instead of leaving it running."""
     try:
-        executor._submit(task, report)
+        executor.start_task(task, report)
     except Exception as exc:
         state.done(task, False, (exc, format_exception(exc)))
         return False
@@ -115,14 +115,40 @@ def _start(state: RunState, executor, task: Task, report) -> bool:
     return True
 
 
-def _cancel(executor, tasks) -> None:
+def _cancel_all(executor, tasks) -> None:
     for task in tasks:
-        executor._cancel(task)
+        executor.cancel_task(task)
+
+
+class _Answer:
+    """What the adapter brings back to the loop: the reply to its request, or the
+    exception met while serving it (Ctrl-C, a cancelled asyncio task)."""
+
+    __slots__ = ("error", "reply")
+
+    def __init__(self, reply: Any = None, error: BaseException | None = None):
+        self.reply = reply
+        self.error = error
+
+    def resume(self, steps: Generator) -> Any:
+        """The loop's next request, or a :class:`_Finished` with its results."""
+        try:
+            return steps.send(self.reply) if self.error is None else steps.throw(self.error)
+        except StopIteration as stop:
+            return _Finished(stop.value)
+
+
+@attrs.frozen
+class _Finished:
+    results: list
+
+
+_NOTHING = _Answer()
 
 
 def drive(state: RunState, executor: Any) -> list[DispatchResult]:
     """Run ``state`` on ``executor`` with blocking waits; returns the results."""
-    if executor.synchronous:
+    if executor.capabilities.synchronous:
         inbox, report = None, state.done
     else:
         inbox = queue.SimpleQueue()
@@ -131,42 +157,39 @@ def drive(state: RunState, executor: Any) -> list[DispatchResult]:
             _put((task, ok, payload))
 
     steps = _steps(state, executor, report)
-    reply: Any = None
-    error: BaseException | None = None
-    while True:
-        try:
-            request = steps.send(reply) if error is None else steps.throw(error)
-        except StopIteration as stop:
-            return stop.value
-        reply = error = None
-        try:
-            if type(request) is Gather:
-                reply = executor._gather(request.handles)
-            elif inbox is None:
-                time.sleep(max(0.0, request - state.clock()))
-            else:
-                _take_reports(state, inbox, None if request is None else max(0.0, request - state.clock()))
-        except BaseException as exc:  # Ctrl-C while waiting: the loop settles the run
-            error = exc
+    request = _NOTHING.resume(steps)
+    while type(request) is not _Finished:
+        request = _serve(state, executor, inbox, request).resume(steps)
+    return request.results
 
 
-def _take_reports(state: RunState, inbox: queue.SimpleQueue, timeout: float | None) -> None:
-    """Wait up to ``timeout`` for a report; give the state it and every other one queued."""
+def _serve(state: RunState, executor, inbox: queue.SimpleQueue | None, request) -> _Answer:
+    """Do what the loop asked: gather values, or wait for reports (a synchronous
+    executor's tasks have all reported: only sleep) until the time it gave."""
     try:
+        if type(request) is Gather:
+            return _Answer(executor.gather_values(request.handles))
+        timeout = None if request is None else max(0.0, request - state.clock())
+        if inbox is None:
+            time.sleep(timeout)
+            return _NOTHING
         state.done(*inbox.get(timeout=timeout))
         while True:
             state.done(*inbox.get_nowait())
     except queue.Empty:
-        pass
+        return _NOTHING
+    except BaseException as exc:  # Ctrl-C while waiting: the loop settles the run
+        return _Answer(error=exc)
 
 
 async def drive_async(state: RunState, executor: Any) -> list[DispatchResult]:
     """Run ``state`` on ``executor`` inside the running asyncio loop."""
     loop = asyncio.get_running_loop()
-    inbox: asyncio.Queue = asyncio.Queue()
-    if executor.synchronous:
+    inbox: asyncio.Queue | None = None
+    if executor.capabilities.synchronous:
         report = state.done
     else:
+        inbox = asyncio.Queue()
         loop_thread = threading.get_ident()
 
         def report(task, ok, payload):
@@ -176,33 +199,27 @@ async def drive_async(state: RunState, executor: Any) -> list[DispatchResult]:
                 loop.call_soon_threadsafe(inbox.put_nowait, (task, ok, payload))
 
     steps = _steps(state, executor, report)
-    reply: Any = None
-    error: BaseException | None = None
-    while True:
-        try:
-            request = steps.send(reply) if error is None else steps.throw(error)
-        except StopIteration as stop:
-            return stop.value
-        reply = error = None
-        try:
-            if type(request) is Gather:
-                reply = await executor._gather_async(request.handles)
-            elif executor.synchronous:
-                await asyncio.sleep(max(0.0, request - state.clock()))
-            else:
-                await _take_reports_async(state, inbox, request)
-        except BaseException as exc:  # cancelled while waiting: the loop settles the run
-            error = exc
+    request = _NOTHING.resume(steps)
+    while type(request) is not _Finished:
+        answer = await _serve_async(state, executor, inbox, request)
+        request = answer.resume(steps)
+    return request.results
 
 
-async def _take_reports_async(state: RunState, inbox: asyncio.Queue, until: float | None) -> None:
-    if inbox.empty():
-        if until is None:
-            state.done(*await inbox.get())
-        else:
-            try:
-                state.done(*await asyncio.wait_for(inbox.get(), max(0.0, until - state.clock())))
-            except TimeoutError:
-                return
-    while not inbox.empty():
-        state.done(*inbox.get_nowait())
+async def _serve_async(state: RunState, executor, inbox: asyncio.Queue | None, request) -> _Answer:
+    """:func:`_serve` on the event loop."""
+    try:
+        if type(request) is Gather:
+            return _Answer(await executor.gather_values_async(request.handles))
+        if inbox is None:
+            await asyncio.sleep(max(0.0, request - state.clock()))
+        elif inbox.empty():
+            wait = inbox.get() if request is None else asyncio.wait_for(inbox.get(), request - state.clock())
+            state.done(*await wait)
+        while inbox is not None and not inbox.empty():
+            state.done(*inbox.get_nowait())
+    except TimeoutError:
+        pass
+    except BaseException as exc:  # cancelled while waiting: the loop settles the run
+        return _Answer(error=exc)
+    return _NOTHING

@@ -20,7 +20,7 @@ from ..checks import check_retries, retry_predicates
 from ..nodes import _func_name
 from ..results import DispatcherError
 
-__all__ = ["Backoff", "checked_node_options", "should_retry"]
+__all__ = ["Backoff", "retry_limits", "should_retry"]
 
 
 @attrs.frozen
@@ -42,19 +42,26 @@ class Backoff:
         return max(0.0, base * (1.0 + self.jitter * (2.0 * rand() - 1.0)))
 
 
-def checked_node_options(node) -> None:
-    """Check the ``retries`` and ``retry_on`` set by hand on ``node`` (raises
-    TypeError or ValueError naming the node), normalising them in place."""
-    if node.retries is not None:
-        node.retries = check_retries(node.retries, f"the retries of node {node.label!r}")
-    if node.retry_on is not None:
-        node.retry_on = retry_predicates(node.retry_on, f"the retry_on of node {node.label!r}")
+def retry_limits(node, options) -> tuple[int, tuple]:
+    """``node``'s ``retries`` and ``retry_on``, or the run's ``options``' where the node
+    has none. Options set by hand on the node are checked and normalised in place
+    (TypeError or ValueError naming the node)."""
+    retries, retry_on = node.retries, node.retry_on
+    if retries is not None and type(retries) is not int:
+        retries = node.retries = check_retries(retries, f"the retries of node {node.label!r}")
+    if retry_on is not None and type(retry_on) is not tuple:
+        retry_on = node.retry_on = retry_predicates(retry_on, f"the retry_on of node {node.label!r}")
+    if retries is None:
+        retries = options.retries
+    return retries, (options.retry_on if retry_on is None else retry_on)
 
 
-def should_retry(node, exc, attempt: int, retries: int, retry_on: tuple, always: tuple) -> bool:
-    """Does attempt ``attempt`` of ``node``, which failed with ``exc``, run again?"""
+def should_retry(node, exc, attempt: int, retries: int, retry_on: tuple, options) -> bool:
+    """Does attempt ``attempt`` of ``node``, which failed with ``exc``, run again?
+    ``options.always_retry_on`` apply to every node besides its ``retry_on``."""
     if attempt > retries:
         return False
+    always = options.always_retry_on
     return bool(retry_on and _accepts(node, exc, retry_on)) or bool(always and _accepts(node, exc, always))
 
 

@@ -1,38 +1,7 @@
 """The run state: one explicit state per node, advanced only by its driver's calls.
 
-Policy
-------
-Ready nodes sit on a last-in-first-out stack, as in dask's local scheduler: the run
-goes depth first, finishing chains before it starts new ones, which keeps few
-intermediate values alive. A ready node becomes a :class:`~dispatcher.engine.Task`
-(its function and arguments, dependency values substituted) that the executor
-starts and reports back once with ``done(task, ok, payload)``. *Light* nodes
-(indexing, collecting, data) are computed by the engine itself unless the executor
-wants them, and so is every untimed node for an executor that ``runs_inline``.
-
-A failure is retried as :mod:`dispatcher.engine.retries` says, after a backoff
-delay. Otherwise the node fails with a :class:`~dispatcher.DependencyError`, and
-that same error is handed to every node downstream: each finishes as failed,
-without running, once its other dependencies have finished. With
-``throw_error=True`` the first failure ends the run: nothing more starts, running
-tasks are cancelled and awaited, and the error is raised. With ``throw_error=False``
-everything that does not depend on a failure still runs.
-
-**One clock.** The state alone decides that a deadline has passed
-(:meth:`RunState.expire`): a task still running ``timeout`` seconds after it
-started fails with ``TimeoutError`` (or is retried), the driver asks the executor
-to cancel its work, and a late answer from that attempt is ignored. (An executor
-whose capabilities say it ``enforces_timeouts`` measures a task's time where it
-runs and reports the ``TimeoutError`` itself.)
-
-With ``release=True`` a finished value is dropped as soon as every node that needs
-it has finished, unless it is an output; such a node's ``fetch()`` then says its
-value was released. By default every node keeps the value of its latest run, as in
-Dispatcher.jl.
-
-**Pipelining** (``RunOptions.pipelined``) is a policy of the same machine, whose
-rules are in :mod:`dispatcher.engine.pipelining`: a node is sent once its
-dependencies are sent, and the SENT and PARKED states are used.
+The policy it carries out (depth-first order, retries, failures reaching
+downstream, one clock, release, pipelining) is stated in :mod:`dispatcher.engine`.
 
 States and transitions
 ----------------------
@@ -55,38 +24,25 @@ States and transitions
 
 Fields of :class:`RunState`
 ---------------------------
-``state``: dict[node, NodeState]
-    every node the run must finish, and where it is.
-``waiting``: dict[node, int]
-    dependencies not yet finished (done or failed).
-``unsent``: dict[node, int]
-    pipelined only: dependencies neither sent nor finished.
-``children``: dict[node, node | list[node]]
-    the nodes waiting for a node (see :func:`~dispatcher.engine.plan.kids`).
-``poison``: dict[node, DependencyError]
-    a dependency failed: the node fails with this error once ``waiting`` is 0.
-``ready``: list[node]
-    stack of READY nodes; an entry whose node is no longer READY is skipped.
-``resolved``: list[node]
-    pipelined only: nodes whose dependencies have all finished, to act on.
-``running``: dict[node, Task]
-    the current attempt of each SENT or RUNNING node.
-``parked``: dict[node, tuple]
-    pipelined only: the early report ``(task, ok, payload)`` of a PARKED node.
-``attempts``: dict[node, int]
-    the number of the next attempt, for nodes that were retried.
-``timers``: heap of (time, seq, Task | node)
-    a RUNNING task's deadline, or a BACKING_OFF node's due time.
-``values``: dict[node, value]
-    given and finished nodes' values (pipelined: handles, also of sent nodes).
-``errors``: dict[node, DependencyError]
-    failed nodes, given or run.
-``needed``: dict[node, int] | None
-    with ``release``: how many dependents still need each value.
-``revoked``: list[Task]
-    tasks whose work the driver should cancel now.
-``remaining``: int
-    nodes not yet DONE or FAILED. ``error``: the failure that ends the run, or None.
+::
+
+    state: dict[node, NodeState]      every node the run must finish, and where it is
+    waiting: dict[node, int]          its dependencies not yet finished (done or failed)
+    unsent: dict[node, int]           pipelined: its dependencies neither sent nor finished
+    children: dict[node, node|list]   the nodes waiting for it (see plan.kids)
+    poison: dict[node, DependencyError]  a dependency failed: fail with this once waiting is 0
+    ready: list[node]                 stack of READY nodes; an entry no longer READY is skipped
+    resolved: list[node]              pipelined: nodes whose dependencies all finished, to act on
+    running: dict[node, Task]         the current attempt of each SENT or RUNNING node
+    parked: dict[node, tuple]         pipelined: the early report (task, ok, payload) of a PARKED node
+    attempts: dict[node, int]         the number of the next attempt, for retried nodes
+    timers: heap[(time, seq, Task|node)]  a RUNNING task's deadline, a BACKING_OFF node's due time
+    values: dict[node, value]         given and finished nodes' values (pipelined: handles, of sent ones too)
+    errors: dict[node, DependencyError]  failed nodes, given or run
+    needed: dict[node, int] | None    with release: how many dependents still need each value
+    revoked: list[Task]               tasks whose work the driver should cancel now
+    remaining: int                    nodes not yet DONE or FAILED
+    error: DependencyError | None     the failure that ends the run
 """
 
 from __future__ import annotations
@@ -108,7 +64,7 @@ from . import pipelining
 from .callbacks import notify
 from .plan import given_values, kids, make_plan, output_nodes
 from .records import NodeState, RunOptions, Task, timeout_error
-from .retries import checked_node_options, should_retry
+from .retries import retry_limits, should_retry
 
 __all__ = ["RunState"]
 
@@ -468,25 +424,13 @@ class RunState:
 
     def _failed(self, node, exc, tb, attempt) -> None:
         """An attempt of ``node`` failed: retry it, or fail it."""
-        retries = node.retries
-        retry_on = node.retry_on
-        if (retries is not None and type(retries) is not int) or (
-            retry_on is not None and type(retry_on) is not tuple
-        ):
-            try:
-                checked_node_options(node)
-            except (TypeError, ValueError) as bad:
-                bad.__context__ = exc
-                self._finish_error(node, DependencyError(bad, format_exception(bad), node, attempt))
-                return
-            retries, retry_on = node.retries, node.retry_on
-        options = self.options
-        if retries is None:
-            retries = options.retries
-        if retry_on is None:
-            retry_on = options.retry_on
-        always = options.always_retry_on
-        if self.error is None and should_retry(node, exc, attempt, retries, retry_on, always):
+        try:
+            retries, retry_on = retry_limits(node, self.options)
+        except (TypeError, ValueError) as bad:  # set by hand on the node, wrongly
+            bad.__context__ = exc
+            self._finish_error(node, DependencyError(bad, format_exception(bad), node, attempt))
+            return
+        if self.error is None and should_retry(node, exc, attempt, retries, retry_on, self.options):
             self._retry(node, exc, attempt, retries)
             return
         error = DependencyError(exc, tb, node, attempt)

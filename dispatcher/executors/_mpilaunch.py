@@ -44,6 +44,7 @@ import uuid
 from ..results import ExecutorError
 from . import _mpisuper
 from . import _procworker as wire
+from ._launch import Launcher, wait_or_kill
 
 __all__ = [
     "START_TIMEOUT",
@@ -137,7 +138,7 @@ class _Launch:
         self.deadline = time.monotonic() + START_TIMEOUT
 
 
-class MPILauncher:
+class MPILauncher(Launcher):
     """Starts worker ranks as ``mpiexec`` jobs whose ranks connect back to the pool.
 
     Args:
@@ -172,7 +173,7 @@ class MPILauncher:
         self.mpiexec_args = list(mpiexec_args)
         self.spread = spread
         self.launches: dict[str, _Launch] = {}
-        self.alive_r, self.alive_w = os.pipe()  # the supervisors end their jobs when alive_w closes
+        super().__init__()  # the supervisors end their jobs when alive_w closes
         os.set_inheritable(self.alive_r, True)
         self.here = socket.gethostname()
 
@@ -271,17 +272,8 @@ class MPILauncher:
             except subprocess.TimeoutExpired:
                 self._end(launch)
         for launch in self.launches.values():
-            try:
-                launch.proc.wait(timeout=_mpisuper.GRACE + 5)
-            except subprocess.TimeoutExpired:
-                launch.proc.kill()
-                launch.proc.wait()
+            wait_or_kill(launch.proc, _mpisuper.GRACE + 5)
         self.launches.clear()
-
-    def close(self) -> None:
-        for fd in (self.alive_w, self.alive_r):
-            with contextlib.suppress(OSError):
-                os.close(fd)
 
     def _end(self, launch: _Launch, at_once: bool = False) -> None:
         """Ask a launch's supervisor to end its job: with SIGTERM passed on to

@@ -44,7 +44,7 @@ from ._batching import (
     take_batch,
 )
 from ._procworker import pickle_dumps
-from ._serialize import decode_outcome, unpicklable_error
+from .codec import decode_outcome, unpicklable_error
 
 __all__ = ["WorldRanks", "world_pool"]
 

@@ -1,10 +1,10 @@
 """The job pool of the executors whose workers are processes connected by sockets.
 
 :class:`~dispatcher.ProcessExecutor` starts its workers as subprocesses of this
-process (:class:`LocalLauncher`); a spawning :class:`~dispatcher.MPIExecutor` starts
-them as the ranks of an ``mpiexec`` job that connect back over TCP
-(:class:`~dispatcher.executors._mpilaunch.MPILauncher`). Both are served by one
-:class:`Pool`, which does not know how its workers were started::
+process, a spawning :class:`~dispatcher.MPIExecutor` as the ranks of an ``mpiexec``
+job that connect back over TCP (the launchers of :mod:`~dispatcher.executors._launch`
+and :mod:`~dispatcher.executors._mpilaunch`). Both are served by one :class:`Pool`,
+which does not know how its workers were started::
 
     engine thread            I/O thread of the pool                   workers
     -------------            ----------------------                   -------
@@ -44,10 +44,8 @@ Policy:
   :data:`START_FAILURES` failures in a row the nodes fail with an
   :class:`~dispatcher.ExecutorError` that carries the reason.
 * **Output.** The workers' standard output and error reach this process's own
-  through pipes the pool reads (:class:`Forwarder`), never as inherited
-  descriptors: a process that a node leaves running therefore holds only a pipe
-  of the pool, and a caller reading this process's output sees its end when this
-  process exits, not when that grandchild does.
+  through pipes (:mod:`~dispatcher.executors._forward`), never as inherited
+  descriptors.
 """
 
 from __future__ import annotations
@@ -71,16 +69,16 @@ import weakref
 
 from ..results import ExecutorError, WorkerLostError, format_exception
 from . import _procworker as wire
-from ._batching import MAX_BATCH, PENDING, REPORTED, SENT, Job, func_key, learn, take_batch
-from ._serialize import decode_outcome, unpicklable_error
+from ._batching import PENDING, REPORTED, SENT, Job, func_key, learn, take_batch
+from ._forward import Forwarder
+from .codec import decode_outcome, unpicklable_error
 
-__all__ = ["START_FAILURES", "Forwarder", "Pool", "PoolHandle", "Worker"]
+__all__ = ["POOLS", "START_FAILURES", "Pool", "Worker"]
 
 logger = logging.getLogger("dispatcher")
 
 START_FAILURES = 3  # failed starts in a row before the pool gives up
 HELLO_TIMEOUT = 10.0  # seconds a worker that connected has to say who it is
-STOP_COPYING = 0.5  # seconds the output of stopped workers is still copied
 _LISTEN = object()  # selector data of the listening socket
 _WAKE = None  # selector data of the wake-up socket
 
@@ -597,136 +595,10 @@ def _unsendable(task, exc: BaseException) -> Exception:
     return err
 
 
-_POOLS: weakref.WeakSet = weakref.WeakSet()
+POOLS: weakref.WeakSet = weakref.WeakSet()
 
 
 @atexit.register
 def _stop_all() -> None:
-    for pool in list(_POOLS):
+    for pool in list(POOLS):
         pool.stop(kill=True)
-
-
-class PoolHandle:
-    """An executor's side of its :class:`Pool`: the pool is made on first use (with
-    a new launcher from ``make_launcher``), replaced after an interrupted run, and
-    stopped when the executor closes, when it is garbage collected, or at exit."""
-
-    def __init__(self, size: int, init: bytes | None, batch_size, make_launcher, path: list | None = None):
-        self.size = size
-        self.init = init
-        self.max_batch = MAX_BATCH if batch_size == "auto" else batch_size
-        self.make_launcher = make_launcher
-        self.path = path
-        self.pool: Pool | None = None
-
-    def open(self, owner) -> Pool:
-        if self.pool is None:
-            self.pool = Pool(self.size, self.init, self.max_batch, self.make_launcher(), self.path)
-            _POOLS.add(self.pool)
-            weakref.finalize(owner, Pool.stop, self.pool, True)
-        return self.pool
-
-    def submit(self, task, done) -> None:
-        job = Job(task, done)
-        task.handle = job
-        self.pool.submit(job)
-
-    def flush(self) -> None:
-        self.pool.wake()
-
-    def cancel(self, task) -> None:
-        if self.pool is not None and task.handle is not None:
-            self.pool.cancel(task.handle)
-
-    def interrupt(self) -> None:
-        """Kill every worker now; the next run starts new ones."""
-        pool, self.pool = self.pool, None
-        if pool is not None:
-            pool.stop(kill=True)
-
-    def shutdown(self) -> None:
-        pool, self.pool = self.pool, None
-        if pool is not None:
-            pool.stop(kill=False)
-
-    def workers_info(self) -> list[tuple[str, int]]:
-        return self.pool.workers_info() if self.pool is not None else []
-
-    @property
-    def stats(self) -> dict:
-        return dict(self.pool.stats) if self.pool is not None else {}
-
-
-class Forwarder:
-    """Copies what workers write to their pipes to this process's own standard
-    output and error, in a thread of its own (see the module docstring)."""
-
-    def __init__(self):
-        self._selector: selectors.BaseSelector | None = None
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-        self._stopping = False
-        self._wake_r, self._wake_w = None, None
-
-    def add(self, pipe, target_fd: int) -> None:
-        """Copy what arrives on ``pipe`` (a binary file) to ``target_fd``."""
-        with self._lock:
-            if self._selector is None:
-                self._selector = selectors.DefaultSelector()
-                self._wake_r, self._wake_w = os.pipe()
-                self._selector.register(self._wake_r, selectors.EVENT_READ, None)
-                self._thread = threading.Thread(target=self._copy, name="dispatcher-output", daemon=True)
-                self._thread.start()
-            os.set_blocking(pipe.fileno(), False)
-            self._selector.register(pipe, selectors.EVENT_READ, target_fd)
-        os.write(self._wake_w, b"\0")
-
-    def _copy(self) -> None:
-        selector = self._selector
-        stop_by = None
-        while True:
-            if self._stopping and stop_by is None:
-                stop_by = time.monotonic() + STOP_COPYING
-            if stop_by is not None and (len(selector.get_map()) <= 1 or time.monotonic() > stop_by):
-                return  # what is left open belongs to processes that outlive the pool
-            events = selector.select(None if stop_by is None else 0.05)
-            for key, _ in events:
-                if key.data is None:
-                    with contextlib.suppress(OSError):
-                        os.read(self._wake_r, 4096)
-                    continue
-                try:
-                    data = os.read(key.fileobj.fileno(), 65536)
-                except BlockingIOError:
-                    continue
-                except OSError:
-                    data = b""
-                if not data:
-                    with self._lock:
-                        selector.unregister(key.fileobj)
-                    key.fileobj.close()
-                    continue
-                with contextlib.suppress(OSError):
-                    _write_all(key.data, data)
-
-    def stop(self) -> None:
-        """Copy what the pipes hold now, then close them and end the thread."""
-        with self._lock:
-            if self._selector is None or self._stopping:
-                return
-            self._stopping = True
-        os.write(self._wake_w, b"\0")
-        self._thread.join()
-        for key in list(self._selector.get_map().values()):
-            if key.data is not None:
-                key.fileobj.close()
-        self._selector.close()
-        os.close(self._wake_r)
-        os.close(self._wake_w)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]

@@ -39,7 +39,7 @@ import weakref
 
 from ..results import format_exception
 from ._threads import SlotPool
-from .base import Executor
+from .base import Capabilities, Executor
 from .pools import _cancelled, default_threads, run_outcome
 
 __all__ = ["AsyncExecutor"]
@@ -93,7 +93,7 @@ class AsyncExecutor(Executor):
     [0, 2, 4]
     """
 
-    needs_loop = True
+    capabilities = Capabilities(needs_loop=True)
 
     def __init__(
         self,
@@ -121,11 +121,11 @@ class AsyncExecutor(Executor):
             )
         return self._threads
 
-    def _nested_wait(self):
+    def lend_worker(self):
         return self._threads.lent() if self._threads is not None else contextlib.nullcontext()
 
     @contextlib.asynccontextmanager
-    async def _nested_wait_async(self):
+    async def lend_worker_async(self):
         permit = _permit.get()
         if permit is None or permit.executor is not self or not permit.held:
             yield
@@ -136,7 +136,7 @@ class AsyncExecutor(Executor):
         finally:
             await permit.acquire()
 
-    def _submit(self, task, done) -> None:
+    def start_task(self, task, done) -> None:
         loop = asyncio.get_running_loop()
         in_thread = self.sync == "threads" or task.timeout is not None
         if in_thread and not inspect.iscoroutinefunction(task.func):
@@ -185,11 +185,11 @@ class AsyncExecutor(Executor):
         finally:
             permit.release()
 
-    def _cancel(self, task) -> None:
+    def cancel_task(self, task) -> None:
         if task.handle is not None:
             task.handle.cancel()
 
-    def _shutdown(self) -> None:
+    def stop_workers(self) -> None:
         self._limits.clear()
         if self._threads is not None:
             self._threads.shutdown(wait=True, cancel_futures=True)

@@ -1,35 +1,46 @@
-"""The executor base: what every executor shares, and the two things each must say.
+"""The executor protocol: what every executor shares, and what each must say.
 
-An executor says how a ready :class:`~dispatcher.engine.Task` is started
-(``_submit(task, done)``, which arranges for ``done(task, ok, payload)`` to be
-called when it finishes, from any thread) and how a started task is stopped
-(``_cancel(task)``). Everything else (ordering, retries, timeouts, errors,
-progress) lives in the engine. Class flags describe the executor to the engine:
+Everything a run decides (ordering, retries, timeouts, errors, progress) lives in
+the engine (:mod:`dispatcher.engine`). An executor only says where a
+:class:`~dispatcher.engine.Task` runs. It subclasses :class:`Executor`, describes
+itself with one :class:`Capabilities` record, and implements:
 
-``synchronous``
-    ``_submit`` runs the task to the end before it returns.
-``runs_inline``
-    the engine may call the node's function itself, where the run is driven,
-    instead of making a task (``_submit`` is then used only for nodes with a
-    timeout).
-``enforces_timeouts``
-    ``_submit`` stops a task at its timeout itself (raising ``TimeoutError``), so
-    the engine need not watch the clock for it.
-``needs_loop``
-    tasks run on an asyncio event loop, so a blocking ``run`` starts one.
-``pipelines``
-    a task's arguments may hold the *handles* (``task.handle``) of tasks not yet
-    finished, which the backend resolves where the work runs (dask futures): the
-    run uses a :class:`~dispatcher.engine.PipelinedRunState`, every reported value
-    is a handle, and ``_gather`` / ``_gather_async`` bring back the outputs'
-    values, ``_fetch_remote`` any other node's on ``fetch()``.
+``start_task(task, done)`` (required)
+    start ``task.run()`` wherever the work runs and arrange for
+    ``done(task, ok, payload)`` to be called once when it ends, from any thread:
+    ``ok`` and the value, or ``False`` and ``(exception, formatted traceback)``
+    (:func:`~dispatcher.results.format_exception`). Raising here fails the node
+    at once (the pool is broken, the call cannot be sent).
+``cancel_task(task)``
+    stop the work of a started task if the backend can; ``done`` is still
+    called once (its answer is ignored).
+``open()`` / ``stop_workers()``
+    get ready for a run (start workers on first use; the base refuses a closed
+    executor) / release what the executor started; ``close()`` calls it once.
+``flush_tasks()``
+    a burst of ``start_task`` calls is over: send what was held back to batch it.
+``interrupt_run()``
+    the run ends by an exception that is not a node's failure (Ctrl-C, a failing
+    callback): stop the work at once; the running tasks are then cancelled and
+    awaited.
+``lend_worker()`` / ``lend_worker_async()``
+    a (async) context manager around a run's waiting: an executor whose node may
+    start a nested run on it lends that node's worker meanwhile, so that nested
+    runs cannot deadlock.
+``wrap_run(outputs, run)`` / ``wrap_run_async(outputs, run)``
+    make the whole run (``run()``); an SPMD executor drives it on one rank and
+    follows it on the others.
+``gather_values(handles)`` / ``gather_values_async`` / ``fetch_value(node, handle)``
+    for an executor that ``pipelines``: bring back the outputs' values, as
+    ``(ok, value or (exception, traceback))`` each, and any other node's value on
+    ``fetch()``.
 
-Optional hooks: ``_flush()`` is called after each burst of ``_submit`` calls
-(an executor may hold tasks back to send them together), ``_interrupt()`` when a
-run ends by an exception that is not a node's failure (Ctrl-C, a failing
-callback): an executor with worker processes stops them there, and
-``_run_spmd(outputs, run)`` wraps a whole run (an SPMD executor drives it on one
-MPI rank and follows it on the others).
+The names avoid ``concurrent.futures.Executor``'s ``submit``, ``map`` and
+``shutdown``, which stay free for that surface.
+
+Adding an executor takes one module with its class and one line in
+:mod:`dispatcher.executors.registry`, which the test suite's shared fixture and the
+bench harness both read; see the docs' page "Writing an executor".
 """
 
 from __future__ import annotations
@@ -37,11 +48,37 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+import attrs
+
 from ..checks import check_retries, check_timeout, retry_predicates
 from ..engine import Backoff, Task
 from ..results import ExecutorError
+from ..running import run_graph
 
-__all__ = ["Executor"]
+__all__ = ["Capabilities", "Executor"]
+
+
+@attrs.frozen
+class Capabilities:
+    """What an executor tells the engine about itself (all False but ``inline_light``
+    for an executor that runs tasks concurrently and reports from any thread)."""
+
+    synchronous: bool = False
+    """``start_task`` runs the task to its end before it returns."""
+    runs_inline: bool = False
+    """The engine may call an untimed node's function itself, where the run is
+    driven, instead of making a task."""
+    enforces_timeouts: bool = False
+    """``start_task`` measures a task's time where it runs (from when it starts, not
+    when it was queued) and reports the ``TimeoutError`` itself."""
+    needs_loop: bool = False
+    """Tasks run on an asyncio event loop: a blocking ``run`` starts one."""
+    inline_light: bool = True
+    """The engine computes light nodes (indexing, collecting) itself."""
+    pipelines: bool = False
+    """A task's arguments may hold the *handles* (``task.handle``) of tasks not yet
+    finished, which the backend resolves where the work runs (dask futures); see
+    :mod:`dispatcher.engine.pipelining`."""
 
 
 class Executor:
@@ -60,13 +97,10 @@ class Executor:
             the node has a ``timeout`` of its own (default: no limit).
     """
 
-    synchronous = False
-    runs_inline = False
-    enforces_timeouts = False
-    needs_loop = False
-    inline_light = True
-    pipelines = False
+    capabilities = Capabilities()
     default_retry_on: tuple = ()
+    """Predicates that retry every node's failure in addition to its own
+    ``retry_on`` (an executor with workers in other processes: a lost worker)."""
 
     def __init__(
         self,
@@ -86,62 +120,73 @@ class Executor:
         self.timeout = timeout
         self.closed = False
 
-    # -- what each executor says -------------------------------------------------
-    def _submit(self, task: Task, done) -> None:
-        raise NotImplementedError
+    # -- what each executor says (see the module's docstring) ---------------------
+    def start_task(self, task: Task, done) -> None:
+        """Start ``task``; call ``done(task, ok, payload)`` once when it ends."""
+        raise NotImplementedError(f"{type(self).__name__} does not say how to start a task")
 
-    def _cancel(self, task: Task) -> None:
+    def cancel_task(self, task: Task) -> None:
         """Stop ``task`` if the backend can; its ``done`` is still called once."""
 
-    def _open(self) -> None:
+    def open(self) -> None:
         """Get ready for a run (start workers on first use); called by every run."""
         if self.closed:
             raise ExecutorError(f"{type(self).__name__} is closed")
 
-    def _shutdown(self) -> None:
+    def stop_workers(self) -> None:
         """Release the workers this executor started."""
 
-    def _flush(self) -> None:
-        """A burst of ``_submit`` calls is over: start what was held back."""
+    def flush_tasks(self) -> None:
+        """A burst of ``start_task`` calls is over: start what was held back."""
 
-    def _interrupt(self) -> None:
+    def interrupt_run(self) -> None:
         """The run is being interrupted: stop the work at once (it is then cancelled)."""
 
-    def _run_spmd(self, outputs, run):
+    def wrap_run(self, outputs, run):
         """Make the run: ``run()`` does it here. An executor whose runs involve
         every rank of an MPI job (SerialMPIExecutor) runs it on one rank and
         follows it on the others."""
         return run()
 
-    def _nested_wait(self):
+    def lend_worker(self):
         """A context manager around a run's waiting: an executor whose node may
         start a nested run on it lends that node's worker while the run waits (a
         thread pool gives the slot to another call), so that nested runs cannot
         deadlock."""
         return contextlib.nullcontext()
 
-    def _nested_wait_async(self):
-        """:meth:`_nested_wait` for ``run_async``: an async context manager (an
+    def lend_worker_async(self):
+        """:meth:`lend_worker` for ``run_async``: an async context manager (an
         ``AsyncExecutor`` gives back the waiting node's place among its
         ``max_concurrency``)."""
         return contextlib.nullcontext()
 
-    async def _run_spmd_async(self, outputs, run):
-        """:meth:`_run_spmd` for ``run_async``: ``await run()`` does it here."""
+    async def wrap_run_async(self, outputs, run):
+        """:meth:`wrap_run` for ``run_async``: ``await run()`` does it here."""
         return await run()
+
+    def gather_values(self, handles: list) -> list:
+        """Pipelines: the values of ``handles``, ``(ok, value or (exception, traceback))`` each."""
+        raise NotImplementedError(f"{type(self).__name__} does not pipeline")
+
+    async def gather_values_async(self, handles: list) -> list:
+        """:meth:`gather_values` for ``run_async``."""
+        return self.gather_values(handles)
+
+    def fetch_value(self, node, handle) -> Any:
+        """Pipelines: the value of ``node``, still on the workers as ``handle``."""
+        raise NotImplementedError(f"{type(self).__name__} does not pipeline")
 
     # -- shared surface ---------------------------------------------------------------
     def run(self, outputs, inputs=(), **options):
         """``dispatcher.run(self, outputs, inputs, **options)``."""
-        from ..api import run
-
-        return run(self, outputs, inputs, **options)
+        return run_graph(self, outputs, inputs, **options)
 
     def close(self) -> None:
         """Shut down what this executor started; running it again raises ExecutorError."""
         if not self.closed:
             self.closed = True
-            self._shutdown()
+            self.stop_workers()
 
     def __enter__(self):
         return self

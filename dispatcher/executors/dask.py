@@ -4,7 +4,7 @@ Policy
 ------
 ``DaskExecutor`` pipelines: a node is handed to dask as soon as its dependencies
 have been handed over, with their dask futures as arguments (the engine's
-:class:`~dispatcher.engine.PipelinedRunState`). Each burst of nodes goes to the
+:mod:`~dispatcher.engine.pipelining`). Each burst of nodes goes to the
 scheduler as one graph, so dask sees the whole graph at once, orders it, and moves
 intermediate values from worker to worker; nothing comes back to the client but
 the outputs' values at the end of the run (one ``gather``), and whatever
@@ -76,8 +76,8 @@ from ..coroutines import finish
 from ..nodes import CONTAINERS
 from ..results import DispatcherError, ExecutorError, WorkerLostError, format_exception, is_worker_lost
 from ._procworker import failure, pickle_dumps
-from ._serialize import decode_outcome, unpicklable_error
-from .base import Executor
+from .base import Capabilities, Executor
+from .codec import decode_outcome, unpicklable_error
 
 __all__ = ["DaskExecutor"]
 
@@ -182,8 +182,8 @@ class DaskExecutor(Executor):
             dp.run(dp.DaskExecutor(client), outputs)
     """
 
-    pipelines = True
-    inline_light = False  # indexing and collecting run where the values are
+    # indexing and collecting run where the values are, not in the driver
+    capabilities = Capabilities(pipelines=True, inline_light=False)
     default_retry_on = (is_worker_lost,)
 
     def __init__(
@@ -213,8 +213,8 @@ class DaskExecutor(Executor):
         self.cluster = None
         self.dashboard_link: str | None = None
         self._owns_client = client is None
-        self._pending: dict = {}  # key -> dask task spec, sent by _flush
-        self._new: list = []  # (task, future, done) handed over since the last _flush
+        self._pending: dict = {}  # key -> dask task spec, sent by flush_tasks
+        self._new: list = []  # (task, future, done) handed over since the last flush_tasks
         self._cancels: list = []
         self._watchers: set = set()  # asyncio tasks waiting on the futures
         self._running: dict = {}  # dask key -> (task, done) of each attempt not yet reported
@@ -226,15 +226,15 @@ class DaskExecutor(Executor):
     def start(self, timeout: float | None = 60.0) -> DaskExecutor:
         """Start the embedded cluster, or connect, now, and wait until the cluster
         has a worker; returns ``self``."""
-        self._open()
+        self.open()
         try:
             self.client.wait_for_workers(1, timeout=timeout)
         except TimeoutError as exc:
             raise ExecutorError(f"the dask cluster had no worker after {timeout} s") from exc
         return self
 
-    def _open(self) -> None:
-        super()._open()
+    def open(self) -> None:
+        super().open()
         if self.client is None:
             self._connect()
         if self._subscribed is not self.client:
@@ -261,10 +261,10 @@ class DaskExecutor(Executor):
             self.cluster = distributed.LocalCluster(**options)
             self.client = distributed.Client(self.cluster, set_as_default=False)
         except TypeError:
-            self._shutdown()
+            self.stop_workers()
             raise
         except Exception as exc:
-            self._shutdown()
+            self.stop_workers()
             hint = ""
             if getattr(sys.modules["__main__"], "__file__", None):
                 hint = (
@@ -275,7 +275,7 @@ class DaskExecutor(Executor):
                 f"the dask LocalCluster could not start: {type(exc).__name__}: {exc}{hint}"
             ) from exc
         except BaseException:
-            self._shutdown()
+            self.stop_workers()
             raise
         self.dashboard_link = self.client.dashboard_link
         logger.info(
@@ -302,7 +302,7 @@ class DaskExecutor(Executor):
         else:
             client.unsubscribe_topic("all")
 
-    def _shutdown(self) -> None:
+    def stop_workers(self) -> None:
         client, cluster = self.client, self.cluster
         if client is not None:
             self._unfollow_events()
@@ -314,7 +314,7 @@ class DaskExecutor(Executor):
             cluster.close()
 
     # -- running nodes ---------------------------------------------------------------
-    def _submit(self, task, done) -> None:
+    def start_task(self, task, done) -> None:
         from dask._task_spec import Task, parse_input
         from distributed import Future
 
@@ -339,7 +339,7 @@ class DaskExecutor(Executor):
         self._running[key] = (task, done)
         self._new.append((task, future, done))
 
-    def _flush(self) -> None:
+    def flush_tasks(self) -> None:
         if not self._new:
             return
         graph, self._pending = self._pending, {}
@@ -444,7 +444,7 @@ class DaskExecutor(Executor):
         if lost and self.client is not None:
             self.client.loop.add_callback(self.client.cancel, lost, asynchronous=True)
 
-    def _cancel(self, task) -> None:
+    def cancel_task(self, task) -> None:
         future = task.handle
         if future is None or self.client is None:
             return
@@ -461,7 +461,7 @@ class DaskExecutor(Executor):
             await self.client.cancel(futures, asynchronous=True)
 
     # -- values coming back ------------------------------------------------------------
-    def _gather(self, futures: list) -> list:
+    def gather_values(self, futures: list) -> list:
         if not futures:
             return []
         try:
@@ -475,9 +475,9 @@ class DaskExecutor(Executor):
         except Exception as exc:
             return False, (exc, format_exception(exc))
 
-    async def _gather_async(self, futures: list) -> list:
+    async def gather_values_async(self, futures: list) -> list:
         if not futures or not self.client.asynchronous:
-            return await asyncio.to_thread(self._gather, futures)
+            return await asyncio.to_thread(self.gather_values, futures)
         try:
             return [(True, v) for v in await self.client.gather(futures)]
         except Exception:
@@ -489,7 +489,7 @@ class DaskExecutor(Executor):
                     out.append((False, (exc, format_exception(exc))))
             return out
 
-    def _fetch_remote(self, node, future) -> Any:
+    def fetch_value(self, node, future) -> Any:
         client = self.client
         if self.closed or client is None or client.status not in ("running", "connecting"):
             raise DispatcherError(

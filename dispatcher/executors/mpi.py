@@ -47,17 +47,16 @@ import functools
 import logging
 import os
 
-from ..results import is_worker_lost
 from ._batching import (
     check_worker_options,
 )
+from ._launch import cpu_count
 from ._mpilaunch import START_TIMEOUT, MPILauncher, import_mpi, in_mpi_job, require_mpi4py
 from ._mpiworld import WorldRanks, world_pool
-from ._pool import PoolHandle
-from ._serialize import dumps_initializer
 from ._slurm import SlurmAllocation, slurm_allocation
 from .base import Executor
-from .process import cpu_count
+from .codec import dumps_initializer
+from .pooled import PooledExecutor, PoolHandle
 
 __all__ = ["MPIExecutor", "SlurmAllocation", "slurm_allocation"]
 
@@ -70,7 +69,7 @@ def _base_options(options: dict) -> dict:
     return {k: options.pop(k) for k in ("retries", "retry_on", "backoff", "timeout") if k in options}
 
 
-class MPIExecutor(Executor):
+class MPIExecutor(PooledExecutor):
     """Run nodes on MPI worker ranks.
 
     Args:
@@ -105,8 +104,6 @@ class MPIExecutor(Executor):
     42
     """
 
-    enforces_timeouts = True
-
     def __init__(
         self,
         max_workers: int | None = None,
@@ -127,14 +124,14 @@ class MPIExecutor(Executor):
         if self.spawns:
             require_mpi4py()  # the ranks import it; this process does not start MPI
             self.max_workers = max_workers or _default_workers(self.slurm)
-            self.default_retry_on = (is_worker_lost,)
             launch, path = _launch_options(options, self.slurm)
-            self._ranks = PoolHandle(
+            self._workers = PoolHandle(
                 self.max_workers, init, batch_size, functools.partial(MPILauncher, **launch), path
             )
             if self.slurm is not None:
                 logger.info("%s; MPIExecutor spawns %d worker ranks", self.slurm.describe(), self.max_workers)
         else:
+            self.default_retry_on = ()  # a rank lost under the user's mpiexec ends the job
             world = import_mpi().COMM_WORLD if comm is None else comm
             if world.Get_size() < 2:
                 raise ValueError("MPIExecutor needs at least 2 ranks in comm: a driver and a worker")
@@ -142,7 +139,7 @@ class MPIExecutor(Executor):
                 raise ValueError(f"root must be a rank of the communicator, got {root!r}")
             pool = world_pool(world, root, init, options)  # a worker rank exits here
             self.max_workers = world.Get_size() - 1
-            self._ranks = WorldRanks(pool, self.max_workers, batch_size)
+            self._workers = WorldRanks(pool, self.max_workers, batch_size)
             if max_workers is not None and max_workers != self.max_workers:
                 logger.warning(
                     "MPIExecutor: max_workers=%d ignored: the %d other ranks of the world are the workers",
@@ -156,49 +153,24 @@ class MPIExecutor(Executor):
     def start(self, timeout: float | None = START_TIMEOUT) -> MPIExecutor:
         """Start the workers now (launching them if need be) and wait until each has
         answered; returns ``self``."""
-        self._open()
+        self.open()
         if self.spawns:
-            self._ranks.pool.wait_ready(timeout)
+            self._workers.pool.wait_ready(timeout)
         else:
-            self._ranks.start(self, timeout)
+            self._workers.start(self, timeout)
         return self
-
-    def worker_pids(self) -> list[int]:
-        """The process ids of the worker ranks (empty before the first run)."""
-        return [pid for _, pid in self._ranks.workers_info()]
 
     def worker_hosts(self) -> list[str]:
         """The host name of each worker rank (empty before the first run)."""
-        return [host for host, _ in self._ranks.workers_info()]
+        return [host for host, _ in self._workers.workers_info()]
 
-    @property
-    def stats(self) -> dict:
-        """Counts of ``tasks`` and ``batches`` sent, and of nodes that ``timeouts`` failed
-        (and, for ranks this executor starts, of ranks ``started`` and ``lost``)."""
-        return self._ranks.stats
-
-    # -- the executor's part --------------------------------------------------------
-    def _open(self) -> None:
-        super()._open()
+    # -- the executor's part (the rest is PooledExecutor's) ----------------------------
+    def open(self) -> None:
         if self.spawns:
-            self._ranks.open(self)
+            super().open()
         else:
-            self._ranks.start(self, START_TIMEOUT)
-
-    def _submit(self, task, done) -> None:
-        self._ranks.submit(task, done)
-
-    def _flush(self) -> None:
-        self._ranks.flush()
-
-    def _cancel(self, task) -> None:
-        self._ranks.cancel(task)
-
-    def _interrupt(self) -> None:
-        self._ranks.interrupt()
-
-    def _shutdown(self) -> None:
-        self._ranks.shutdown()
+            Executor.open(self)  # refuses a closed executor
+            self._workers.start(self, START_TIMEOUT)
 
     def __repr__(self) -> str:
         state = " closed" if self.closed else ""

@@ -35,13 +35,11 @@ import inspect
 import os
 import threading
 
-import cloudpickle
-
 from ..coroutines import finish
-from ..results import RemoteError, format_exception
-from ._serialize import call_pickled, decode_outcome, dumps_call
+from ..results import format_exception
 from ._threads import SlotPool
 from .base import Executor
+from .codec import call_pickled, dumps_call, load_outcome
 
 __all__ = ["PoolExecutor", "ThreadExecutor"]
 
@@ -58,20 +56,11 @@ def _report(task, done, future, pickled: bool = False) -> None:
         return
     exc = future.exception()
     if exc is None:
-        if not pickled:
-            done(task, True, future.result())
-            return
-        try:
-            ok, value = decode_outcome(*cloudpickle.loads(future.result()))
-        except Exception as err:  # a result or an exception this process cannot rebuild
-            exc = RemoteError(
-                type(err).__qualname__,
-                f"the outcome of node {task.node.label!r} cannot be unpickled here: {err}",
-            )
-            exc.__cause__ = err
+        if pickled:
+            done(task, *load_outcome(future.result(), task.node.label))
         else:
-            done(task, ok, value)
-            return
+            done(task, True, future.result())
+        return
     done(task, False, (exc, format_exception(exc)))
 
 
@@ -116,7 +105,7 @@ class PoolExecutor(Executor):
         self.cloudpickle = _is_process_pool(pool) if cloudpickle is None else bool(cloudpickle)
         self._over_threads = isinstance(pool, cf.ThreadPoolExecutor) and not self.cloudpickle
 
-    def _submit(self, task, done) -> None:
+    def start_task(self, task, done) -> None:
         if self.cloudpickle:
             payload = dumps_call(task.node.label, task.func, task.args, task.kwargs)
             future = self.pool.submit(call_pickled, payload)
@@ -141,7 +130,7 @@ class PoolExecutor(Executor):
         finally:
             _inside.pool = None
 
-    def _cancel(self, task) -> None:
+    def cancel_task(self, task) -> None:
         if task.handle is not None:
             task.handle.cancel()
 
@@ -185,23 +174,23 @@ class ThreadExecutor(Executor):
         self.max_workers = max_workers or default_threads()
         self._pool: SlotPool | None = None
 
-    def _open(self) -> None:
-        super()._open()
+    def open(self) -> None:
+        super().open()
         if self._pool is None:
             self._pool = SlotPool(self.max_workers, thread_name_prefix="dispatcher")
 
-    def _nested_wait(self):
+    def lend_worker(self):
         return self._pool.lent() if self._pool is not None else contextlib.nullcontext()
 
-    def _submit(self, task, done) -> None:
+    def start_task(self, task, done) -> None:
         task.handle = (self._pool.submit(_work, task, done), done)
 
-    def _cancel(self, task) -> None:
+    def cancel_task(self, task) -> None:
         future, done = task.handle
         if future.cancel():  # it never started, so _work will not report
             _cancelled(task, done)
 
-    def _shutdown(self) -> None:
+    def stop_workers(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None

@@ -17,7 +17,7 @@ import signal
 import threading
 
 from ..results import format_exception
-from .base import Executor
+from .base import Capabilities, Executor
 
 __all__ = ["SerialExecutor", "call_in_thread", "call_with_alarm"]
 
@@ -38,11 +38,9 @@ class SerialExecutor(Executor):
     4
     """
 
-    synchronous = True
-    runs_inline = True
-    enforces_timeouts = True
+    capabilities = Capabilities(synchronous=True, runs_inline=True, enforces_timeouts=True)
 
-    def _submit(self, task, done) -> None:
+    def start_task(self, task, done) -> None:
         # The engine calls untimed nodes itself (runs_inline); the rest come here.
         if task.timeout is None:
             outcome = _call(task)

@@ -53,8 +53,8 @@ from ..results import (
 )
 from ._mpilaunch import import_mpi
 from ._procworker import pickle_dumps
-from ._serialize import unpicklable_error
-from .base import Executor
+from .base import Capabilities, Executor
+from .codec import unpicklable_error
 from .serial import call_in_thread, call_with_alarm
 
 __all__ = ["SerialMPIExecutor"]
@@ -144,8 +144,7 @@ class SerialMPIExecutor(Executor):
     1
     """
 
-    synchronous = True
-    enforces_timeouts = True
+    capabilities = Capabilities(synchronous=True, enforces_timeouts=True)
 
     def __init__(self, comm=None, *, grace: float = 60.0, **options):
         super().__init__(**options)
@@ -237,7 +236,7 @@ class SerialMPIExecutor(Executor):
                 exc.add_note(f"(raised on rank {first} of {self.size})")
         return False, (exc, f"raised on rank {first} of {self.size}:\n{tb}")
 
-    def _submit(self, task, done) -> None:  # rank 0 only
+    def start_task(self, task, done) -> None:  # rank 0 only
         label = task.node.label
         if self.size > 1:
             try:
@@ -274,7 +273,7 @@ class SerialMPIExecutor(Executor):
         self._runs += 1
         return self.size > 1
 
-    def _run_spmd(self, outputs, run):
+    def wrap_run(self, outputs, run):
         if not self._begin():
             return run()
         if self.rank != 0:
@@ -287,7 +286,7 @@ class SerialMPIExecutor(Executor):
         self._tell_end(outputs, results)
         return results
 
-    async def _run_spmd_async(self, outputs, run):
+    async def wrap_run_async(self, outputs, run):
         if not self._begin():
             return await run()
         if self.rank != 0:
@@ -373,7 +372,7 @@ class SerialMPIExecutor(Executor):
                 results.append(DispatchResult(node, error=error))
         return results
 
-    def _shutdown(self) -> None:
+    def stop_workers(self) -> None:
         MPI = self._MPI
         if not MPI.Is_finalized():
             with contextlib.suppress(Exception):  # freed already, or MPI is going away

@@ -1,4 +1,13 @@
-"""Sending calls to other processes with cloudpickle, and saying what cannot go.
+"""The codec of calls and outcomes that travel to other processes, with cloudpickle.
+
+An executor whose workers are other processes sends each call as
+:func:`dumps_call` bytes, runs it there with :func:`call_pickled`, and turns the
+bytes that come back into the engine's ``(ok, payload)`` with :func:`load_outcome`.
+A worker's outcome is ``(True, value)`` or ``(False, (exception, traceback))``;
+an exception that cannot be pickled and rebuilt travels as ``(False, (type name,
+message, traceback))`` (:func:`~dispatcher.executors._procworker.failure`) and is
+decoded into a :class:`~dispatcher.RemoteError` standing for it
+(:func:`decode_outcome`), as is an outcome this process cannot unpickle.
 
 When a call cannot be pickled, :func:`unpicklable_error` finds which part of it
 (the function, a positional or keyword argument) and, inside that, the innermost
@@ -15,10 +24,10 @@ from typing import Any
 import cloudpickle
 
 from ..coroutines import finish
-from ..results import RemoteError
+from ..results import RemoteError, format_exception
 from ._procworker import failure, pickle_dumps
 
-__all__ = ["call_pickled", "decode_outcome", "dumps_call", "unpicklable_error"]
+__all__ = ["call_pickled", "decode_outcome", "dumps_call", "load_outcome", "unpicklable_error"]
 
 _DEPTH = 6
 _WIDTH = 200
@@ -143,3 +152,16 @@ def decode_outcome(ok: bool, value: Any) -> tuple[bool, Any]:
         type_name, message, tb = value
         return False, (RemoteError(type_name, message), tb)
     return False, value
+
+
+def load_outcome(data: bytes, label: str) -> tuple[bool, Any]:
+    """``(ok, payload)`` for the engine from the bytes :func:`call_pickled` returned for
+    node ``label``; bytes this process cannot unpickle fail the node with a
+    :class:`RemoteError` saying so."""
+    try:
+        return decode_outcome(*cloudpickle.loads(data))
+    except Exception as err:  # a result or an exception this process cannot rebuild
+        why = f"the outcome of node {label!r} cannot be unpickled here: {err}"
+        exc = RemoteError(type(err).__qualname__, why)
+        exc.__cause__ = err
+        return False, (exc, format_exception(exc))

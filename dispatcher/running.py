@@ -1,0 +1,101 @@
+"""Running a graph on an executor: the run's options, its state, and its driver.
+
+Policy: the run's options are fixed once, in one frozen
+:class:`~dispatcher.engine.RunOptions` built from the caller's arguments, the
+executor's settings and its :class:`~dispatcher.executors.base.Capabilities`. The
+graph is planned and checked before the executor is opened, so a mistake in the
+graph starts no workers. A blocking run of an executor whose tasks need an event
+loop runs the asyncio driver to its end here; every run waits inside the
+executor's ``lend_worker`` so that a node may start a nested run on the executor
+that runs it.
+
+This module does not check that ``executor`` is one: :mod:`dispatcher.api` does,
+and :meth:`Executor.run <dispatcher.executors.base.Executor.run>` is one.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable
+from typing import Any
+
+from .coroutines import run_to_end
+from .engine import Callback, ProgressBar, RunOptions, RunState, drive, drive_async
+from .graph import DispatchGraph
+from .nodes import DispatchNode
+from .results import DispatchResult
+
+__all__ = ["run_graph", "run_graph_async"]
+
+
+def run_graph(executor: Any, outputs: Any, inputs: Iterable = (), **options: Any) -> list[DispatchResult]:
+    """Run the graph that ends in ``outputs`` on ``executor`` (see :func:`dispatcher.run`)."""
+    outputs = _materialize(outputs)
+    return executor.wrap_run(outputs, functools.partial(_run, executor, outputs, inputs, options))
+
+
+async def run_graph_async(executor: Any, outputs: Any, inputs: Iterable = (), **options: Any) -> list:
+    """:func:`run_graph` inside a running event loop (see :func:`dispatcher.run_async`)."""
+    outputs = _materialize(outputs)
+
+    async def run():
+        state = _state(executor, outputs, inputs, **options)
+        async with executor.lend_worker_async():
+            return await drive_async(state, executor)
+
+    return await executor.wrap_run_async(outputs, run)
+
+
+def _run(executor, outputs, inputs, options) -> list[DispatchResult]:
+    state = _state(executor, outputs, inputs, **options)
+    with executor.lend_worker():
+        if executor.capabilities.needs_loop:
+            return run_to_end(drive_async(state, executor))
+        return drive(state, executor)
+
+
+def _materialize(outputs):
+    """Outputs given as a generator become a list: they are read more than once."""
+    if isinstance(outputs, (DispatchNode, DispatchGraph, list, tuple)):
+        return outputs
+    try:
+        return list(outputs)
+    except TypeError:
+        return outputs  # the run state says what is wrong with it
+
+
+def _state(
+    executor,
+    outputs,
+    inputs,
+    *,
+    input_map: dict | None = None,
+    throw_error: bool = True,
+    progress: bool = False,
+    callbacks: Iterable[Callback] = (),
+    release: bool = False,
+) -> RunState:
+    callbacks = list(callbacks)
+    for cb in callbacks:
+        if not isinstance(cb, Callback):
+            raise TypeError(f"callbacks must be dispatcher.Callback objects, got {type(cb).__name__}")
+    if progress:
+        callbacks.append(ProgressBar())
+    capabilities = executor.capabilities
+    options = RunOptions(
+        throw_error=throw_error,
+        retries=executor.retries,
+        retry_on=executor.retry_on,
+        always_retry_on=executor.default_retry_on,
+        backoff=executor.backoff,
+        timeout=executor.timeout,
+        release=release,
+        callbacks=tuple(callbacks),
+        inline_light=capabilities.inline_light,
+        inline_all=capabilities.runs_inline,
+        track_deadlines=not capabilities.enforces_timeouts,
+        pipelined=capabilities.pipelines,
+    )
+    state = RunState(outputs, inputs, input_map=input_map, options=options, owner=executor)
+    executor.open()  # after the graph is checked: a mistake in it starts no workers
+    return state
