@@ -15,6 +15,7 @@ executor.
 """
 
 from .api import execute, run, run_async
+from .decorator import op
 from .engine import Backoff, Callback, ProgressBar
 from .executors import (
     AsyncExecutor,
@@ -29,7 +30,7 @@ from .executors import (
     ThreadExecutor,
 )
 from .graph import DispatchGraph
-from .nodes import CollectNode, DataNode, DispatchNode, IndexNode, Op, op
+from .nodes import CollectNode, DataNode, DispatchNode, IndexNode, Op
 from .results import (
     DependencyError,
     DispatcherError,

@@ -11,8 +11,9 @@ them fit in memory and a graph of them builds in seconds. The dependency scan ru
 once, when the node is made (or its arguments are replaced), and records where the
 nodes sit, so that running a node only touches the arguments that need it.
 
-Each node remembers the outcome of its latest run, which :meth:`DispatchNode.fetch`
-returns (or raises).
+Each node remembers the outcome of its latest run (:mod:`dispatcher.outcomes`),
+which :meth:`DispatchNode.fetch` returns (or raises). The :func:`~dispatcher.op`
+decorator that makes ``Op`` nodes of calls is in :mod:`dispatcher.decorator`.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from typing import Any, ClassVar
 
 import attrs
 
-from .checks import check_nout, check_retries, check_timeout, retry_predicates
-from .results import DependencyError, DispatcherError
+from .outcomes import NEVER, RELEASED, Failure, Remote
+from .results import DispatcherError
 
 __all__ = [
     "CollectNode",
@@ -34,7 +35,6 @@ __all__ = [
     "DispatchNode",
     "IndexNode",
     "Op",
-    "op",
 ]
 
 CONTAINERS = frozenset((list, tuple, set, frozenset, dict))
@@ -44,50 +44,6 @@ _creation = itertools.count()
 """Numbers nodes in the order they are made. A node made from others comes after
 them, so a graph whose every edge runs from a lower to a higher number has no
 cycle; only a replaced argument or a hand-made edge can break that order."""
-
-
-class _Marker:
-    __slots__ = ("name",)
-
-    def __init__(self, name: str):
-        self.name = name
-
-    def __repr__(self) -> str:
-        return self.name
-
-    def __reduce__(self):
-        return (_marker, (self.name,))
-
-
-def _marker(name: str) -> _Marker:
-    return _MARKERS[name]
-
-
-NEVER = _Marker("NEVER")
-"""Outcome of a node that has not run."""
-RELEASED = _Marker("RELEASED")
-"""Outcome of a node whose value a run released once no other node needed it."""
-_MARKERS = {"NEVER": NEVER, "RELEASED": RELEASED}
-
-
-class Failure:
-    """Outcome of a node that failed: holds its :class:`DependencyError`."""
-
-    __slots__ = ("error",)
-
-    def __init__(self, error: DependencyError):
-        self.error = error
-
-
-class Remote:
-    """Outcome of a node whose value stayed where it was computed (on a dask
-    worker): ``owner.fetch_value(node, handle)`` brings it back on ``fetch()``."""
-
-    __slots__ = ("handle", "owner")
-
-    def __init__(self, handle: Any, owner: Any):
-        self.handle = handle
-        self.owner = owner
 
 
 @attrs.define(slots=True, eq=False, repr=False, init=False, weakref_slot=False)
@@ -517,92 +473,3 @@ class CollectNode(DispatchNode):
 
 def _collect(*values: Any) -> list:
     return list(values)
-
-
-_OPTIONS = ("label", "nout", "retries", "retry_on", "timeout")
-
-
-class OpFunction:
-    """A function wrapped by :func:`op`: calling it returns an :class:`Op`."""
-
-    __slots__ = ("__dict__", "func", "options")
-
-    def __init__(self, func: Callable, options: dict):
-        self.func = func
-        self.options = options
-        functools.update_wrapper(self, func)
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Op:
-        node = Op(self.func, *args, **kwargs)
-        options = self.options
-        if options:
-            label = options.get("label")
-            if label is not None:
-                node._label = label
-            node.nout = options.get("nout")
-            node.retries = options.get("retries")
-            node.retry_on = options.get("retry_on")
-            node.timeout = options.get("timeout")
-        return node
-
-    def __get__(self, obj: Any, objtype: Any = None) -> Any:
-        return self if obj is None else functools.partial(self, obj)
-
-    def __repr__(self) -> str:
-        return f"<op {_func_name(self.func)}>"
-
-
-def op(
-    func: Callable | None = None,
-    /,
-    *,
-    label: str | None = None,
-    nout: int | None = None,
-    retries: int | None = None,
-    retry_on: Any = None,
-    timeout: float | None = None,
-) -> Any:
-    """Make calling ``func`` return an :class:`Op` instead of running it.
-
-    Use as ``@op``, as ``@op(label=..., nout=..., retries=..., retry_on=...,
-    timeout=...)``, or as ``op(func, ...)(*args)``. The options belong to the node,
-    never to the function's own keyword arguments; ``retries``, ``retry_on`` and
-    ``timeout`` override the executor's defaults for the nodes it makes. Each
-    option is checked here: a wrong one raises at once, naming it.
-    ``retry_on`` takes predicates ``exception -> bool`` and exception classes
-    (``retry_on=OSError`` retries an ``OSError``).
-
-    >>> import dispatcher as dp
-    >>> @dp.op(nout=2)
-    ... def divmod_(a, b):
-    ...     return divmod(a, b)
-    >>> q, r = divmod_(17, 5)
-    >>> dp.execute([q, r])
-    [3, 2]
-    """
-
-    def wrap(f: Callable) -> OpFunction:
-        if isinstance(f, OpFunction):
-            f = f.func
-        if not callable(f):
-            raise TypeError(f"op needs a callable, got {type(f).__name__}: {f!r:.80}")
-        return OpFunction(f, _op_options(label or getattr(f, "__name__", repr(f)), options))
-
-    options = {"label": label, "nout": nout, "retries": retries, "retry_on": retry_on, "timeout": timeout}
-    return wrap if func is None else wrap(func)
-
-
-def _op_options(name: str, options: dict) -> dict:
-    """The options given to ``op`` for the function ``name``, checked, without the
-    ones left out."""
-    where = f"of op {name!r}"
-    options = {k: v for k, v in options.items() if v is not None}
-    if "nout" in options:
-        options["nout"] = check_nout(options["nout"], f"nout {where}")
-    if "retries" in options:
-        options["retries"] = check_retries(options["retries"], f"retries {where}")
-    if "timeout" in options:
-        options["timeout"] = check_timeout(options["timeout"], f"timeout {where}")
-    if "retry_on" in options:
-        options["retry_on"] = retry_predicates(options["retry_on"], f"retry_on {where}")
-    return options

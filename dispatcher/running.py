@@ -93,7 +93,9 @@ def _state(
         callbacks=tuple(callbacks),
         inline_light=capabilities.inline_light,
         inline_all=capabilities.runs_inline,
-        track_deadlines=not capabilities.enforces_timeouts,
+        starts_reported=capabilities.reports_start,
+        on_timeout=capabilities.on_timeout,
+        timeout_grace=capabilities.timeout_grace,
         pipelined=capabilities.pipelines,
     )
     state = RunState(outputs, inputs, input_map=input_map, options=options, owner=executor)

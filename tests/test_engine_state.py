@@ -123,11 +123,21 @@ def test_timeout_retried_when_retry_on_accepts_it():
     assert state.state[a] is S.DONE
 
 
-def test_executor_that_enforces_timeouts_gets_no_deadline():
-    a = dp.op(inc, timeout=2)(1)
-    state = make([a], track_deadlines=False)
-    state.next_task()
-    assert state.next_wakeup() is None
+def test_deadline_counts_from_when_the_executor_says_the_task_started():
+    clock = Clock()
+    a = dp.op(inc, timeout=2, retries=0)(1)
+    state = make([a], clock, starts_reported=True, on_timeout="; its worker was killed")
+    task = state.next_task()
+    clock.now = 2.0
+    assert state.expire() == []  # still queued where it runs: it cannot be late
+    assert state.next_wakeup() == 4.0
+    task.started = 3.0  # the executor's worker took it
+    clock.now = 4.0
+    assert state.expire() == []
+    assert state.next_wakeup() == 5.0
+    clock.now = 5.0
+    assert state.expire() == [task] and task.expired
+    assert str(state.errors[a].error) == "node 'inc' ran longer than its timeout of 2 s; its worker was killed"
 
 
 def test_failure_poisons_downstream_once_other_dependencies_finish():

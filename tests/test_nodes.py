@@ -7,7 +7,7 @@ import functools
 import pytest
 
 import dispatcher as dp
-from dispatcher.nodes import NEVER
+from dispatcher.outcomes import NEVER
 
 
 def add(x, y):

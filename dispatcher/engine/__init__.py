@@ -32,11 +32,15 @@ tasks are cancelled and awaited, and the error is raised. With ``throw_error=Fal
 everything that does not depend on a failure still runs.
 
 **One clock.** The state alone decides that a deadline has passed
-(:meth:`~dispatcher.engine.RunState.expire`): a task still running ``timeout`` seconds after it
-started fails with ``TimeoutError`` (or is retried), the driver asks the executor
-to cancel its work, and a late answer from that attempt is ignored. (An executor
-whose capabilities say it ``enforces_timeouts`` measures a task's time where it
-runs and reports the ``TimeoutError`` itself.)
+(:meth:`~dispatcher.engine.RunState.expire`): a task still running ``timeout``
+seconds after it started fails with ``TimeoutError`` (or is retried), the driver
+asks the executor to cancel its work, and a late answer from that attempt is
+ignored. A task starts when it is handed to the executor, or, for an executor that
+says when a task's work begins where it runs (``task.started``: a pool whose
+workers take queued tasks), then. An executor that cannot be interrupted from
+outside (a node running in the calling thread, or on an MPI rank) may stop the work
+where it runs at the same deadline; the error is the same
+(:func:`~dispatcher.engine.timeout_error`).
 
 With ``release=True`` a finished value is dropped as soon as every node that needs
 it has finished, unless it is an output; such a node's ``fetch()`` then says its

@@ -6,7 +6,7 @@ is sent as soon as each of its dependencies is *sent*, so the whole graph reache
 the backend at once and intermediate values move between workers without coming
 back. Every value a task reports is a handle; only the outputs' values are brought
 back at the end (:func:`remote_outputs`, :func:`localize`), and a finished node
-keeps a :class:`~dispatcher.nodes.Remote` outcome whose ``fetch()`` asks the
+keeps a :class:`~dispatcher.outcomes.Remote` outcome whose ``fetch()`` asks the
 executor.
 
 The semantics stay those of :mod:`dispatcher.engine.state`; what sending early
@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..nodes import Failure
+from ..outcomes import Failure
 from ..results import DependencyError
 from .plan import kids
 from .records import NodeState, Task

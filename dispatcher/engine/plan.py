@@ -17,7 +17,8 @@ from collections.abc import Callable
 import attrs
 
 from ..graph import DispatchGraph, _deps_of, topological_order
-from ..nodes import NEVER, RELEASED, DispatchNode, Failure, _func_name
+from ..nodes import DispatchNode, _func_name
+from ..outcomes import NEVER, RELEASED, Failure
 from ..results import ExecutorError
 
 __all__ = ["Plan", "given_values", "kids", "make_plan", "output_nodes"]

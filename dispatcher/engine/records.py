@@ -65,9 +65,16 @@ class RunOptions:
     """The engine computes light nodes (indexing, collecting) itself."""
     inline_all: bool = False
     """The engine calls every node without a timeout itself (a serial executor)."""
-    track_deadlines: bool = True
-    """The engine watches each task's deadline (False: the executor stops a task at
-    its timeout itself and reports the ``TimeoutError``)."""
+    starts_reported: bool = False
+    """The executor sets ``task.started`` when a task's work begins where it runs
+    (it may first wait in a queue): a deadline counts from then, not from when the
+    task was handed over."""
+    on_timeout: str = ""
+    """What the executor does to a task past its deadline, as the end of the
+    ``TimeoutError``'s message; ``{where}`` stands for ``task.where``."""
+    timeout_grace: float = 0.0
+    """Seconds the executor's own stop of a late task (an alarm where it runs) has
+    to report it, before the engine fails the task itself."""
     pipelined: bool = False
     """A node is sent once its dependencies are *sent*, with their handles as
     arguments (see :mod:`dispatcher.engine.state`)."""
@@ -76,7 +83,19 @@ class RunOptions:
 class Task:
     """One attempt at running one node: what an executor starts."""
 
-    __slots__ = ("after", "args", "attempt", "func", "handle", "kwargs", "node", "timeout")
+    __slots__ = (
+        "after",
+        "args",
+        "attempt",
+        "expired",
+        "func",
+        "handle",
+        "kwargs",
+        "node",
+        "started",
+        "timeout",
+        "where",
+    )
 
     def __init__(self, node, func, args, kwargs, attempt, timeout):
         self.node = node
@@ -87,6 +106,9 @@ class Task:
         self.timeout = timeout
         self.handle: Any = None  # the executor's own record (a future, a task)
         self.after: tuple = ()  # pipelined: handles of graph edges that pass no value
+        self.started: float | None = None  # when its work began (time.monotonic), if the executor says
+        self.expired = False  # the engine failed it at its deadline (then cancels its work)
+        self.where: str | None = None  # where it runs, if the executor says ("pid 12 on node3")
 
     def call(self) -> Any:
         """The node's function called with its arguments (a coroutine for an ``async def``)."""

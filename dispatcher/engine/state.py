@@ -58,7 +58,8 @@ from typing import Any
 from ..checks import check_timeout, nout_error
 from ..coroutines import COROUTINE, finish
 from ..graph import DispatchGraph
-from ..nodes import NEVER, RELEASED, DispatchNode, Failure, Remote
+from ..nodes import DispatchNode
+from ..outcomes import NEVER, RELEASED, Failure, Remote
 from ..results import DependencyError, DispatcherError, DispatchResult, format_exception
 from . import pipelining
 from .callbacks import notify
@@ -279,11 +280,20 @@ class RunState:
             what = heapq.heappop(timers)[2]
             if type(what) is Task:
                 node = what.node
-                if self.running.get(node) is what:
-                    del self.running[node]
-                    expired.append(what)
-                    exc = timeout_error(node.label, what.timeout)
-                    self._failed(node, exc, format_exception(exc), what.attempt)
+                if self.running.get(node) is not what:
+                    continue  # it finished in time
+                later = self._not_yet(what, now)
+                if later is not None:
+                    self._seq += 1
+                    heapq.heappush(timers, (later, self._seq, what))
+                    continue
+                del self.running[node]
+                what.expired = True
+                expired.append(what)
+                exc = timeout_error(
+                    node.label, what.timeout, self.options.on_timeout.format(where=what.where)
+                )
+                self._failed(node, exc, format_exception(exc), what.attempt)
             elif self.error is None and self.state[what] is BACKING_OFF:
                 self._due(what)
         return expired
@@ -373,9 +383,23 @@ class RunState:
                 self.ready.append(kid)
 
     def _start_clock(self, task: Task) -> None:
-        if self.options.track_deadlines:
-            self._seq += 1
-            heapq.heappush(self.timers, (self.clock() + task.timeout, self._seq, task))
+        """Look at ``task`` again when its timeout is up (an executor that reports when
+        its tasks start has them started no earlier than now)."""
+        self._seq += 1
+        heapq.heappush(
+            self.timers, (self.clock() + task.timeout + self.options.timeout_grace, self._seq, task)
+        )
+
+    def _not_yet(self, task: Task, now: float) -> float | None:
+        """When to look again at a task whose time is not up after all, or None: with
+        ``starts_reported``, its deadline counts from ``task.started``."""
+        if not self.options.starts_reported:
+            return None
+        started = task.started
+        if started is None:
+            return now + task.timeout  # still waiting to start: it cannot be late before then
+        end = started + task.timeout + self.options.timeout_grace
+        return end if end > now else None
 
     def _due(self, node) -> None:
         """BACKING_OFF -> READY: the delay before retrying ``node`` is over."""

@@ -73,11 +73,11 @@ def hello() -> list:
     return get_comm_workers().allgather((socket.gethostname(), os.getpid()))
 
 
-def run_batch(payload: bytes, timeout: float | None = None, labels: list = ()) -> bytes:
+def run_batch(payload: bytes, timeout: float | None = None, labels: list = (), late: str = "") -> bytes:
     """Run the calls in ``payload`` (the nodes ``labels``); a node alone with a
-    ``timeout`` is stopped by ``SIGALRM`` with a ``TimeoutError`` when it runs longer."""
+    ``timeout`` is stopped by ``SIGALRM`` with a ``TimeoutError(late)`` when it runs
+    longer (the driver's engine fails it at the same time, with the same message)."""
     global _in_call
-    label = labels[0] if labels else ""
     try:
         calls = cloudpickle.loads(payload)
     except Exception as exc:  # a module of the driver this worker cannot import
@@ -87,7 +87,7 @@ def run_batch(payload: bytes, timeout: float | None = None, labels: list = ()) -
     if alarm:
 
         def on_alarm(signum, frame):
-            raise TimeoutError(f"node {label!r} ran longer than its timeout of {timeout} s")
+            raise TimeoutError(late)
 
         previous = signal.signal(signal.SIGALRM, on_alarm)
         signal.setitimer(signal.ITIMER_REAL, timeout)

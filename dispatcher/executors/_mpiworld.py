@@ -4,11 +4,12 @@
 nodes through ``mpi4py.futures``.
 
 Policy: at most one batch per worker is in flight, so that what is still waiting
-can be batched and a node's timeout counts from when a worker has it. A node's
-timeout is enforced on the worker with ``SIGALRM`` (:mod:`_mpiwork`); if that
-cannot stop it (code that blocks signals), the driver fails the node
-:data:`TIMEOUT_SLACK` seconds later, and its rank stays busy until the call
-returns: MPI cannot kill one rank of a job. A node cancelled while on a worker is
+can be batched and a node's timeout counts from when a worker has it
+(``task.started``). The worker stops the call at its timeout with ``SIGALRM``
+(:mod:`_mpiwork`) and reports the ``TimeoutError``; if that cannot stop it (code
+that blocks signals), the engine fails the node :data:`TIMEOUT_SLACK` seconds
+later, and its rank stays busy until the call returns: MPI cannot kill one rank of
+a job. A node cancelled while on a worker is
 reported cancelled at once and runs to its end there. A rank that dies ends the
 whole job, by MPI's rule, so nothing is retried. The world's ranks serve every
 ``MPIExecutor`` of the process and are released when the driver's interpreter
@@ -27,10 +28,12 @@ import signal
 import socket
 import sys
 import threading
+import time
 from concurrent.futures import CancelledError
 
 import cloudpickle
 
+from ..engine.records import timeout_error
 from ..results import ExecutorError, format_exception
 from . import _mpiwork
 from ._batching import (
@@ -51,7 +54,8 @@ __all__ = ["WorldRanks", "world_pool"]
 logger = logging.getLogger("dispatcher")
 
 INTERRUPT_WAIT = 5.0  # seconds an interrupted run waits for its interrupted nodes
-TIMEOUT_SLACK = 1.0  # seconds after a node's timeout that the driver fails it, if the worker did not
+TIMEOUT_SLACK = 1.0  # seconds after a node's timeout that the engine fails it, if the worker did not
+WORLD_LATE = " (and did not stop: its worker rank stays busy until the call returns)"
 
 
 _WORLD: dict = {}  # "ctx", "pool", "comm", "root": the world split by MPICommExecutor
@@ -203,21 +207,18 @@ class WorldRanks:
             return False
         task = batch[0].task
         timeout = task.timeout if len(batch) == 1 else None
+        late = str(timeout_error(task.node.label, timeout)) if timeout is not None else ""
         try:
             labels = [j.task.node.label for j in batch]
-            future = self._pool.submit(_mpiwork.run_batch, payload, timeout, labels)
+            task.started = time.monotonic()  # a free rank takes it now
+            task.where = "a worker rank"
+            future = self._pool.submit(_mpiwork.run_batch, payload, timeout, labels, late)
         except Exception as exc:  # a broken or shut-down pool
             err = ExecutorError(f"the MPI pool cannot take nodes: {type(exc).__name__}: {exc}")
             for job in batch:
                 self._report(job, False, (err, format_exception(exc)))
             return False
-        timer = None
-        if timeout is not None:  # the worker's alarm rings first; this is for a stuck node
-            timer = threading.Timer(timeout + TIMEOUT_SLACK, self._expire, (batch[0],))
-            timer.daemon = True
-        future.add_done_callback(functools.partial(self._finished, batch, timer))
-        if timer is not None:
-            timer.start()
+        future.add_done_callback(functools.partial(self._finished, batch))
         with self._lock:
             self._stats["batches"] += 1
             self._stats["tasks"] += len(batch)
@@ -231,10 +232,8 @@ class WorldRanks:
                     job.alone = True
                     self._pending.appendleft(job)
 
-    def _finished(self, batch: list, timer, future) -> None:
+    def _finished(self, batch: list, future) -> None:
         """A batch came back (in mpi4py's manager thread)."""
-        if timer is not None:
-            timer.cancel()
         self._free_slot()
         self._dispatch()  # keep the workers busy while we report
         try:
@@ -281,21 +280,12 @@ class WorldRanks:
             job.state = REPORTED
         job.done(job.task, ok, payload)
 
-    def _expire(self, job: Job) -> None:
-        """The worker's alarm did not stop the node (it blocks signals): fail it here."""
-        if job.state == SENT:
-            with self._lock:
-                self._stats["timeouts"] += 1
-            task = job.task
-            exc = TimeoutError(
-                f"node {task.node.label!r} ran longer than its timeout of {task.timeout} s "
-                "(and did not stop: its worker rank stays busy until the call returns)"
-            )
-            self._report(job, False, (exc, format_exception(exc)))
-
     def cancel(self, task) -> None:
         job = task.handle
         if isinstance(job, Job):
+            if task.expired and job.state == SENT:
+                with self._lock:
+                    self._stats["timeouts"] += 1
             self._report(job, False, (_cancelled_error(job), ""))
 
     def _cancel_pending(self) -> None:

@@ -32,9 +32,10 @@ Policy:
   retry by default; if it was running a batch, the batch's nodes are sent again one
   by one, which finds the culprit without charging the others an attempt.
 * **Timeouts.** A node's deadline counts from the moment its worker starts the
-  call (the worker says so), not from when it was sent: unpickling the call, and
-  the imports that brings, is not counted. At the deadline its worker is killed
-  and replaced, and the node fails with ``TimeoutError``.
+  call (the worker says so, and the pool sets ``task.started``), not from when it
+  was sent: unpickling the call, and the imports that brings, is not counted. The
+  engine decides that the deadline has passed and cancels the node, which kills
+  its worker (a replacement starts).
 * **Cancellation and interruption.** Cancelling a node that is running kills its
   worker (a replacement starts). :meth:`Pool.stop` asks idle workers, and those
   still setting up, to exit (the launcher kills any still there after a grace
@@ -54,7 +55,6 @@ import atexit
 import collections
 import concurrent.futures as cf
 import contextlib
-import heapq
 import hmac
 import logging
 import os
@@ -86,7 +86,7 @@ _WAKE = None  # selector data of the wake-up socket
 class Worker:
     """One worker process as the pool sees it."""
 
-    __slots__ = ("batch", "deadline", "host", "launch", "pid", "proc", "rank", "ready", "sock")
+    __slots__ = ("batch", "host", "launch", "pid", "proc", "rank", "ready", "sock")
 
     def __init__(self, sock, pid: int, host: str, proc=None, rank: int | None = None, launch=None):
         self.sock = sock
@@ -97,7 +97,6 @@ class Worker:
         self.launch = launch  # the launcher's record of how it was started
         self.ready = False
         self.batch: list | None = None
-        self.deadline: float | None = None
 
     def describe(self) -> str:
         where = "" if self.host == socket.gethostname() else f" on {self.host}"
@@ -122,8 +121,6 @@ class Pool:
         self.pending: collections.deque = collections.deque()
         self.workers: dict = {}  # socket -> Worker
         self.est: dict = {}  # function key -> seconds per call
-        self.deadlines: list = []  # heap of (time, seq, worker, batch)
-        self.seq = 0
         self.starting = 0  # workers launched that have not yet arrived
         self.start_failures = 0
         self.broken: ExecutorError | None = None
@@ -179,6 +176,9 @@ class Pool:
                 self.wake_w.send(b"\0")
 
     def cancel(self, job: Job) -> None:
+        worker = job.worker
+        if worker is not None:  # its worker is killed: no longer count it ready
+            worker.ready = False
         self.inbox.append(("cancel", job))
         self.wake()
 
@@ -229,8 +229,6 @@ class Pool:
                         self._accept(key.fileobj)
                     elif key.fileobj in self.workers:  # not forgotten earlier in this loop
                         self._readable(key.data)
-                if self.deadlines:
-                    self._expire()
                 if self.starting:
                     self._check_launches()
         except BaseException as exc:  # never leave the engine waiting on a dead thread
@@ -240,12 +238,7 @@ class Pool:
             self._teardown(kill)
 
     def _select_timeout(self) -> float | None:
-        times = []
-        if self.deadlines:
-            times.append(self.deadlines[0][0] - time.monotonic())
-        if self.starting:
-            times.append(0.1)  # look after workers on their way
-        return max(0.0, min(times)) if times else None
+        return 0.1 if self.starting else None  # look after workers on their way
 
     def _drain_wake(self) -> None:
         # read the bytes first, then clear the flag, then (later) read the inbox:
@@ -272,6 +265,8 @@ class Pool:
             elif kind == "cancel":
                 if arg.state == SENT and arg.worker is not None:
                     doomed.add(arg.worker)
+                    if arg.task.expired:
+                        self.stats["timeouts"] += 1
                 if arg.state != REPORTED:
                     self._report(
                         arg, False, (cf.CancelledError(f"node {arg.task.node.label!r} was cancelled"), "")
@@ -391,18 +386,15 @@ class Pool:
             self._start_failed(msg[1])
 
     def _started(self, worker: Worker) -> None:
-        """The worker started the timed call it was sent: its clock starts now."""
-        batch = worker.batch
-        if not batch:
-            return
-        timeout = batch[0].task.timeout
-        worker.deadline = time.monotonic() + timeout
-        self.seq += 1
-        heapq.heappush(self.deadlines, (worker.deadline, self.seq, worker, batch))
+        """The worker started the timed call it was sent: the engine's clock for it
+        starts now (at its deadline the engine cancels it, which kills the worker)."""
+        if worker.batch:
+            task = worker.batch[0].task
+            task.where = worker.describe()
+            task.started = time.monotonic()
 
     def _finished(self, worker: Worker, outcomes: list, seconds: list) -> None:
         batch, worker.batch = worker.batch, None
-        worker.deadline = None
         learn(self.est, batch, seconds)
         if self.pending:
             self._dispatch_to(worker, self._ready_count())  # keep it busy while we report
@@ -469,23 +461,6 @@ class Pool:
                 job.worker = None
                 job.alone = job.alone or alone
                 self.pending.appendleft(job)
-
-    def _expire(self) -> None:
-        now = time.monotonic()
-        deadlines = self.deadlines
-        while deadlines and deadlines[0][0] <= now:
-            _, _, worker, batch = heapq.heappop(deadlines)
-            if worker.batch is not batch or worker.sock not in self.workers:
-                continue  # it finished in time
-            job = batch[0]
-            task = job.task
-            self.stats["timeouts"] += 1
-            exc = TimeoutError(
-                f"node {task.node.label!r} ran longer than its timeout of {task.timeout} s; "
-                f"its {self.launcher.what} ({worker.describe()}) was killed"
-            )
-            self._report(job, False, (exc, ""))
-            self._kill(worker)
 
     # -- workers leaving ------------------------------------------------------------------
     def _forget(self, worker: Worker) -> None:

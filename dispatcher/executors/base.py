@@ -68,9 +68,18 @@ class Capabilities:
     runs_inline: bool = False
     """The engine may call an untimed node's function itself, where the run is
     driven, instead of making a task."""
-    enforces_timeouts: bool = False
-    """``start_task`` measures a task's time where it runs (from when it starts, not
-    when it was queued) and reports the ``TimeoutError`` itself."""
+    reports_start: bool = False
+    """The executor sets ``task.started = time.monotonic()`` when the task's work
+    begins where it runs (it may wait in a queue before): its deadline counts from
+    then. Otherwise it counts from when ``start_task`` was called."""
+    on_timeout: str = ""
+    """What ``cancel_task`` does to a task past its deadline, to end the message of
+    its ``TimeoutError`` (``"; its worker process ({where}) was killed"``, where
+    ``{where}`` is the ``task.where`` the executor set)."""
+    timeout_grace: float = 0.0
+    """The executor stops a task at its timeout where it runs (an alarm on an MPI
+    rank that cannot be killed) and reports its ``TimeoutError``; the engine fails
+    the task itself only this many seconds later, if it did not."""
     needs_loop: bool = False
     """Tasks run on an asyncio event loop: a blocking ``run`` starts one."""
     inline_light: bool = True

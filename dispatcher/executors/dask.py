@@ -57,6 +57,7 @@ intermediate values as soon as no remaining node needs them).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import multiprocessing
 import pickle
@@ -73,8 +74,8 @@ import cloudpickle
 
 from ..checks import nout_error
 from ..coroutines import finish
-from ..nodes import CONTAINERS
 from ..results import DispatcherError, ExecutorError, WorkerLostError, format_exception, is_worker_lost
+from . import _daskcompat as compat
 from ._procworker import failure, pickle_dumps
 from .base import Capabilities, Executor
 from .codec import decode_outcome, unpicklable_error
@@ -82,8 +83,6 @@ from .codec import decode_outcome, unpicklable_error
 __all__ = ["DaskExecutor"]
 
 logger = logging.getLogger("dispatcher")
-
-_FINAL = ("finished", "error", "cancelled")
 
 
 def _distributed():
@@ -135,27 +134,6 @@ def _by_value(func):
     if isinstance(func, types.FunctionType) and (func.__module__ == "__main__" or "<" in func.__qualname__):
         return pickle_dumps(func)
     return func
-
-
-def _frozensets(value: Any, parse) -> Any:
-    """``value`` with each ``frozenset`` that holds futures made a task that builds
-    it on the worker (dask's own parsing does not look inside frozensets)."""
-    t = type(value)
-    if t is frozenset:
-        items = [_frozensets(v, parse) for v in value]
-        parsed = parse(items)
-        return value if parsed is items else _build_frozenset_task(parsed)
-    if t is list or t is tuple or t is set:
-        return t(_frozensets(v, parse) for v in value)
-    if t is dict:
-        return {k: _frozensets(v, parse) for k, v in value.items()}
-    return value
-
-
-def _build_frozenset_task(items):
-    from dask._task_spec import Task
-
-    return Task(None, frozenset, items)
 
 
 class DaskExecutor(Executor):
@@ -213,7 +191,9 @@ class DaskExecutor(Executor):
         self.cluster = None
         self.dashboard_link: str | None = None
         self._owns_client = client is None
-        self._pending: dict = {}  # key -> dask task spec, sent by flush_tasks
+        # the nodes started since the last flush_tasks, as one graph (None: dask's
+        # private API is missing, and each node is submitted on its own)
+        self._burst = compat.GraphBurst() if compat.INTERNALS else None
         self._new: list = []  # (task, future, done) handed over since the last flush_tasks
         self._cancels: list = []
         self._watchers: set = set()  # asyncio tasks waiting on the futures
@@ -289,7 +269,7 @@ class DaskExecutor(Executor):
         """Follow the scheduler's ``"all"`` topic (lost workers), keeping a handler
         the client already had (distributed allows one per topic)."""
         client = self.client
-        self._chained_handler = getattr(client, "_event_handlers", {}).get("all")
+        self._chained_handler = compat.event_handler(client, "all")
         client.subscribe_topic("all", self._on_event)
         self._subscribed = client
 
@@ -315,25 +295,22 @@ class DaskExecutor(Executor):
 
     # -- running nodes ---------------------------------------------------------------
     def start_task(self, task, done) -> None:
-        from dask._task_spec import Task, parse_input
         from distributed import Future
 
         key = f"{_key_prefix(task.node.label)}-{uuid.uuid4().hex}"
-        args, kwargs = task.args, task.kwargs or {}
-        if any(type(a) in CONTAINERS for a in args) or any(type(v) in CONTAINERS for v in kwargs.values()):
-            args = [_frozensets(a, parse_input) for a in args]
-            kwargs = {k: _frozensets(v, parse_input) for k, v in kwargs.items()}
-        spec = Task(
-            key,
-            _call_node,
-            _by_value(task.func),
-            task.node.nout,
-            task.node.label,
-            parse_input(list(args)),
-            parse_input(kwargs),
-            *map(parse_input, task.after),  # graph edges that pass no value still order the tasks
-        )
-        self._pending[key] = spec
+        fixed = (_by_value(task.func), task.node.nout, task.node.label)
+        args, kwargs = list(task.args), task.kwargs or {}
+        # task.after: graph edges that pass no value still order the tasks
+        if self._burst is None:
+            try:
+                future = compat.submit_one(self.client, key, _call_node, fixed, args, kwargs, task.after)
+            except Exception as exc:
+                raise unpicklable_error(task.node.label, task.func, task.args, task.kwargs) from exc
+            task.handle = future
+            self._running[key] = (task, done)
+            future.add_done_callback(functools.partial(self._done_callback, task))
+            return
+        self._burst.add(key, _call_node, fixed, args, kwargs, task.after)
         future = Future(key, self.client)
         task.handle = future
         self._running[key] = (task, done)
@@ -342,21 +319,14 @@ class DaskExecutor(Executor):
     def flush_tasks(self) -> None:
         if not self._new:
             return
-        graph, self._pending = self._pending, {}
+        graph = self._burst.take()
         new, self._new = self._new, []
         try:
-            self._send(graph)
+            compat.send_graph(self.client, graph)
         except Exception as exc:
             new = self._send_what_pickles(graph, new, exc)
         if new:
             self.client.loop.add_callback(self._watch_all, new)
-
-    def _send(self, graph: dict) -> None:
-        # One graph for the burst. The expression gets a random token, as
-        # Client.submit gives its own: dask would otherwise tokenize every function.
-        from dask._expr import LLGExpr
-
-        self.client.get(LLGExpr(graph, _determ_token=uuid.uuid4().hex), list(graph), sync=False)
 
     def _send_what_pickles(self, graph: dict, new: list, exc: Exception) -> list:
         """The burst could not be sent: fail the calls that cannot be pickled and
@@ -375,7 +345,7 @@ class DaskExecutor(Executor):
             if len(kept) == len(new):
                 raise exc
             if graph:
-                self._send(graph)
+                compat.send_graph(self.client, graph)
         except Exception as err:
             for _, future, _ in kept:
                 self._report(future.key, False, (err, format_exception(err)))
@@ -390,21 +360,26 @@ class DaskExecutor(Executor):
             watcher.add_done_callback(watchers.discard)
 
     async def _watch(self, task, future, done) -> None:
-        # distributed's own done_callback waits on the future's state the same way
-        state = future._state
-        while state.status not in _FINAL:
-            await state.wait()
-        status = state.status
+        self._finish(task, future, *await compat.status_of(future))
+
+    def _done_callback(self, task, future) -> None:
+        """:meth:`_watch` on dask's public API, in distributed's callback thread."""
+        status, exc, tb = future.status, None, None
+        if status == "error":
+            exc, tb = future.exception(), future.traceback()
+        self._finish(task, future, status, exc, tb)
+
+    def _finish(self, task, future, status: str, exc, tb) -> None:
+        """Report the dask task of ``task``, which ended with ``status``."""
         if status == "finished":
             self._report(future.key, True, future)
             return
-        exc = state.exception
         if status == "cancelled" or exc is None:
             self._report(
                 future.key, False, (CancelledError(f"node {task.node.label!r} was cancelled: {exc}"), "")
             )
             return
-        tb = "".join(traceback.format_exception(type(exc), exc, state.traceback))
+        tb = "".join(traceback.format_exception(type(exc), exc, tb))
         if isinstance(exc, NodeExit) and exc.args:
             _, (exc, tb) = decode_outcome(*pickle.loads(exc.args[0]))
         elif type(exc).__name__ == "KilledWorker":

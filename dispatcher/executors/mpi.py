@@ -52,9 +52,9 @@ from ._batching import (
 )
 from ._launch import cpu_count
 from ._mpilaunch import START_TIMEOUT, MPILauncher, import_mpi, in_mpi_job, require_mpi4py
-from ._mpiworld import WorldRanks, world_pool
+from ._mpiworld import TIMEOUT_SLACK, WORLD_LATE, WorldRanks, world_pool
 from ._slurm import SlurmAllocation, slurm_allocation
-from .base import Executor
+from .base import Capabilities, Executor
 from .codec import dumps_initializer
 from .pooled import PooledExecutor, PoolHandle
 
@@ -121,6 +121,16 @@ class MPIExecutor(PooledExecutor):
         self.batch_size = batch_size
         self.slurm = slurm_allocation()
         self.spawns = comm is None and not in_mpi_job()
+        # a spawned rank past its deadline is killed; a rank of the user's job stops
+        # the call with an alarm, if the call lets it
+        if self.spawns:
+            self.capabilities = Capabilities(
+                reports_start=True, on_timeout="; its worker rank ({where}) was killed"
+            )
+        else:
+            self.capabilities = Capabilities(
+                reports_start=True, on_timeout=WORLD_LATE, timeout_grace=TIMEOUT_SLACK
+            )
         if self.spawns:
             require_mpi4py()  # the ranks import it; this process does not start MPI
             self.max_workers = max_workers or _default_workers(self.slurm)

@@ -28,7 +28,7 @@ class PooledExecutor(Executor):
     :attr:`_workers` is a :class:`PoolHandle` (or an object with the same methods),
     set by the subclass."""
 
-    capabilities = Capabilities(enforces_timeouts=True)
+    capabilities = Capabilities(reports_start=True, on_timeout="; its worker process ({where}) was killed")
     default_retry_on = (is_worker_lost,)
     _workers: PoolHandle
 

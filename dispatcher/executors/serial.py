@@ -16,6 +16,7 @@ from __future__ import annotations
 import signal
 import threading
 
+from ..engine.records import timeout_error
 from ..results import format_exception
 from .base import Capabilities, Executor
 
@@ -38,7 +39,7 @@ class SerialExecutor(Executor):
     4
     """
 
-    capabilities = Capabilities(synchronous=True, runs_inline=True, enforces_timeouts=True)
+    capabilities = Capabilities(synchronous=True, runs_inline=True)
 
     def start_task(self, task, done) -> None:
         # The engine calls untimed nodes itself (runs_inline); the rest come here.
@@ -61,7 +62,7 @@ def _call(task):
 
 
 def _timeout_error(task) -> TimeoutError:
-    return TimeoutError(f"node {task.node.label!r} ran longer than its timeout of {task.timeout} s")
+    return timeout_error(task.node.label, task.timeout)
 
 
 def call_with_alarm(task):

@@ -42,7 +42,8 @@ import cloudpickle
 
 from ..engine import Task
 from ..graph import DispatchGraph, _deps_of, topological_order
-from ..nodes import DataNode, DispatchNode, Failure
+from ..nodes import DataNode, DispatchNode
+from ..outcomes import Failure
 from ..results import (
     DependencyError,
     DispatcherError,
@@ -144,7 +145,7 @@ class SerialMPIExecutor(Executor):
     1
     """
 
-    capabilities = Capabilities(synchronous=True, enforces_timeouts=True)
+    capabilities = Capabilities(synchronous=True)
 
     def __init__(self, comm=None, *, grace: float = 60.0, **options):
         super().__init__(**options)

@@ -1,0 +1,128 @@
+"""Everything ``DaskExecutor`` needs of dask beyond its public API, in one place.
+
+Policy: the executor sends each burst of nodes to the scheduler as one graph, and
+waits on its futures inside the client's event loop rather than with a callback
+thread per future. Both use private parts of dask and distributed
+(``dask._task_spec``, ``dask._expr.LLGExpr``, a future's ``_state``), which the
+versions that ``setup.cfg`` accepts have and the test suite runs. When they are
+missing (:data:`INTERNALS` is False), the executor falls back to the public API:
+each node is ``Client.submit``-ted when it is ready, with its dependencies'
+futures as arguments, and its future's ``add_done_callback`` reports it; slower
+per node, the same behaviour. A handler of the scheduler's ``"all"`` topic that
+the client already had is found through ``Client._event_handlers`` when it exists,
+and is otherwise replaced.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from ..nodes import CONTAINERS
+
+try:
+    from dask._expr import LLGExpr
+    from dask._task_spec import Task, parse_input
+
+    INTERNALS = True
+    """dask's private graph API is there: nodes are sent in one graph per burst."""
+except ImportError:  # pragma: no cover - another version of dask
+    INTERNALS = False
+
+__all__ = ["INTERNALS", "GraphBurst", "event_handler", "status_of", "submit_one"]
+
+FINAL = ("finished", "error", "cancelled")
+
+
+class GraphBurst:
+    """The nodes started since the last send, as one dask graph (private API)."""
+
+    def __init__(self):
+        self.graph: dict = {}
+
+    def add(self, key: str, func, fixed: tuple, args: list, kwargs: dict, after: tuple) -> None:
+        """The task ``func(*fixed, args, kwargs, *after)``, where the futures found in
+        ``args``, ``kwargs`` and ``after`` stand for their values."""
+        if _holds_containers(args, kwargs):
+            args = [_frozensets(a, parse_input, _frozenset_task) for a in args]
+            kwargs = {k: _frozensets(v, parse_input, _frozenset_task) for k, v in kwargs.items()}
+        self.graph[key] = Task(
+            key, func, *fixed, parse_input(args), parse_input(kwargs), *map(parse_input, after)
+        )
+
+    def take(self) -> dict:
+        graph, self.graph = self.graph, {}
+        return graph
+
+
+def send_graph(client, graph: dict) -> None:
+    """Send ``graph`` (from :meth:`GraphBurst.take`) to the scheduler. The expression
+    gets a random token, as ``Client.submit`` gives its own: dask would otherwise
+    tokenize every function."""
+    import uuid
+
+    client.get(LLGExpr(graph, _determ_token=uuid.uuid4().hex), list(graph), sync=False)
+
+
+def submit_one(client, key: str, func, fixed: tuple, args: list, kwargs: dict, after: tuple):
+    """The public fallback of :meth:`GraphBurst.add`: submit the task now; its future."""
+    if _holds_containers(args, kwargs):
+        make_set = functools.partial(_frozenset_future, client)
+        args = [_frozensets(a, None, make_set) for a in args]
+        kwargs = {k: _frozensets(v, None, make_set) for k, v in kwargs.items()}
+    return client.submit(func, *fixed, args, kwargs, *after, key=key, pure=False)
+
+
+async def status_of(future) -> tuple[str, BaseException | None, Any]:
+    """Wait, in the client's loop, until ``future`` is final; its status, exception
+    and traceback object (private API: the way distributed's own callbacks wait)."""
+    state = future._state
+    while state.status not in FINAL:
+        await state.wait()
+    return state.status, state.exception, state.traceback
+
+
+def event_handler(client, topic: str):
+    """The handler of ``topic`` the client already has, to chain to, or None."""
+    return getattr(client, "_event_handlers", {}).get(topic)
+
+
+def _holds_containers(args, kwargs) -> bool:
+    return any(type(a) in CONTAINERS for a in args) or any(type(v) in CONTAINERS for v in kwargs.values())
+
+
+def _frozensets(value: Any, parse, make_set) -> Any:
+    """``value`` with each ``frozenset`` that holds futures replaced by ``make_set``
+    of its items (dask's own parsing does not look inside frozensets)."""
+    t = type(value)
+    if t is frozenset:
+        items = [_frozensets(v, parse, make_set) for v in value]
+        if parse is not None:
+            parsed = parse(items)
+            return value if parsed is items else make_set(parsed)
+        return make_set(items) if any(_has_future(v) for v in items) else value
+    if t is list or t is tuple or t is set:
+        return t(_frozensets(v, parse, make_set) for v in value)
+    if t is dict:
+        return {k: _frozensets(v, parse, make_set) for k, v in value.items()}
+    return value
+
+
+def _has_future(value: Any) -> bool:
+    from distributed import Future
+
+    if isinstance(value, Future):
+        return True
+    if type(value) in (list, tuple, set, frozenset):
+        return any(_has_future(v) for v in value)
+    if type(value) is dict:
+        return any(_has_future(v) for v in value.values())
+    return False
+
+
+def _frozenset_task(items):
+    return Task(None, frozenset, items)
+
+
+def _frozenset_future(client, items):
+    return client.submit(frozenset, items, pure=False)
