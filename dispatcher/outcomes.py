@@ -18,6 +18,8 @@ __all__ = ["NEVER", "RELEASED", "Failure", "Remote"]
 
 
 class _Marker:
+    """A named outcome, unpickled as the one object of its name."""
+
     __slots__ = ("name",)
 
     def __init__(self, name: str):

@@ -137,7 +137,8 @@ def test_deadline_counts_from_when_the_executor_says_the_task_started():
     assert state.next_wakeup() == 5.0
     clock.now = 5.0
     assert state.expire() == [task] and task.expired
-    assert str(state.errors[a].error) == "node 'inc' ran longer than its timeout of 2 s; its worker was killed"
+    message = "node 'inc' ran longer than its timeout of 2 s; its worker was killed"
+    assert str(state.errors[a].error) == message
 
 
 def test_failure_poisons_downstream_once_other_dependencies_finish():

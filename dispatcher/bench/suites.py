@@ -18,19 +18,16 @@ from __future__ import annotations
 import asyncio
 import time
 
+import attrs
+
 __all__ = ["SUITES", "Graph", "Ref", "Suite"]
 
 
+@attrs.frozen
 class Ref:
     """The value of call ``index`` of the same graph."""
 
-    __slots__ = ("index",)
-
-    def __init__(self, index: int):
-        self.index = index
-
-    def __repr__(self) -> str:
-        return f"Ref({self.index})"
+    index: int
 
 
 class Graph:

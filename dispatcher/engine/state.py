@@ -36,7 +36,7 @@ Fields of :class:`RunState`
     running: dict[node, Task]         the current attempt of each SENT or RUNNING node
     parked: dict[node, tuple]         pipelined: the early report (task, ok, payload) of a PARKED node
     attempts: dict[node, int]         the number of the next attempt, for retried nodes
-    timers: heap[(time, seq, Task|node)]  a RUNNING task's deadline, a BACKING_OFF node's due time
+    timers: Timers                    the one clock: RUNNING tasks' deadlines, BACKING_OFF nodes' due times
     values: dict[node, value]         given and finished nodes' values (pipelined: handles, of sent ones too)
     errors: dict[node, DependencyError]  failed nodes, given or run
     needed: dict[node, int] | None    with release: how many dependents still need each value
@@ -47,7 +47,6 @@ Fields of :class:`RunState`
 
 from __future__ import annotations
 
-import heapq
 import logging
 import math
 import random
@@ -63,6 +62,7 @@ from ..outcomes import NEVER, RELEASED, Failure, Remote
 from ..results import DependencyError, DispatcherError, DispatchResult, format_exception
 from . import pipelining
 from .callbacks import notify
+from .clock import Timers
 from .plan import given_values, kids, make_plan, output_nodes
 from .records import NodeState, RunOptions, Task, timeout_error
 from .retries import retry_limits, should_retry
@@ -137,8 +137,7 @@ class RunState:
 
         self.running: dict = {}
         self.attempts: dict = {}
-        self.timers: list = []
-        self._seq = 0
+        self.timers = Timers(clock, options)
         self.revoked: list = []
         self.error: DependencyError | None = None
         self.started = False
@@ -257,42 +256,23 @@ class RunState:
 
     def next_wakeup(self) -> float | None:
         """The clock time at which :meth:`expire` has work, or None."""
-        timers, running = self.timers, self.running
-        while timers:
-            what = timers[0][2]
-            if type(what) is not Task or running.get(what.node) is what:
-                return timers[0][0]
-            heapq.heappop(timers)  # the deadline of a task that has finished
-        return None
+        return self.timers.next_wakeup(self.running)
 
     def expire(self) -> list[Task]:
-        """Fail the tasks past their deadline and ready the retries that are due.
-
-        Returns the timed-out tasks, whose work the driver asks the executor to
-        cancel.
-        """
-        timers = self.timers
-        if not timers:
+        """Fail the tasks past their deadline and ready the retries that are due
+        (see :mod:`~dispatcher.engine.clock`). Returns the timed-out tasks, whose
+        work the driver asks the executor to cancel."""
+        if not self.timers:
             return []
-        now = self.clock()
         expired = []
-        while timers and timers[0][0] <= now:
-            what = heapq.heappop(timers)[2]
+        for what in self.timers.due(self.running):
             if type(what) is Task:
                 node = what.node
-                if self.running.get(node) is not what:
-                    continue  # it finished in time
-                later = self._not_yet(what, now)
-                if later is not None:
-                    self._seq += 1
-                    heapq.heappush(timers, (later, self._seq, what))
-                    continue
                 del self.running[node]
                 what.expired = True
                 expired.append(what)
-                exc = timeout_error(
-                    node.label, what.timeout, self.options.on_timeout.format(where=what.where)
-                )
+                why = self.options.on_timeout.format(where=what.where)
+                exc = timeout_error(node.label, what.timeout, why)
                 self._failed(node, exc, format_exception(exc), what.attempt)
             elif self.error is None and self.state[what] is BACKING_OFF:
                 self._due(what)
@@ -383,23 +363,7 @@ class RunState:
                 self.ready.append(kid)
 
     def _start_clock(self, task: Task) -> None:
-        """Look at ``task`` again when its timeout is up (an executor that reports when
-        its tasks start has them started no earlier than now)."""
-        self._seq += 1
-        heapq.heappush(
-            self.timers, (self.clock() + task.timeout + self.options.timeout_grace, self._seq, task)
-        )
-
-    def _not_yet(self, task: Task, now: float) -> float | None:
-        """When to look again at a task whose time is not up after all, or None: with
-        ``starts_reported``, its deadline counts from ``task.started``."""
-        if not self.options.starts_reported:
-            return None
-        started = task.started
-        if started is None:
-            return now + task.timeout  # still waiting to start: it cannot be late before then
-        end = started + task.timeout + self.options.timeout_grace
-        return end if end > now else None
+        self.timers.watch(task)
 
     def _due(self, node) -> None:
         """BACKING_OFF -> READY: the delay before retrying ``node`` is over."""
@@ -469,8 +433,7 @@ class RunState:
         self.state[node] = BACKING_OFF
         delay = self.options.backoff.delay(attempt, self.rand)
         self.attempts[node] = attempt + 1
-        self._seq += 1
-        heapq.heappush(self.timers, (self.clock() + delay, self._seq, node))
+        self.timers.retry_after(delay, node)
         logger.warning(
             "node %r failed (attempt %d of %d), retrying in %.3g s: %s: %s",
             node.label,

@@ -23,9 +23,28 @@ import time
 from multiprocessing import spawn
 
 from . import _procworker as wire
-from ._pool import Worker
 
-__all__ = ["Launcher", "LocalLauncher", "cpu_count", "exit_text", "wait_or_kill"]
+__all__ = ["Launcher", "LocalLauncher", "Worker", "cpu_count", "exit_text", "wait_or_kill"]
+
+
+class Worker:
+    """One worker process as the pool sees it."""
+
+    __slots__ = ("batch", "host", "launch", "pid", "proc", "rank", "ready", "sock")
+
+    def __init__(self, sock, pid: int, host: str, proc=None, rank: int | None = None, launch=None):
+        self.sock = sock
+        self.pid = pid
+        self.host = host
+        self.proc = proc  # the Popen of a local worker, else None
+        self.rank = rank  # its MPI rank in the job that started it, if any
+        self.launch = launch  # the launcher's record of how it was started
+        self.ready = False
+        self.batch: list | None = None
+
+    def describe(self) -> str:
+        where = "" if self.host == socket.gethostname() else f" on {self.host}"
+        return f"pid {self.pid}{where}"
 
 
 def cpu_count() -> int:

@@ -36,18 +36,8 @@ import cloudpickle
 from ..engine.records import timeout_error
 from ..results import ExecutorError, format_exception
 from . import _mpiwork
-from ._batching import (
-    MAX_BATCH,
-    PENDING,
-    REPORTED,
-    SENT,
-    Job,
-    func_key,
-    learn,
-    take_batch,
-)
+from ._jobs import SENT, Job, JobQueue
 from ._procworker import pickle_dumps
-from .codec import decode_outcome, unpicklable_error
 
 __all__ = ["WorldRanks", "world_pool"]
 
@@ -116,14 +106,11 @@ class WorldRanks:
     def __init__(self, pool, max_workers: int, batch_size):
         self._pool = pool
         self.max_workers = max_workers
-        self._max_batch = MAX_BATCH if batch_size == "auto" else batch_size
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the queue and the slots: the engine's and mpi4py's threads
         self._drained = threading.Condition(self._lock)
-        self._pending: collections.deque = collections.deque()
+        self._jobs = JobQueue(batch_size)
         self._inflight = 0
-        self._est: dict = {}
         self.workers: list = []  # (host, pid) of each worker rank
-        self._stats: collections.Counter = collections.Counter()
 
     def start(self, owner, timeout: float | None) -> None:
         if not self.workers:
@@ -134,7 +121,7 @@ class WorldRanks:
 
     @property
     def stats(self) -> dict:
-        return dict(self._stats)
+        return dict(self._jobs.stats)
 
     def _hello(self, timeout: float | None) -> None:
         pool = self._pool
@@ -157,10 +144,9 @@ class WorldRanks:
 
     def submit(self, task, done) -> None:
         job = Job(task, done)
-        job.key = func_key(task.func)
         task.handle = job
         with self._lock:
-            self._pending.append(job)
+            self._jobs.add(job)
 
     def flush(self) -> None:
         self._dispatch()
@@ -170,13 +156,11 @@ class WorldRanks:
         while True:
             with lock:
                 free = self.max_workers - self._inflight
-                if free <= 0 or not self._pending or self._pool is None:
+                if free <= 0 or not self._jobs.pending or self._pool is None:
                     return
-                batch = take_batch(self._pending, self._est, free, self._max_batch)
+                batch = self._jobs.take(free)
                 if batch is None:
                     return
-                for job in batch:
-                    job.state = SENT
                 self._inflight += 1
             try:
                 sent = self._send(batch)
@@ -194,17 +178,11 @@ class WorldRanks:
                 self._drained.notify_all()
 
     def _send(self, batch: list) -> bool:
-        try:
-            payload = pickle_dumps([(j.task.func, j.task.args, j.task.kwargs) for j in batch])
-        except Exception as exc:
-            if len(batch) > 1:  # find the culprit: send them one by one
-                self._requeue(batch)
+        with self._lock:  # a call that will not pickle sends the batch back one job at a time
+            payload = self._jobs.encode(batch, pickle_dumps)
+            if payload is None:
                 return False
-            task = batch[0].task
-            err = unpicklable_error(task.node.label, task.func, task.args, task.kwargs)
-            err.__cause__ = exc
-            self._report(batch[0], False, (err, format_exception(exc)))
-            return False
+            self._jobs.sent(batch)
         task = batch[0].task
         timeout = task.timeout if len(batch) == 1 else None
         late = str(timeout_error(task.node.label, timeout)) if timeout is not None else ""
@@ -215,22 +193,14 @@ class WorldRanks:
             future = self._pool.submit(_mpiwork.run_batch, payload, timeout, labels, late)
         except Exception as exc:  # a broken or shut-down pool
             err = ExecutorError(f"the MPI pool cannot take nodes: {type(exc).__name__}: {exc}")
-            for job in batch:
-                self._report(job, False, (err, format_exception(exc)))
+            self._jobs.fail(batch, err, format_exception(exc))
             return False
         future.add_done_callback(functools.partial(self._finished, batch))
-        with self._lock:
-            self._stats["batches"] += 1
-            self._stats["tasks"] += len(batch)
         return True
 
     def _requeue(self, batch: list) -> None:
         with self._lock:
-            for job in reversed(batch):
-                if job.state == SENT:
-                    job.state = PENDING
-                    job.alone = True
-                    self._pending.appendleft(job)
+            self._jobs.requeue(batch, alone=True)
 
     def _finished(self, batch: list, future) -> None:
         """A batch came back (in mpi4py's manager thread)."""
@@ -241,58 +211,42 @@ class WorldRanks:
         except BaseException as exc:  # cancelled, a broken pool, an unreadable answer
             if isinstance(exc, CancelledError):
                 for job in batch:
-                    self._report(job, False, (_cancelled_error(job), ""))
+                    self._jobs.report(job, False, (_cancelled_error(job), ""))
                 return
-            for job in batch:
-                self._report(job, False, (exc, format_exception(exc)))
+            self._jobs.fail(batch, exc, format_exception(exc))
             return
         if kind == "unreadable":
-            if len(batch) > 1:
-                self._requeue(batch)
-                self._dispatch()
-                return
-            label = batch[0].task.node.label
-            exc = ExecutorError(f"node {label!r} cannot be unpickled on the worker rank: {rest[0]}")
-            self._report(batch[0], False, (exc, rest[0]))
+            with self._lock:
+                self._jobs.unreadable(batch, rest[0], "worker rank")
+            self._dispatch()
             return
         outcomes, seconds = rest
-        with self._lock:
-            learn(self._est, batch, seconds)
+        loaded = []
         for job, data in zip(batch, outcomes):
             try:
-                ok, value = cloudpickle.loads(data)
+                loaded.append(cloudpickle.loads(data))
             except Exception as exc:  # this outcome only: a class the driver lacks...
                 label = job.task.node.label
                 err = ExecutorError(
                     f"the outcome of node {label!r} cannot be unpickled here: {type(exc).__name__}: {exc}"
                 )
-                self._report(job, False, (err, format_exception(exc)))
-                continue
-            if ok:
-                self._report(job, True, value)
-            else:
-                self._report(job, *decode_outcome(ok, value))
-
-    def _report(self, job: Job, ok: bool, payload) -> None:
-        with self._lock:
-            if job.state == REPORTED:
-                return
-            job.state = REPORTED
-        job.done(job.task, ok, payload)
+                loaded.append((False, (err, format_exception(exc))))
+        with self._lock:  # the estimates; the reports are made once whatever the thread
+            self._jobs.finished(batch, loaded, seconds)
 
     def cancel(self, task) -> None:
         job = task.handle
         if isinstance(job, Job):
             if task.expired and job.state == SENT:
                 with self._lock:
-                    self._stats["timeouts"] += 1
-            self._report(job, False, (_cancelled_error(job), ""))
+                    self._jobs.stats["timeouts"] += 1
+            self._jobs.report(job, False, (_cancelled_error(job), ""))
 
     def _cancel_pending(self) -> None:
         with self._lock:
-            pending, self._pending = self._pending, collections.deque()
+            pending, self._jobs.pending = self._jobs.pending, collections.deque()
         for job in pending:
-            self._report(job, False, (_cancelled_error(job), ""))
+            self._jobs.report(job, False, (_cancelled_error(job), ""))
 
     def _signal_busy(self) -> None:
         """SIGINT the worker ranks of this host (a node running there raises

@@ -8,24 +8,21 @@ which does not know how its workers were started::
 
     engine thread            I/O thread of the pool                   workers
     -------------            ----------------------                   -------
-    submit(job)  --inbox-->  pending --batch--> socket ------------>  run_calls
-    cancel(job)  --inbox-->  deadlines from "started"                    |
+    submit(job)  --inbox-->  JobQueue --batch--> socket ----------->  run_calls
+    cancel(job)  --inbox-->  kill the worker running it                  |
     stop()       --inbox-->  <-- "started" / "done" / ... <-- socket <---'
     done(task, ok, payload) <-- reports, from the I/O thread
                              launcher.start(n) / kill(w) / stop()
 
 One I/O thread owns the workers: it sends batches, reads results and hands them to
-the engine's ``done``, watches each node's deadline, and notices a worker that
+the engine's ``done``, says when a timed call starts, and notices a worker that
 dies (its socket closes). The engine's thread only queues requests for it.
 
 Policy:
 
-* **Batching.** The pool times every call and keeps a running estimate per
-  function. A ready node whose function is known to take well under the batch
-  target (10 ms) is sent together with the next such nodes, up to ``max_batch``
-  and to an even share of what is waiting among the workers; a node whose function
-  has not run yet, is slow, or has a timeout is sent alone
-  (:mod:`~dispatcher.executors._batching`).
+* **Jobs.** The pool's jobs are kept by a :class:`~dispatcher.executors._jobs.JobQueue`,
+  which batches quick calls, reports each job once, finds a call that will not
+  pickle, and sends again what never ran (:mod:`~dispatcher.executors._jobs`).
 * **Lost workers.** A worker that dies (killed, a segfault, ``os._exit``, the
   out-of-memory killer, a lost host) is replaced. If it was running a single node,
   that node fails with :class:`~dispatcher.WorkerLostError`, which these executors
@@ -58,7 +55,6 @@ import contextlib
 import hmac
 import logging
 import os
-import pickle
 import selectors
 import socket
 import sys
@@ -69,11 +65,11 @@ import weakref
 
 from ..results import ExecutorError, WorkerLostError, format_exception
 from . import _procworker as wire
-from ._batching import PENDING, REPORTED, SENT, Job, func_key, learn, take_batch
 from ._forward import Forwarder
-from .codec import decode_outcome, unpicklable_error
+from ._jobs import REPORTED, SENT, Job, JobQueue
+from ._launch import Worker
 
-__all__ = ["POOLS", "START_FAILURES", "Pool", "Worker"]
+__all__ = ["POOLS", "START_FAILURES", "Pool"]
 
 logger = logging.getLogger("dispatcher")
 
@@ -81,26 +77,6 @@ START_FAILURES = 3  # failed starts in a row before the pool gives up
 HELLO_TIMEOUT = 10.0  # seconds a worker that connected has to say who it is
 _LISTEN = object()  # selector data of the listening socket
 _WAKE = None  # selector data of the wake-up socket
-
-
-class Worker:
-    """One worker process as the pool sees it."""
-
-    __slots__ = ("batch", "host", "launch", "pid", "proc", "rank", "ready", "sock")
-
-    def __init__(self, sock, pid: int, host: str, proc=None, rank: int | None = None, launch=None):
-        self.sock = sock
-        self.pid = pid
-        self.host = host
-        self.proc = proc  # the Popen of a local worker, else None
-        self.rank = rank  # its MPI rank in the job that started it, if any
-        self.launch = launch  # the launcher's record of how it was started
-        self.ready = False
-        self.batch: list | None = None
-
-    def describe(self) -> str:
-        where = "" if self.host == socket.gethostname() else f" on {self.host}"
-        return f"pid {self.pid}{where}"
 
 
 class Pool:
@@ -111,22 +87,20 @@ class Pool:
     runs on the I/O thread. The ``launcher`` starts, kills and describes workers.
     """
 
-    def __init__(self, size: int, init: bytes | None, max_batch: int, launcher, path: list | None = None):
+    def __init__(self, size: int, init: bytes | None, max_batch, launcher, path: list | None = None):
         self.size = size
         self.init = init
         self.path = path
-        self.max_batch = max_batch
         self.launcher = launcher
         self.inbox: collections.deque = collections.deque()
-        self.pending: collections.deque = collections.deque()
+        self.jobs = JobQueue(max_batch)
         self.workers: dict = {}  # socket -> Worker
-        self.est: dict = {}  # function key -> seconds per call
         self.starting = 0  # workers launched that have not yet arrived
         self.start_failures = 0
         self.broken: ExecutorError | None = None
         self.stopped = threading.Event()
         self.ready_changed = threading.Condition()
-        self.stats = collections.Counter()
+        self.stats = self.jobs.stats  # batches, tasks, timeouts; workers started and lost
         self.wake_pending = False
         self.selector = selectors.DefaultSelector()
         self.wake_r, self.wake_w = socket.socketpair()
@@ -165,7 +139,7 @@ class Pool:
     def submit(self, job: Job) -> None:
         self.inbox.append(("task", job))
         if self.stopped.is_set():  # too late for the I/O thread to see it
-            self._report(job, False, (ExecutorError("the worker pool has stopped"), ""))
+            self.jobs.report(job, False, (ExecutorError("the worker pool has stopped"), ""))
         elif len(self.inbox) >= 256:
             self.wake()
 
@@ -222,7 +196,8 @@ class Pool:
                     kill = request
                     break
                 self._dispatch()
-                for key, _ in self.selector.select(self._select_timeout()):
+                # with workers on their way, look after them every 0.1 s
+                for key, _ in self.selector.select(0.1 if self.starting else None):
                     if key.data is _WAKE:
                         self._drain_wake()
                     elif key.data is _LISTEN:
@@ -236,9 +211,6 @@ class Pool:
             self.broken = ExecutorError(f"the worker pool failed: {type(exc).__name__}: {exc}")
         finally:
             self._teardown(kill)
-
-    def _select_timeout(self) -> float | None:
-        return 0.1 if self.starting else None  # look after workers on their way
 
     def _drain_wake(self) -> None:
         # read the bytes first, then clear the flag, then (later) read the inbox:
@@ -257,33 +229,23 @@ class Pool:
         while inbox:
             kind, arg = inbox.popleft()
             if kind == "task":
-                arg.key = func_key(arg.task.func)
                 if self.broken is not None and not self.workers:
-                    self._report(arg, False, (self.broken, ""))
+                    self.jobs.report(arg, False, (self.broken, ""))
                 else:
-                    self.pending.append(arg)
+                    self.jobs.add(arg)
             elif kind == "cancel":
                 if arg.state == SENT and arg.worker is not None:
                     doomed.add(arg.worker)
                     if arg.task.expired:
                         self.stats["timeouts"] += 1
-                if arg.state != REPORTED:
-                    self._report(
-                        arg, False, (cf.CancelledError(f"node {arg.task.node.label!r} was cancelled"), "")
-                    )
+                cancelled = cf.CancelledError(f"node {arg.task.node.label!r} was cancelled")
+                self.jobs.report(arg, False, (cancelled, ""))
             else:
                 return arg
         for worker in doomed:
             if worker.sock in self.workers:
                 self._kill(worker)
         return None
-
-    def _report(self, job: Job, ok: bool, payload) -> None:
-        if job.state == REPORTED:
-            return
-        job.state = REPORTED
-        job.worker = None
-        job.done(job.task, ok, payload)
 
     # -- workers arriving ---------------------------------------------------------------
     def _launch(self, count: int) -> None:
@@ -359,7 +321,7 @@ class Pool:
                     f"the outcome of node {job.task.node.label!r} cannot be unpickled here: "
                     f"{type(exc).__name__}: {exc}"
                 )
-                self._report(job, False, (err, format_exception(exc)))
+                self.jobs.report(job, False, (err, format_exception(exc)))
             return
         kind = msg[0]
         if kind == "done":
@@ -373,14 +335,7 @@ class Pool:
                 self.ready_changed.notify_all()
         elif kind == "unreadable":
             batch, worker.batch = worker.batch, None
-            if len(batch) == 1:
-                job = batch[0]
-                exc = ExecutorError(
-                    f"node {job.task.node.label!r} cannot be unpickled on the {self.launcher.what}: {msg[1]}"
-                )
-                self._report(job, False, (exc, msg[1]))
-            else:
-                self._requeue(batch, alone=True)
+            self.jobs.unreadable(batch, msg[1], self.launcher.what)
         elif kind == "init-failed":
             self._forget(worker)
             self._start_failed(msg[1])
@@ -395,72 +350,46 @@ class Pool:
 
     def _finished(self, worker: Worker, outcomes: list, seconds: list) -> None:
         batch, worker.batch = worker.batch, None
-        learn(self.est, batch, seconds)
-        if self.pending:
+        if self.jobs.pending:
             self._dispatch_to(worker, self._ready_count())  # keep it busy while we report
-        report = self._report
-        for job, (ok, value) in zip(batch, outcomes):
-            if job.state != REPORTED:
-                if ok:
-                    report(job, True, value)
-                else:
-                    report(job, *decode_outcome(ok, value))
+        self.jobs.finished(batch, outcomes, seconds)
 
     # -- sending work ------------------------------------------------------------------
     def _ready_count(self) -> int:
         return sum(1 for w in self.workers.values() if w.ready) or 1
 
     def _dispatch(self) -> None:
-        if not self.pending:
+        if not self.jobs.pending:
             return
         if self.broken is not None and not self.workers:
-            while self.pending:
-                self._report(self.pending.popleft(), False, (self.broken, ""))
+            self.jobs.fail_pending(self.broken)
             return
         idle = [w for w in self.workers.values() if w.ready and w.batch is None]
         share = len(idle) or 1
         for worker in idle:
-            if not self.pending:
+            if not self.jobs.pending:
                 break
             self._dispatch_to(worker, share)
 
     def _dispatch_to(self, worker: Worker, share: int) -> None:
+        jobs = self.jobs
         while True:
-            batch = take_batch(self.pending, self.est, share, self.max_batch)
+            batch = jobs.take(share)
             if batch is None:
                 return
-            calls = [(j.task.func, j.task.args, j.task.kwargs) for j in batch]
-            timed = batch[0].task.timeout is not None
-            try:
-                payload, buffers = wire.dumps((calls, timed))
+            dumps = _timed_dumps if batch[0].task.timeout is not None else _untimed_dumps
+            # KeyboardInterrupt from a __reduce__ too: this thread gets no Ctrl-C
+            encoded = jobs.encode(batch, dumps, catch=BaseException)
+            if encoded is not None:
                 break
-            except BaseException as exc:  # KeyboardInterrupt from a __reduce__ too: not Ctrl-C here
-                if len(batch) > 1:  # find the culprit: send them one by one
-                    self._requeue(batch, alone=True)
-                    continue
-                task = batch[0].task
-                self._report(batch[0], False, (_unsendable(task, exc), format_exception(exc)))
-        del calls
         try:
-            wire.send_payload(worker.sock, payload, buffers)
+            wire.send_payload(worker.sock, *encoded)
         except OSError:
-            self._requeue(batch, alone=False)  # it never ran: no attempt is charged
+            jobs.requeue(batch, alone=False)  # it never ran: no attempt is charged
             self._lost(worker)
             return
         worker.batch = batch
-        for job in batch:
-            job.state = SENT
-            job.worker = worker
-        self.stats["batches"] += 1
-        self.stats["tasks"] += len(batch)
-
-    def _requeue(self, batch: list, alone: bool) -> None:
-        for job in reversed(batch):
-            if job.state != REPORTED:
-                job.state = PENDING
-                job.worker = None
-                job.alone = job.alone or alone
-                self.pending.appendleft(job)
+        jobs.sent(batch, worker)
 
     # -- workers leaving ------------------------------------------------------------------
     def _forget(self, worker: Worker) -> None:
@@ -477,7 +406,7 @@ class Pool:
         batch, worker.batch = worker.batch, None
         self._forget(worker)
         if batch:
-            self._requeue(batch, alone=False)
+            self.jobs.requeue(batch, alone=False)
         self._launch(1)
 
     def _lost(self, worker: Worker) -> None:
@@ -497,10 +426,10 @@ class Pool:
                 f"the {what} ({worker.describe()}) running node {job.task.node.label!r} died: {how}"
             )
             logger.warning("%s", exc)
-            self._report(job, False, (exc, ""))
+            self.jobs.report(job, False, (exc, ""))
         elif live:
             logger.warning("a %s (%s) died running %d nodes: %s", what, worker.describe(), len(live), how)
-            self._requeue(live, alone=True)
+            self.jobs.requeue(live, alone=True)
         self._launch(1)
 
     def _start_failed(self, why: str, count: int = 1) -> None:
@@ -517,26 +446,23 @@ class Pool:
         with self.ready_changed:
             self.ready_changed.notify_all()
         if not self.workers:
-            while self.pending:
-                self._report(self.pending.popleft(), False, (self.broken, ""))
+            self.jobs.fail_pending(self.broken)
 
     def _teardown(self, kill: bool) -> None:
         self.stopped.set()  # from here on submit() reports for itself
         stopped = self.broken or cf.CancelledError("the executor was shut down")
         for worker in list(self.workers.values()):
-            for job in worker.batch or ():
-                self._report(job, False, (stopped, ""))
+            self.jobs.fail(worker.batch or (), stopped)
             if kill or worker.batch is not None:
                 self.launcher.kill(worker)
             else:  # end of file: an idle worker exits, one still starting once it is set up
                 with contextlib.suppress(OSError):
                     worker.sock.shutdown(socket.SHUT_WR)
-        while self.pending:
-            self._report(self.pending.popleft(), False, (stopped, ""))
+        self.jobs.fail_pending(stopped)
         while self.inbox:
             kind, arg = self.inbox.popleft()
             if kind == "task":
-                self._report(arg, False, (stopped, ""))
+                self.jobs.report(arg, False, (stopped, ""))
         self.launcher.stop(list(self.workers.values()), grace=5.0)
         for worker in list(self.workers.values()):
             self.selector.unregister(worker.sock)
@@ -557,17 +483,12 @@ class Pool:
         self.wake_w.close()
 
 
-def _unsendable(task, exc: BaseException) -> Exception:
-    """The error of a node whose call could not be pickled (``exc``)."""
-    try:
-        err = unpicklable_error(task.node.label, task.func, task.args, task.kwargs)
-    except BaseException:  # pickling its parts raises again, and not an Exception
-        err = pickle.PicklingError(
-            f"cannot send node {task.node.label!r} to another process: pickling it raised "
-            f"{type(exc).__name__}: {exc}"
-        )
-    err.__cause__ = exc
-    return err
+def _timed_dumps(calls: list):
+    return wire.dumps((calls, True))  # the worker says when it starts the call
+
+
+def _untimed_dumps(calls: list):
+    return wire.dumps((calls, False))
 
 
 POOLS: weakref.WeakSet = weakref.WeakSet()

@@ -47,9 +47,7 @@ import functools
 import logging
 import os
 
-from ._batching import (
-    check_worker_options,
-)
+from ._jobs import check_worker_options
 from ._launch import cpu_count
 from ._mpilaunch import START_TIMEOUT, MPILauncher, import_mpi, in_mpi_job, require_mpi4py
 from ._mpiworld import TIMEOUT_SLACK, WORLD_LATE, WorldRanks, world_pool

@@ -5,7 +5,7 @@ Policy: the executor's side of its pool (:class:`PoolHandle`) makes the pool on
 first use, with a new launcher, replaces it after an interrupted run (every worker
 is killed, the next run starts new ones), and stops it when the executor closes,
 when the executor is garbage collected, or at exit. A task becomes a
-:class:`~dispatcher.executors._batching.Job` whose report reaches the engine once;
+:class:`~dispatcher.executors._jobs.Job` whose report reaches the engine once;
 the pool itself (:mod:`~dispatcher.executors._pool`) says how jobs are batched,
 timed and retried when a worker is lost. A :class:`PooledExecutor` only forwards
 the engine's calls to its handle, so that both executors behave alike.
@@ -16,7 +16,7 @@ from __future__ import annotations
 import weakref
 
 from ..results import is_worker_lost
-from ._batching import MAX_BATCH, Job
+from ._jobs import Job
 from ._pool import POOLS, Pool
 from .base import Capabilities, Executor
 
@@ -69,7 +69,7 @@ class PoolHandle:
     def __init__(self, size: int, init: bytes | None, batch_size, make_launcher, path: list | None = None):
         self.size = size
         self.init = init
-        self.max_batch = MAX_BATCH if batch_size == "auto" else batch_size
+        self.max_batch = batch_size  # "auto" or an int (see dispatcher.executors._jobs)
         self.make_launcher = make_launcher
         self.path = path
         self.pool: Pool | None = None

@@ -24,7 +24,7 @@ the working directory and ``sys.path``, and ignore SIGINT. POSIX only.
 
 from __future__ import annotations
 
-from ._batching import check_worker_options
+from ._jobs import check_worker_options
 from ._launch import LocalLauncher, cpu_count
 from .codec import dumps_initializer
 from .pooled import PooledExecutor, PoolHandle

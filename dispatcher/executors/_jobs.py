@@ -1,0 +1,205 @@
+"""The jobs of a pool of worker processes: batching, reporting once, sending again.
+
+Both transports of the library's pools use one :class:`JobQueue`: the sockets of
+:mod:`~dispatcher.executors._pool` (``ProcessExecutor``, a spawning
+``MPIExecutor``) and ``mpi4py.futures`` for the ranks of a user's ``mpiexec`` job
+(:mod:`~dispatcher.executors._mpiworld`). A job (one task) is PENDING, then SENT
+in a batch to one worker, then REPORTED to the engine, exactly once whatever
+happens after (a late answer, a cancel, a lost worker).
+
+Policy:
+
+* **Batching.** The queue keeps a running estimate of the seconds per call of each
+  function (:func:`learn`). :meth:`JobQueue.take` takes the next pending job and,
+  if its function is known to take well under :data:`BATCH_TARGET`, the pending
+  jobs after it whose functions are also known to be quick, up to ``max_batch``
+  and to an even share of what is waiting among the idle workers. A job whose
+  function has not run yet, is slow, or has a timeout goes alone. Sending many
+  quick calls in one message is what lets a pool of processes keep up with nodes
+  that take microseconds.
+* **A call that will not pickle.** A batch that cannot be pickled goes back to the
+  queue one job at a time, which finds the culprit without charging the others an
+  attempt; the culprit fails with an error naming the argument and the object at
+  fault.
+* **A batch a worker cannot read** (a module it cannot import) goes back one job
+  at a time too; a job alone that a worker cannot read fails.
+* **Sending again.** Jobs that never ran (the send failed, their worker was killed
+  for another job) go back to the front of the queue, uncharged.
+"""
+
+from __future__ import annotations
+
+import collections
+import pickle
+import threading
+
+from ..results import ExecutorError, format_exception
+from .codec import decode_outcome, unpicklable_error
+
+__all__ = ["BATCH_TARGET", "MAX_BATCH", "PENDING", "REPORTED", "SENT", "Job", "JobQueue"]
+
+BATCH_TARGET = 0.01  # seconds of estimated work per batch
+MAX_BATCH = 1000
+PENDING, SENT, REPORTED = 0, 1, 2
+
+
+def check_worker_options(max_workers, batch_size, initializer) -> None:
+    """The checks of the options every pool of worker processes takes."""
+    if max_workers is not None and (not isinstance(max_workers, int) or max_workers < 1):
+        raise ValueError(f"max_workers must be a positive int, got {max_workers!r}")
+    if batch_size != "auto" and (not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f'batch_size must be "auto" or a positive int, got {batch_size!r}')
+    if initializer is not None and not callable(initializer):
+        raise TypeError(f"initializer must be callable, got {type(initializer).__name__}")
+
+
+def func_key(func):
+    """What the estimates are kept under: a function's code, else the callable or its type."""
+    code = getattr(func, "__code__", None)
+    if code is not None:
+        return code
+    try:
+        hash(func)
+    except TypeError:
+        return type(func)
+    return func
+
+
+class Job:
+    """A task on its way through a pool."""
+
+    __slots__ = ("alone", "done", "key", "state", "task", "worker")
+
+    def __init__(self, task, done):
+        self.task = task
+        self.done = done
+        self.key = func_key(task.func)
+        self.state = PENDING
+        self.alone = False  # send it in a batch of its own
+        self.worker = None  # the worker it was sent to, for a transport that says
+
+
+class JobQueue:
+    """The pending jobs of one pool, the estimates that batch them, and the counts
+    of what was sent (``stats``). A transport calls it from one thread at a time,
+    except :meth:`report`, which may be called from any thread."""
+
+    def __init__(self, max_batch: int | str = "auto"):
+        self.pending: collections.deque = collections.deque()
+        self.est: dict = {}  # function key -> seconds per call
+        self.max_batch = MAX_BATCH if max_batch == "auto" else max_batch
+        self.stats: collections.Counter = collections.Counter()
+        self._lock = threading.Lock()
+
+    def add(self, job: Job) -> None:
+        self.pending.append(job)
+
+    def take(self, share: int) -> list | None:
+        """The next batch for an idle worker, or None (see the module docstring)."""
+        pending, est = self.pending, self.est
+        while pending:
+            job = pending.popleft()
+            if job.state == PENDING:
+                break
+        else:
+            return None
+        batch = [job]
+        if job.alone or job.task.timeout is not None or self.max_batch == 1:
+            return batch
+        total = est.get(job.key)
+        if total is None or total >= BATCH_TARGET:
+            return batch
+        limit = min(self.max_batch, -(-len(pending) // share) + 1)
+        while pending and len(batch) < limit:
+            nxt = pending[0]
+            if nxt.state != PENDING:
+                pending.popleft()
+                continue
+            e = est.get(nxt.key)
+            if nxt.alone or nxt.task.timeout is not None or e is None or total + e > BATCH_TARGET:
+                break
+            batch.append(pending.popleft())
+            total += e
+        return batch
+
+    def encode(self, batch: list, dumps, catch: type[BaseException] = Exception):
+        """``dumps`` of the batch's calls, or None if one will not pickle (then the
+        batch goes back one job at a time, or its one job fails naming the culprit).
+        ``catch`` is what pickling may raise that is not the caller's to see."""
+        try:
+            return dumps([(j.task.func, j.task.args, j.task.kwargs) for j in batch])
+        except catch as exc:
+            if len(batch) > 1:
+                self.requeue(batch, alone=True)
+            else:
+                self.report(batch[0], False, (_unsendable(batch[0].task, exc), format_exception(exc)))
+            return None
+
+    def sent(self, batch: list, worker=None) -> None:
+        for job in batch:
+            job.state = SENT
+            job.worker = worker
+        self.stats["batches"] += 1
+        self.stats["tasks"] += len(batch)
+
+    def requeue(self, batch: list, alone: bool) -> None:
+        """Put the jobs of ``batch`` not yet reported back at the front of the queue."""
+        for job in reversed(batch):
+            if job.state != REPORTED:
+                job.state = PENDING
+                job.worker = None
+                job.alone = job.alone or alone
+                self.pending.appendleft(job)
+
+    def report(self, job: Job, ok: bool, payload) -> None:
+        """Tell the engine how ``job`` ended, once."""
+        with self._lock:
+            if job.state == REPORTED:
+                return
+            job.state = REPORTED
+        job.worker = None
+        job.done(job.task, ok, payload)
+
+    def finished(self, batch: list, outcomes: list, seconds: list) -> None:
+        """A worker sent back ``outcomes`` (``(ok, value)`` as the worker encodes
+        them) and the ``seconds`` each call took."""
+        est = self.est
+        for job, s in zip(batch, seconds):
+            old = est.get(job.key)
+            est[job.key] = s if old is None else 0.7 * old + 0.3 * s
+        for job, (ok, value) in zip(batch, outcomes):
+            if job.state != REPORTED:
+                if ok:
+                    self.report(job, True, value)
+                else:
+                    self.report(job, *decode_outcome(ok, value))
+
+    def unreadable(self, batch: list, why: str, where: str) -> None:
+        """The worker (``where``) could not unpickle ``batch``: ``why``."""
+        if len(batch) > 1:
+            self.requeue(batch, alone=True)
+            return
+        job = batch[0]
+        exc = ExecutorError(f"node {job.task.node.label!r} cannot be unpickled on the {where}: {why}")
+        self.report(job, False, (exc, why))
+
+    def fail(self, jobs, exc: BaseException, tb: str = "") -> None:
+        for job in jobs:
+            self.report(job, False, (exc, tb))
+
+    def fail_pending(self, exc: BaseException) -> None:
+        pending, self.pending = self.pending, collections.deque()
+        self.fail(pending, exc)
+
+
+def _unsendable(task, exc: BaseException) -> Exception:
+    """The error of a node whose call could not be pickled (``exc``)."""
+    try:
+        err = unpicklable_error(task.node.label, task.func, task.args, task.kwargs)
+    except BaseException:  # pickling its parts raises again, and not an Exception
+        err = pickle.PicklingError(
+            f"cannot send node {task.node.label!r} to another process: pickling it raised "
+            f"{type(exc).__name__}: {exc}"
+        )
+    err.__cause__ = exc
+    return err
