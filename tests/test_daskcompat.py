@@ -47,6 +47,7 @@ def test_errors_name_the_node_and_keep_their_type(ex):
     with pytest.raises(dp.DependencyError, match="node 'bad' failed: KeyError") as info:
         dp.execute(dp.Op(add, dp.op(bad, retries=0)(1)), ex)
     assert "raise KeyError(x)" in info.value.traceback
+
     def leave():
         raise SystemExit(3)
 
