@@ -1,10 +1,13 @@
 """The package's shape: no import cycle between its modules (imports inside
-functions included), and no module longer than a reader can hold."""
+functions included), no module longer than a reader can hold, and an import of
+the package that loads no optional backend."""
 
 from __future__ import annotations
 
 import ast
 import graphlib
+import subprocess
+import sys
 from pathlib import Path
 
 import dispatcher
@@ -61,3 +64,13 @@ def test_no_module_is_over_the_limit():
         if (n := len(path.read_text().splitlines())) > MAX_LINES
     }
     assert not long, f"modules over {MAX_LINES} lines: {long}"
+
+
+def test_importing_the_package_loads_no_optional_backend():
+    """Backends load when an executor that needs them is first used."""
+    code = (
+        "import sys, dispatcher; "
+        "print([m for m in ('dask', 'distributed', 'mpi4py', 'loky', 'numpy', 'tqdm') if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

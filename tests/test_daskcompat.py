@@ -18,7 +18,7 @@ from .conftest import FileChannel, dask_client
 @pytest.fixture(params=["private", "public"])
 def ex(request, monkeypatch):
     if request.param == "public":
-        monkeypatch.setattr(_daskcompat, "INTERNALS", False)
+        monkeypatch.setattr(_daskcompat, "internals", lambda: False)
     with dp.DaskExecutor(dask_client()) as executor:
         assert (executor._burst is None) == (request.param == "public")
         yield executor

@@ -1,19 +1,21 @@
-"""Engine semantics on every in-process executor: errors, retries, timeouts,
-inputs, callbacks, progress, logging, release of intermediates, interruption."""
+"""The shared engine suites: the engine's semantics on every executor of the
+registry (errors, retries, timeouts, inputs, callbacks, progress, logging, release
+of intermediates, run_async). A new executor passes these by adding its line to
+``dispatcher/executors/registry.py``. The state machine alone is tested in
+``test_engine_state.py``, each executor's own behaviour in its own file."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
 import logging
-import threading
 import time
 import weakref
 
 import pytest
 
 import dispatcher as dp
-from dispatcher.engine import Backoff, RunState
+from dispatcher.engine import Backoff
 
 from .conftest import FileChannel, make_executor
 
@@ -52,15 +54,6 @@ def test_failure_deep_in_graph_names_the_node_and_spares_the_rest(executor):
     assert info.value is err
     with pytest.raises(dp.DependencyError, match="deep-failure"):
         dp.run(executor, [chain[-1]])
-
-
-def test_throw_error_stops_starting_nodes_serial():
-    ran = []
-    a = dp.Op(boom)
-    others = [dp.Op(ran.append, i) for i in range(5)]
-    with pytest.raises(dp.DependencyError):
-        dp.run(dp.SerialExecutor(), [a, *others])
-    assert ran == []
 
 
 @pytest.mark.parametrize("name", ["async", "threads", "pool"])
@@ -374,17 +367,6 @@ def test_retry_predicate_that_raises_is_reported(executor_factory):
         dp.run(ex, [dp.Op(boom)])
 
 
-def test_backoff_is_exponential_and_jittered():
-    b = Backoff(first_delay=0.1, factor=3.0, max_delay=1.0, jitter=0.1)
-    assert b.delay(1, lambda: 0.5) == pytest.approx(0.1)
-    assert b.delay(2, lambda: 0.5) == pytest.approx(0.3)
-    assert b.delay(5, lambda: 0.5) == pytest.approx(1.0)
-    assert b.delay(1, lambda: 0.0) == pytest.approx(0.09)
-    assert b.delay(1, lambda: 1.0) == pytest.approx(0.11)
-    with pytest.raises(TypeError):
-        dp.SerialExecutor(backoff=0.5)
-
-
 # -- timeouts ----------------------------------------------------------------------
 
 
@@ -434,32 +416,6 @@ def test_timeout_then_retry_succeeds(executor_factory):
 
     assert dp.run(ex, [dp.Op(first_slow)])[0].value == "ok"
     assert len(calls) == 2
-
-
-def test_serial_timeout_off_the_main_thread():
-    box = []
-
-    def target():
-        try:
-            dp.execute(dp.op(time.sleep, timeout=0.1)(1))
-        except dp.DependencyError as err:
-            box.append(err)
-
-    t = threading.Thread(target=target)
-    t.start()
-    t.join(5)
-    assert isinstance(box[0].error, TimeoutError)
-
-
-def test_executor_options_are_validated():
-    with pytest.raises(ValueError):
-        dp.ThreadExecutor(timeout=-1)
-    with pytest.raises(ValueError):
-        dp.SerialExecutor(retries=-1)
-    with pytest.raises(ValueError):
-        dp.ThreadExecutor(0)
-    with pytest.raises(ValueError):
-        dp.AsyncExecutor(sync="processes")
 
 
 # -- callbacks, progress, logging --------------------------------------------------
@@ -596,15 +552,6 @@ def test_release_frees_values_without_a_garbage_collection(local_executor):
         gc.enable()
 
 
-def test_release_in_state_counts_every_dependent():
-    a = dp.Op(inc, 1)
-    b = dp.Op(inc, a)
-    c = dp.Op(inc, a)
-    d = dp.Op(sum, [b, c])
-    state = RunState([d], release=True)
-    assert state.needed == {a: 2, b: 1, c: 1}
-
-
 # -- run_async and loops -------------------------------------------------------------
 
 
@@ -615,68 +562,3 @@ def test_run_async_inside_a_loop(executor):
         return results[0].value, await other
 
     assert asyncio.run(main()) == (3, "other")
-
-
-def test_blocking_run_of_async_executor_inside_a_running_loop():
-    async def coro(x):
-        await asyncio.sleep(0.01)
-        return x * 2
-
-    async def notebook_cell():
-        return dp.execute(dp.Op(coro, 21), dp.AsyncExecutor())
-
-    assert asyncio.run(notebook_cell()) == 42
-
-
-def test_async_executor_concurrency_and_threads():
-    active = []
-    peak = []
-
-    async def job(i):
-        active.append(i)
-        peak.append(len(active))
-        await asyncio.sleep(0.02)
-        active.remove(i)
-        return i
-
-    with dp.AsyncExecutor(max_concurrency=3) as ex:
-        assert dp.execute([dp.Op(job, i) for i in range(12)], ex) == list(range(12))
-    assert max(peak) == 3
-
-    with dp.AsyncExecutor(sync="threads", max_workers=2) as ex:
-        names = dp.execute([dp.Op(lambda: threading.current_thread().name) for _ in range(4)], ex)
-    assert all(n.startswith("dispatcher-async") for n in names)
-
-
-def test_async_executor_awaits_many_coroutines_concurrently():
-    async def wait(x):
-        await asyncio.sleep(0.2)
-        return x
-
-    start = time.monotonic()
-    assert dp.execute(dp.CollectNode([dp.Op(wait, i) for i in range(50)]), dp.AsyncExecutor()) == list(
-        range(50)
-    )
-    assert time.monotonic() - start < 5  # 50 sequential sleeps would take 10 s
-
-
-def test_pool_that_refuses_a_call_fails_the_node_instead_of_hanging():
-    class Refusing:
-        def submit(self, fn, *args, **kwargs):
-            raise RuntimeError("cannot schedule new futures after shutdown")
-
-    ex = dp.PoolExecutor(Refusing())
-    with pytest.raises(dp.DependencyError, match="after shutdown") as info:
-        dp.run(ex, [dp.op(inc, label="refused")(1)])
-    assert info.value.node.label == "refused"
-    (result,) = dp.run(ex, [dp.Op(inc, 1)], throw_error=False)
-    assert isinstance(result.error.error, RuntimeError)
-
-
-def test_failing_on_start_callback_with_progress_bar_reports_the_callback():
-    class BrokenStart(dp.Callback):
-        def on_start(self, total):
-            raise RuntimeError("no start")
-
-    with pytest.raises(dp.DispatcherError, match=r"BrokenStart.on_start.*no start"):
-        dp.run(dp.SerialExecutor(), [dp.Op(inc, 1)], callbacks=[BrokenStart()], progress=True)

@@ -270,3 +270,12 @@ def test_pipelined_timeout_counts_from_when_dependencies_finish():
 def test_options_as_keywords_or_record_not_both():
     with pytest.raises(TypeError, match="either as a RunOptions or as keywords"):
         RunState([dp.Op(inc, 1)], options=RunOptions(), retries=1)
+
+
+def test_release_in_state_counts_every_dependent():
+    a = dp.Op(inc, 1)
+    b = dp.Op(inc, a)
+    c = dp.Op(inc, a)
+    d = dp.Op(sum, [b, c])
+    state = RunState([d], release=True)
+    assert state.needed == {a: 2, b: 1, c: 1}

@@ -528,10 +528,12 @@ if __name__ == "__main__":
 """
 
 
+# a raw ProcessPoolExecutor takes a quarter of a minute for 150 runs: its case runs
+# in the slow set (make test-all), with the 400-run cases
 @pytest.mark.parametrize(
     "executor",
     [
-        "dp.PoolExecutor(cf.ProcessPoolExecutor(2))",
+        pytest.param("dp.PoolExecutor(cf.ProcessPoolExecutor(2))", marks=pytest.mark.slow),
         "dp.MPIExecutor(2)",
         "dp.ProcessExecutor(2)",
         "dp.ThreadExecutor(2)",

@@ -220,8 +220,11 @@ def rand_sleep():
     time.sleep(random.choice([0.05, 0.1, 0.15, 0.2]))
 
 
+# Dispatcher.jl's whole matrix of delays runs in the slow set (make test-all)
 @pytest.mark.parametrize("killed", [1, 2])
-@pytest.mark.parametrize("delay", [0.05, 0.1, 0.15, 0.2, 0.25, 0.3])
+@pytest.mark.parametrize(
+    "delay", [0.05, *(pytest.param(d, marks=pytest.mark.slow) for d in (0.1, 0.2, 0.25)), 0.15, 0.3]
+)
 def test_procs_removed(killed, delay):
     """Dispatcher.jl's "$i procs removed (delay $s)": kill workers during a run."""
 

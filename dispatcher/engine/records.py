@@ -23,7 +23,7 @@ __all__ = ["NodeState", "RunOptions", "Task", "timeout_error"]
 
 
 class NodeState(enum.Enum):
-    """Where a node of a run is (see the transitions in this module's docstring)."""
+    """Where a node of a run is (the transitions are in :mod:`dispatcher.engine.state`)."""
 
     WAITING = "waiting"
     READY = "ready"
@@ -77,7 +77,7 @@ class RunOptions:
     to report it, before the engine fails the task itself."""
     pipelined: bool = False
     """A node is sent once its dependencies are *sent*, with their handles as
-    arguments (see :mod:`dispatcher.engine.state`)."""
+    arguments (see :mod:`dispatcher.engine.pipelining`)."""
 
 
 class Task:

@@ -5,7 +5,7 @@ waits on its futures inside the client's event loop rather than with a callback
 thread per future. Both use private parts of dask and distributed
 (``dask._task_spec``, ``dask._expr.LLGExpr``, a future's ``_state``), which the
 versions that ``setup.cfg`` accepts have and the test suite runs. When they are
-missing (:data:`INTERNALS` is False), the executor falls back to the public API:
+missing (:func:`internals` is False), the executor falls back to the public API:
 each node is ``Client.submit``-ted when it is ready, with its dependencies'
 futures as arguments, and its future's ``add_done_callback`` reports it; slower
 per node, the same behaviour. A handler of the scheduler's ``"all"`` topic that
@@ -20,18 +20,21 @@ from typing import Any
 
 from ..nodes import CONTAINERS
 
-try:
-    from dask._expr import LLGExpr
-    from dask._task_spec import Task, parse_input
-
-    INTERNALS = True
-    """dask's private graph API is there: nodes are sent in one graph per burst."""
-except ImportError:  # pragma: no cover - another version of dask
-    INTERNALS = False
-
-__all__ = ["INTERNALS", "GraphBurst", "event_handler", "status_of", "submit_one"]
+__all__ = ["GraphBurst", "event_handler", "internals", "status_of", "submit_one"]
 
 FINAL = ("finished", "error", "cancelled")
+
+
+@functools.cache
+def internals() -> bool:
+    """dask's private graph API is there: nodes are sent in one graph per burst.
+    (Imported on first use: importing dispatcher imports no dask.)"""
+    try:
+        import dask._expr
+        import dask._task_spec  # noqa: F401
+    except ImportError:  # pragma: no cover - another version of dask
+        return False
+    return True
 
 
 class GraphBurst:
@@ -43,6 +46,8 @@ class GraphBurst:
     def add(self, key: str, func, fixed: tuple, args: list, kwargs: dict, after: tuple) -> None:
         """The task ``func(*fixed, args, kwargs, *after)``, where the futures found in
         ``args``, ``kwargs`` and ``after`` stand for their values."""
+        from dask._task_spec import Task, parse_input
+
         if _holds_containers(args, kwargs):
             args = [_frozensets(a, parse_input, _frozenset_task) for a in args]
             kwargs = {k: _frozensets(v, parse_input, _frozenset_task) for k, v in kwargs.items()}
@@ -60,6 +65,8 @@ def send_graph(client, graph: dict) -> None:
     gets a random token, as ``Client.submit`` gives its own: dask would otherwise
     tokenize every function."""
     import uuid
+
+    from dask._expr import LLGExpr
 
     client.get(LLGExpr(graph, _determ_token=uuid.uuid4().hex), list(graph), sync=False)
 
@@ -121,6 +128,8 @@ def _has_future(value: Any) -> bool:
 
 
 def _frozenset_task(items):
+    from dask._task_spec import Task
+
     return Task(None, frozenset, items)
 
 

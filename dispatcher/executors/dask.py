@@ -193,7 +193,7 @@ class DaskExecutor(Executor):
         self._owns_client = client is None
         # the nodes started since the last flush_tasks, as one graph (None: dask's
         # private API is missing, and each node is submitted on its own)
-        self._burst = compat.GraphBurst() if compat.INTERNALS else None
+        self._burst = compat.GraphBurst() if compat.internals() else None
         self._new: list = []  # (task, future, done) handed over since the last flush_tasks
         self._cancels: list = []
         self._watchers: set = set()  # asyncio tasks waiting on the futures

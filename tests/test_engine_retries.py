@@ -1,0 +1,19 @@
+"""The retry policy: the backoff between attempts."""
+
+from __future__ import annotations
+
+import pytest
+
+import dispatcher as dp
+from dispatcher.engine import Backoff
+
+
+def test_backoff_is_exponential_and_jittered():
+    b = Backoff(first_delay=0.1, factor=3.0, max_delay=1.0, jitter=0.1)
+    assert b.delay(1, lambda: 0.5) == pytest.approx(0.1)
+    assert b.delay(2, lambda: 0.5) == pytest.approx(0.3)
+    assert b.delay(5, lambda: 0.5) == pytest.approx(1.0)
+    assert b.delay(1, lambda: 0.0) == pytest.approx(0.09)
+    assert b.delay(1, lambda: 1.0) == pytest.approx(0.11)
+    with pytest.raises(TypeError):
+        dp.SerialExecutor(backoff=0.5)
