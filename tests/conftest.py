@@ -237,9 +237,30 @@ def executor_factory(request):
             pool.shutdown(wait=True)
 
 
+@pytest.fixture(scope="module", params=EXECUTOR_NAMES)
+def _module_executor(request):
+    """One executor of each name for the tests of a module that take the plain
+    ``executor``: its workers start once, not once per test. A test that closes it
+    gets a fresh one the next time."""
+    made = []
+
+    def get():
+        if not made or made[-1][0].closed:
+            made.append(make_executor(request.param))
+        return made[-1][0]
+
+    yield get
+    for ex, pool in made:
+        ex.close()
+        if pool is not None:
+            pool.shutdown(wait=True)
+
+
 @pytest.fixture
-def executor(executor_factory):
-    return executor_factory()
+def executor(_module_executor):
+    """An executor of every name in the registry, shared by the tests of a module
+    (use ``executor_factory`` for one with options, or one of a test's own)."""
+    return _module_executor()
 
 
 @pytest.fixture(params=LOCAL_EXECUTOR_NAMES)

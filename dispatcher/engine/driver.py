@@ -21,6 +21,7 @@ interruption while awaiting them stops the wait with a warning.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
@@ -69,8 +70,8 @@ def _steps(state: RunState, executor: Any, report) -> Generator[float | Gather |
             nodes, handles = state.remote_outputs()
             state.localize(nodes, (yield Gather(handles)))
     except BaseException:
-        executor.interrupt_run()
-        _cancel_all(executor, state.abort())
+        _settle_quietly(executor.interrupt_run)
+        _settle_quietly(_cancel_all, executor, state.abort())
         try:
             while state.running and not synchronous:
                 yield None
@@ -103,10 +104,14 @@ def _start_ready(state: RunState, executor, report) -> None:
 
 def _start(state: RunState, executor, task: Task, report) -> bool:
     """Hand ``task`` to the executor; a refusal (the pool is broken or shut down, the
-    call cannot be sent) fails that node instead of leaving it running."""
+    call cannot be sent) fails that node instead of leaving it running. An exception
+    raised once the task has reported (a synchronous executor's report ran a callback
+    or a retry predicate that raised) is the run's, and ends it."""
     try:
         executor.start_task(task, report)
     except Exception as exc:
+        if state.running.get(task.node) is not task:
+            raise
         state.done(task, False, (exc, format_exception(exc)))
         return False
     except BaseException as exc:  # Ctrl-C in the thread that drives the run: it ends here
@@ -118,6 +123,15 @@ def _start(state: RunState, executor, task: Task, report) -> bool:
 def _cancel_all(executor, tasks) -> None:
     for task in tasks:
         executor.cancel_task(task)
+
+
+def _settle_quietly(step, *args) -> None:
+    """A step of ending an interrupted run; if it fails, say so and go on settling,
+    so that the exception that ended the run is the one raised."""
+    try:
+        step(*args)
+    except Exception:
+        logger.exception("while ending an interrupted run")
 
 
 class _Answer:
@@ -196,7 +210,8 @@ async def drive_async(state: RunState, executor: Any) -> list[DispatchResult]:
             if threading.get_ident() == loop_thread:
                 inbox.put_nowait((task, ok, payload))
             else:
-                loop.call_soon_threadsafe(inbox.put_nowait, (task, ok, payload))
+                with contextlib.suppress(RuntimeError):  # a late report: the loop has closed
+                    loop.call_soon_threadsafe(inbox.put_nowait, (task, ok, payload))
 
     steps = _steps(state, executor, report)
     request = _NOTHING.resume(steps)

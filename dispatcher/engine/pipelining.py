@@ -83,7 +83,7 @@ def resolve(run: Any, node) -> None:
         run.state[node] = RUNNING
         task = run.running[node]
         if task.timeout is not None:
-            run._start_clock(task)
+            run.timers.watch(task)
 
 
 def withdraw(run: Any, node) -> None:

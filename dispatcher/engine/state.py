@@ -8,9 +8,12 @@ States and transitions
 ::
 
     WAITING  --dependencies finished (pipelined: sent)----------> READY
-    READY    --light or inline: computed here--------------------> DONE | FAILED
+    WAITING  --pipelined: the last dependency finished, one failed> FAILED
+    READY    --light or inline: computed here--------------------> DONE | BACKING_OFF | FAILED
+    READY    --poisoned, a bad option, prepare() raised----------> FAILED | BACKING_OFF
     READY    --handed to the executor----------------------------> RUNNING
     READY    --pipelined, some dependency not finished-----------> SENT
+    READY    --pipelined, poisoned, other dependencies running---> WAITING
     SENT     --the last dependency finished (clock starts)-------> RUNNING
     SENT     --reported early-------------------------------------> PARKED
     PARKED   --the last dependency finished: report taken--------> as RUNNING's report
@@ -19,7 +22,9 @@ States and transitions
     RUNNING  --failed or past its deadline------------------------> FAILED
     BACKING_OFF --delay over---------------------------------------> READY (pipelined: WAITING
                                                                      while a dependency is unsent)
+    BACKING_OFF --pipelined: a dependency failed--------------------> FAILED
     SENT | PARKED | READY --a dependency withdrawn (pipelined)----> WAITING
+    DONE     --pipelined: its value cannot be brought back-------> FAILED (no on_fail: it finished)
     DONE     --release, no remaining node needs it---------------> RELEASED
 
 Fields of :class:`RunState`
@@ -201,11 +206,14 @@ class RunState:
             if timeout is None:
                 timeout = self.options.timeout
             elif (type(timeout) is not float and type(timeout) is not int) or not 0 < timeout < math.inf:
-                self._bad_option(node, "timeout", check_timeout, timeout)
-                continue
+                timeout = self._checked_timeout(node, timeout)  # set by hand on the node
+                if timeout is None:
+                    continue
             if (inline_untimed and timeout is None) or (inline_light and node.light):
                 self._run_inline(node, func, args, kwargs, attempt)
                 continue
+            if self.hooks:  # before the task exists: a callback that raises leaves nothing running
+                self._submitted(node)
             task = Task(node, func, args, kwargs, attempt, timeout)
             self.running[node] = task
             if self.pipelined:
@@ -215,14 +223,10 @@ class RunState:
                     task.after = tuple(values[d] for d in self.deps_of(node) if d not in own and d in values)
                 if self.waiting[node]:
                     state[node] = SENT
-                    if self.hooks:
-                        self._submitted(node)
                     return task
             state[node] = RUNNING
             if timeout is not None:
-                self._start_clock(task)
-            if self.hooks:
-                self._submitted(node)
+                self.timers.watch(task)
             return task
         return None
 
@@ -320,7 +324,7 @@ class RunState:
 
     # -- transitions ---------------------------------------------------------------
     def _run_inline(self, node, func, args, kwargs, attempt) -> None:
-        """READY -> DONE or FAILED: call the node's function here."""
+        """READY -> DONE, BACKING_OFF or FAILED: call the node's function here."""
         if self.hooks:
             self._submitted(node)
         try:
@@ -361,9 +365,6 @@ class RunState:
             else:
                 self.state[kid] = READY
                 self.ready.append(kid)
-
-    def _start_clock(self, task: Task) -> None:
-        self.timers.watch(task)
 
     def _due(self, node) -> None:
         """BACKING_OFF -> READY: the delay before retrying ``node`` is over."""
@@ -468,12 +469,14 @@ class RunState:
         if self.needed is not None:
             self._release_deps(node)
 
-    def _bad_option(self, node, name: str, check, value) -> None:
-        """Fail ``node``, whose option ``name`` was set to a wrong ``value`` by hand."""
+    def _checked_timeout(self, node, value) -> float | None:
+        """The ``timeout`` set by hand on ``node``, as a number of seconds; None when
+        it is wrong, and the node failed with an error naming it (READY -> FAILED)."""
         try:
-            check(value, f"the {name} of node {node.label!r}")
+            return check_timeout(value, f"the timeout of node {node.label!r}")
         except (TypeError, ValueError) as exc:
             self._finish_error(node, DependencyError(exc, format_exception(exc), node))
+            return None
 
     def _submitted(self, node) -> None:
         if self.debug:

@@ -27,14 +27,20 @@ FINAL = ("finished", "error", "cancelled")
 
 @functools.cache
 def internals() -> bool:
-    """dask's private graph API is there: nodes are sent in one graph per burst.
-    (Imported on first use: importing dispatcher imports no dask.)"""
+    """dask's private graph API is there as this module uses it (the task spec, a
+    graph expression that takes a token, a future's waitable state): nodes are
+    sent in one graph per burst. Looked at on first use: importing dispatcher
+    imports no dask."""
+    import inspect
+
     try:
-        import dask._expr
         import dask._task_spec  # noqa: F401
+        from dask._expr import LLGExpr
+        from distributed.client import FutureState
     except ImportError:  # pragma: no cover - another version of dask
         return False
-    return True
+    takes_token = "_determ_token" in inspect.signature(LLGExpr.__new__).parameters
+    return takes_token and hasattr(FutureState, "wait")
 
 
 class GraphBurst:

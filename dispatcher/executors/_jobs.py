@@ -10,7 +10,7 @@ happens after (a late answer, a cancel, a lost worker).
 Policy:
 
 * **Batching.** The queue keeps a running estimate of the seconds per call of each
-  function (:func:`learn`). :meth:`JobQueue.take` takes the next pending job and,
+  function (:meth:`JobQueue.learn`). :meth:`JobQueue.take` takes the next pending job and,
   if its function is known to take well under :data:`BATCH_TARGET`, the pending
   jobs after it whose functions are also known to be quick, up to ``max_batch``
   and to an even share of what is waiting among the idle workers. A job whose
@@ -30,6 +30,7 @@ Policy:
 from __future__ import annotations
 
 import collections
+import logging
 import pickle
 import threading
 
@@ -37,6 +38,8 @@ from ..results import ExecutorError, format_exception
 from .codec import decode_outcome, unpicklable_error
 
 __all__ = ["BATCH_TARGET", "MAX_BATCH", "PENDING", "REPORTED", "SENT", "Job", "JobQueue"]
+
+logger = logging.getLogger("dispatcher")
 
 BATCH_TARGET = 0.01  # seconds of estimated work per batch
 MAX_BATCH = 1000
@@ -81,8 +84,10 @@ class Job:
 
 class JobQueue:
     """The pending jobs of one pool, the estimates that batch them, and the counts
-    of what was sent (``stats``). A transport calls it from one thread at a time,
-    except :meth:`report`, which may be called from any thread."""
+    of what was sent (``stats``). Safe to call from any thread: every change of a
+    job's state is made under the queue's lock, so a job reported (cancelled, say)
+    is never sent or queued again; calls are pickled and the engine is told outside
+    it."""
 
     def __init__(self, max_batch: int | str = "auto"):
         self.pending: collections.deque = collections.deque()
@@ -96,6 +101,10 @@ class JobQueue:
 
     def take(self, share: int) -> list | None:
         """The next batch for an idle worker, or None (see the module docstring)."""
+        with self._lock:
+            return self._take(share)
+
+    def _take(self, share: int) -> list | None:
         pending, est = self.pending, self.est
         while pending:
             job = pending.popleft()
@@ -136,20 +145,24 @@ class JobQueue:
             return None
 
     def sent(self, batch: list, worker=None) -> None:
-        for job in batch:
-            job.state = SENT
-            job.worker = worker
-        self.stats["batches"] += 1
-        self.stats["tasks"] += len(batch)
+        """``batch`` goes to ``worker``; a job reported meanwhile stays reported."""
+        with self._lock:
+            for job in batch:
+                if job.state != REPORTED:
+                    job.state = SENT
+                    job.worker = worker
+            self.stats["batches"] += 1
+            self.stats["tasks"] += len(batch)
 
     def requeue(self, batch: list, alone: bool) -> None:
         """Put the jobs of ``batch`` not yet reported back at the front of the queue."""
-        for job in reversed(batch):
-            if job.state != REPORTED:
-                job.state = PENDING
-                job.worker = None
-                job.alone = job.alone or alone
-                self.pending.appendleft(job)
+        with self._lock:
+            for job in reversed(batch):
+                if job.state != REPORTED:
+                    job.state = PENDING
+                    job.worker = None
+                    job.alone = job.alone or alone
+                    self.pending.appendleft(job)
 
     def report(self, job: Job, ok: bool, payload) -> None:
         """Tell the engine how ``job`` ended, once."""
@@ -157,16 +170,23 @@ class JobQueue:
             if job.state == REPORTED:
                 return
             job.state = REPORTED
-        job.worker = None
-        job.done(job.task, ok, payload)
+            job.worker = None
+        try:
+            job.done(job.task, ok, payload)
+        except Exception:  # the engine's end must not break the pool's thread
+            logger.exception("could not report node %r", job.task.node.label)
 
-    def finished(self, batch: list, outcomes: list, seconds: list) -> None:
-        """A worker sent back ``outcomes`` (``(ok, value)`` as the worker encodes
-        them) and the ``seconds`` each call took."""
+    def learn(self, batch: list, seconds: list) -> None:
+        """Fold the ``seconds`` each call of ``batch`` took into the estimates."""
         est = self.est
-        for job, s in zip(batch, seconds):
-            old = est.get(job.key)
-            est[job.key] = s if old is None else 0.7 * old + 0.3 * s
+        with self._lock:
+            for job, s in zip(batch, seconds):
+                old = est.get(job.key)
+                est[job.key] = s if old is None else 0.7 * old + 0.3 * s
+
+    def finished(self, batch: list, outcomes: list) -> None:
+        """Report the ``outcomes`` a worker sent back for ``batch`` (``(ok, value)``
+        as the worker encodes them)."""
         for job, (ok, value) in zip(batch, outcomes):
             if job.state != REPORTED:
                 if ok:
@@ -187,9 +207,12 @@ class JobQueue:
         for job in jobs:
             self.report(job, False, (exc, tb))
 
-    def fail_pending(self, exc: BaseException) -> None:
-        pending, self.pending = self.pending, collections.deque()
-        self.fail(pending, exc)
+    def fail_pending(self, error) -> None:
+        """Fail every pending job with ``error(job)``."""
+        with self._lock:
+            pending, self.pending = self.pending, collections.deque()
+        for job in pending:
+            self.report(job, False, (error(job), ""))
 
 
 def _unsendable(task, exc: BaseException) -> Exception:

@@ -183,7 +183,7 @@ class MPILauncher(Launcher):
         env = {
             **os.environ,
             **self.env,
-            "DISPATCHER_WORKER_TOKEN": pool.token.hex(),
+            "DISPATCHER_WORKER_TOKEN": pool.listener.token.hex(),
             "DISPATCHER_WORKER_LAUNCH": launch_id,
             "DISPATCHER_WORKER_MPI": "1",
         }
@@ -202,7 +202,7 @@ class MPILauncher(Launcher):
             *self.python_args,
             wire.__file__,
             "--connect",
-            ",".join(pool.addresses),
+            ",".join(pool.listener.addresses),
         ]
         proc = subprocess.Popen(
             command,

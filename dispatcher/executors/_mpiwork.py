@@ -75,8 +75,9 @@ def hello() -> list:
 
 def run_batch(payload: bytes, timeout: float | None = None, labels: list = (), late: str = "") -> bytes:
     """Run the calls in ``payload`` (the nodes ``labels``); a node alone with a
-    ``timeout`` is stopped by ``SIGALRM`` with a ``TimeoutError(late)`` when it runs
-    longer (the driver's engine fails it at the same time, with the same message)."""
+    ``timeout`` is stopped by ``SIGALRM`` with a ``TimeoutError(late)`` (the
+    driver's message) when it runs longer; the driver's engine fails the node itself
+    only if this did not stop it."""
     global _in_call
     try:
         calls = cloudpickle.loads(payload)

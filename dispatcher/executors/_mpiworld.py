@@ -19,7 +19,6 @@ exits.
 from __future__ import annotations
 
 import atexit
-import collections
 import contextlib
 import functools
 import logging
@@ -106,7 +105,7 @@ class WorldRanks:
     def __init__(self, pool, max_workers: int, batch_size):
         self._pool = pool
         self.max_workers = max_workers
-        self._lock = threading.Lock()  # the queue and the slots: the engine's and mpi4py's threads
+        self._lock = threading.Lock()  # the slots in flight: the engine's and mpi4py's threads
         self._drained = threading.Condition(self._lock)
         self._jobs = JobQueue(batch_size)
         self._inflight = 0
@@ -178,11 +177,10 @@ class WorldRanks:
                 self._drained.notify_all()
 
     def _send(self, batch: list) -> bool:
-        with self._lock:  # a call that will not pickle sends the batch back one job at a time
-            payload = self._jobs.encode(batch, pickle_dumps)
-            if payload is None:
-                return False
-            self._jobs.sent(batch)
+        payload = self._jobs.encode(batch, pickle_dumps)  # None: it went back one job at a time
+        if payload is None:
+            return False
+        self._jobs.sent(batch)
         task = batch[0].task
         timeout = task.timeout if len(batch) == 1 else None
         late = str(timeout_error(task.node.label, timeout)) if timeout is not None else ""
@@ -199,8 +197,7 @@ class WorldRanks:
         return True
 
     def _requeue(self, batch: list) -> None:
-        with self._lock:
-            self._jobs.requeue(batch, alone=True)
+        self._jobs.requeue(batch, alone=True)
 
     def _finished(self, batch: list, future) -> None:
         """A batch came back (in mpi4py's manager thread)."""
@@ -216,8 +213,7 @@ class WorldRanks:
             self._jobs.fail(batch, exc, format_exception(exc))
             return
         if kind == "unreadable":
-            with self._lock:
-                self._jobs.unreadable(batch, rest[0], "worker rank")
+            self._jobs.unreadable(batch, rest[0], "worker rank")
             self._dispatch()
             return
         outcomes, seconds = rest
@@ -231,22 +227,18 @@ class WorldRanks:
                     f"the outcome of node {label!r} cannot be unpickled here: {type(exc).__name__}: {exc}"
                 )
                 loaded.append((False, (err, format_exception(exc))))
-        with self._lock:  # the estimates; the reports are made once whatever the thread
-            self._jobs.finished(batch, loaded, seconds)
+        self._jobs.learn(batch, seconds)
+        self._jobs.finished(batch, loaded)
 
     def cancel(self, task) -> None:
         job = task.handle
         if isinstance(job, Job):
             if task.expired and job.state == SENT:
-                with self._lock:
-                    self._jobs.stats["timeouts"] += 1
+                self._jobs.stats["timeouts"] += 1
             self._jobs.report(job, False, (_cancelled_error(job), ""))
 
     def _cancel_pending(self) -> None:
-        with self._lock:
-            pending, self._jobs.pending = self._jobs.pending, collections.deque()
-        for job in pending:
-            self._jobs.report(job, False, (_cancelled_error(job), ""))
+        self._jobs.fail_pending(_cancelled_error)
 
     def _signal_busy(self) -> None:
         """SIGINT the worker ranks of this host (a node running there raises

@@ -52,15 +52,12 @@ import atexit
 import collections
 import concurrent.futures as cf
 import contextlib
-import hmac
 import logging
-import os
 import selectors
 import socket
 import sys
 import threading
 import time
-import uuid
 import weakref
 
 from ..results import ExecutorError, WorkerLostError, format_exception
@@ -68,13 +65,14 @@ from . import _procworker as wire
 from ._forward import Forwarder
 from ._jobs import REPORTED, SENT, Job, JobQueue
 from ._launch import Worker
+from ._listen import Listener
 
 __all__ = ["POOLS", "START_FAILURES", "Pool"]
 
 logger = logging.getLogger("dispatcher")
 
 START_FAILURES = 3  # failed starts in a row before the pool gives up
-HELLO_TIMEOUT = 10.0  # seconds a worker that connected has to say who it is
+KILL_WAIT = 5.0  # seconds the cancel of a node past its deadline waits for its worker's end
 _LISTEN = object()  # selector data of the listening socket
 _WAKE = None  # selector data of the wake-up socket
 
@@ -107,33 +105,10 @@ class Pool:
         self.wake_r.setblocking(False)
         self.selector.register(self.wake_r, selectors.EVENT_READ, _WAKE)
         self.output = Forwarder()
-        self.token = os.urandom(32) if launcher.connects else None
-        self.listeners: list[socket.socket] = []
-        self.addresses: list[str] = []  # where workers that connect back reach the pool
-        if launcher.connects:
-            self._listen(launcher)
+        # where the workers that connect back reach the pool (the launcher reads it)
+        self.listener = Listener(self.selector, launcher.spread, _LISTEN) if launcher.connects else None
         self.thread = threading.Thread(target=self._main, name="dispatcher-pool", daemon=True)
         self.thread.start()
-
-    def _listen(self, launcher) -> None:
-        """Listen for workers that connect back: on a Unix socket for those on this
-        host (it can pass the descriptors of shared-memory buffers), and over TCP
-        when the launcher may place workers on other hosts. The Unix socket has an
-        abstract name (Linux's: no file), so that nothing is left behind however
-        this process ends; the token keeps strangers out."""
-        name = f"dispatcher-pool-{os.getpid()}-{uuid.uuid4().hex}"
-        local = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        local.bind("\0" + name)
-        local.listen(128)
-        self.listeners.append(local)
-        self.addresses.append(f"unix:@{name}")  # @: the abstract namespace
-        if launcher.spread:
-            remote = socket.create_server(("", 0), backlog=128)
-            self.listeners.append(remote)
-            self.addresses.append(f"tcp:{socket.gethostname()}:{remote.getsockname()[1]}")
-        for listener in self.listeners:
-            listener.setblocking(False)
-            self.selector.register(listener, selectors.EVENT_READ, _LISTEN)
 
     # -- called from other threads --------------------------------------------------
     def submit(self, job: Job) -> None:
@@ -150,11 +125,13 @@ class Pool:
                 self.wake_w.send(b"\0")
 
     def cancel(self, job: Job) -> None:
-        worker = job.worker
-        if worker is not None:  # its worker is killed: no longer count it ready
-            worker.ready = False
-        self.inbox.append(("cancel", job))
+        """Cancel ``job``; one past its deadline returns once its worker is killed,
+        so that the node's ``TimeoutError`` is raised when the worker is gone."""
+        killed = threading.Event() if job.task.expired and job.state == SENT else None
+        self.inbox.append(("cancel", (job, killed)))
         self.wake()
+        if killed is not None and self.thread.is_alive():
+            killed.wait(KILL_WAIT)
 
     def stop(self, kill: bool) -> None:
         """Stop the workers (idle and starting ones are asked to exit, busy ones are
@@ -226,26 +203,37 @@ class Pool:
         """Take the requests of other threads; returns the kill flag of a stop."""
         inbox = self.inbox
         doomed = set()
-        while inbox:
-            kind, arg = inbox.popleft()
-            if kind == "task":
-                if self.broken is not None and not self.workers:
-                    self.jobs.report(arg, False, (self.broken, ""))
+        waiting = []  # the events of cancels that wait for the kill
+        try:
+            while inbox:
+                kind, arg = inbox.popleft()
+                if kind == "task":
+                    if self.broken is not None and not self.workers:
+                        self.jobs.report(arg, False, (self.broken, ""))
+                    else:
+                        self.jobs.add(arg)
+                elif kind == "cancel":
+                    job, killed = arg
+                    if killed is not None:
+                        waiting.append(killed)
+                    if job.state == SENT and job.worker is not None:
+                        doomed.add(job.worker)
+                        if job.task.expired:
+                            self.stats["timeouts"] += 1
+                    cancelled = cf.CancelledError(f"node {job.task.node.label!r} was cancelled")
+                    self.jobs.report(job, False, (cancelled, ""))
                 else:
-                    self.jobs.add(arg)
-            elif kind == "cancel":
-                if arg.state == SENT and arg.worker is not None:
-                    doomed.add(arg.worker)
-                    if arg.task.expired:
-                        self.stats["timeouts"] += 1
-                cancelled = cf.CancelledError(f"node {arg.task.node.label!r} was cancelled")
-                self.jobs.report(arg, False, (cancelled, ""))
-            else:
-                return arg
-        for worker in doomed:
-            if worker.sock in self.workers:
-                self._kill(worker)
-        return None
+                    return arg  # stop: every worker goes
+            for worker in doomed:
+                if worker.sock in self.workers:
+                    self._kill(worker)
+            return None
+        finally:
+            for killed in waiting:
+                killed.set()
+
+    def _broken(self, job: Job) -> ExecutorError:
+        return self.broken
 
     # -- workers arriving ---------------------------------------------------------------
     def _launch(self, count: int) -> None:
@@ -269,36 +257,14 @@ class Pool:
         with contextlib.suppress(OSError):  # if it died at once, its end of file says how
             wire.send(worker.sock, ("init", path, self.init))
 
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                return
-            self._hello(conn)
-
-    def _hello(self, conn: socket.socket) -> None:
-        """A worker that connected says who it is: the pool's token first (raw bytes,
-        before anything is unpickled), then its pid, host, rank and launch."""
-        try:
-            conn.settimeout(HELLO_TIMEOUT)
-            token = wire.recv_exact(conn, len(self.token))
-            if not hmac.compare_digest(bytes(token), self.token):
-                raise ConnectionError("a connection without this pool's token")
-            _, pid, host, rank, launch_id = wire.recv(conn)
-            conn.settimeout(None)
-        except (OSError, EOFError, ValueError, ConnectionError) as exc:
-            logger.warning("refused a connection to the worker pool: %s", exc)
-            conn.close()
-            return
-        launch = self.launcher.arrived(launch_id)
-        if launch is None:
-            conn.close()
-            return
-        self.starting = max(0, self.starting - 1)
-        self.attach(Worker(conn, pid, host, rank=rank, launch=launch))
+    def _accept(self, listening: socket.socket) -> None:
+        for conn, pid, host, rank, launch_id in self.listener.accept(listening):
+            launch = self.launcher.arrived(launch_id)
+            if launch is None:
+                conn.close()
+                continue
+            self.starting = max(0, self.starting - 1)
+            self.attach(Worker(conn, pid, host, rank=rank, launch=launch))
 
     def _check_launches(self) -> None:
         """Fail launches whose workers will not come (their launcher ended, or took
@@ -350,9 +316,10 @@ class Pool:
 
     def _finished(self, worker: Worker, outcomes: list, seconds: list) -> None:
         batch, worker.batch = worker.batch, None
+        self.jobs.learn(batch, seconds)
         if self.jobs.pending:
             self._dispatch_to(worker, self._ready_count())  # keep it busy while we report
-        self.jobs.finished(batch, outcomes, seconds)
+        self.jobs.finished(batch, outcomes)
 
     # -- sending work ------------------------------------------------------------------
     def _ready_count(self) -> int:
@@ -362,7 +329,7 @@ class Pool:
         if not self.jobs.pending:
             return
         if self.broken is not None and not self.workers:
-            self.jobs.fail_pending(self.broken)
+            self.jobs.fail_pending(self._broken)
             return
         idle = [w for w in self.workers.values() if w.ready and w.batch is None]
         share = len(idle) or 1
@@ -446,7 +413,7 @@ class Pool:
         with self.ready_changed:
             self.ready_changed.notify_all()
         if not self.workers:
-            self.jobs.fail_pending(self.broken)
+            self.jobs.fail_pending(self._broken)
 
     def _teardown(self, kill: bool) -> None:
         self.stopped.set()  # from here on submit() reports for itself
@@ -458,11 +425,13 @@ class Pool:
             else:  # end of file: an idle worker exits, one still starting once it is set up
                 with contextlib.suppress(OSError):
                     worker.sock.shutdown(socket.SHUT_WR)
-        self.jobs.fail_pending(stopped)
+        self.jobs.fail_pending(lambda job: stopped)
         while self.inbox:
             kind, arg = self.inbox.popleft()
             if kind == "task":
                 self.jobs.report(arg, False, (stopped, ""))
+            elif kind == "cancel" and arg[1] is not None:
+                arg[1].set()
         self.launcher.stop(list(self.workers.values()), grace=5.0)
         for worker in list(self.workers.values()):
             self.selector.unregister(worker.sock)
@@ -476,8 +445,8 @@ class Pool:
         if self.wake_w.fileno() < 0:
             return
         self.launcher.close()
-        for listener in self.listeners:
-            listener.close()
+        if self.listener is not None:
+            self.listener.close()
         self.selector.close()
         self.wake_r.close()
         self.wake_w.close()

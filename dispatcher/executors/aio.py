@@ -40,7 +40,7 @@ import weakref
 from ..results import format_exception
 from ._threads import SlotPool
 from .base import Capabilities, Executor
-from .pools import _cancelled, default_threads, run_outcome
+from .pools import default_threads, report_cancelled, run_outcome
 
 __all__ = ["AsyncExecutor"]
 
@@ -202,7 +202,7 @@ def _report(task, done, awaitable, value, handle) -> None:
         for coroutine in (awaitable, value):  # cancelled before it started: never awaited
             if inspect.iscoroutine(coroutine):
                 coroutine.close()
-        _cancelled(task, done)
+        report_cancelled(task, done)
         return
     exc = handle.exception()
     if exc is not None:  # KeyboardInterrupt in a coroutine

@@ -65,18 +65,15 @@ import re
 import sys
 import threading
 import traceback
-import types
 import uuid
 from concurrent.futures import CancelledError
 from typing import Any
 
 import cloudpickle
 
-from ..checks import nout_error
-from ..coroutines import finish
 from ..results import DispatcherError, ExecutorError, WorkerLostError, format_exception, is_worker_lost
 from . import _daskcompat as compat
-from ._procworker import failure, pickle_dumps
+from ._daskwork import NodeExit, by_value, call_node
 from .base import Capabilities, Executor
 from .codec import decode_outcome, unpicklable_error
 
@@ -98,42 +95,6 @@ def _distributed():
 def _key_prefix(label: str) -> str:
     """The start of a dask key: the label, so the dashboard groups by it."""
     return re.sub(r"[^\w.]+", "_", label)[:60] or "node"
-
-
-class NodeExit(Exception):
-    """Carries an exception that is not an ``Exception`` (``SystemExit``...) out of
-    a dask worker, which would otherwise shut down, as the bytes of its outcome
-    (:func:`~dispatcher.executors._procworker.failure`); the client unwraps it."""
-
-
-def _call_node(func, nout, label, args, kwargs, *after):
-    """A node's call on a dask worker, run once the ``after`` values exist (graph
-    edges that pass no value); see the module docstring. ``func`` may come as the
-    bytes :func:`_by_value` made of it."""
-    if type(func) is bytes:
-        func = pickle.loads(func)
-    try:
-        value = finish(func(*args, **kwargs))
-    except Exception:
-        raise
-    except BaseException as exc:  # it travels in our own encoding: dask's loses SystemExit.code
-        raise NodeExit(pickle_dumps(failure(exc))) from None
-    if nout is not None:
-        error = nout_error(label, nout, value)
-        if error is not None:
-            raise error
-    return value
-
-
-def _by_value(func):
-    """``func`` as bytes if dask would pickle it by value (it comes from ``__main__``
-    or is local to another function), pickled with the file name of its code kept,
-    so that a traceback from a worker names the real file and line (see
-    :class:`~dispatcher.executors._procworker.Pickler`); bytes, because the
-    scheduler unpickles a graph and pickles each task again for its worker."""
-    if isinstance(func, types.FunctionType) and (func.__module__ == "__main__" or "<" in func.__qualname__):
-        return pickle_dumps(func)
-    return func
 
 
 class DaskExecutor(Executor):
@@ -298,19 +259,23 @@ class DaskExecutor(Executor):
         from distributed import Future
 
         key = f"{_key_prefix(task.node.label)}-{uuid.uuid4().hex}"
-        fixed = (_by_value(task.func), task.node.nout, task.node.label)
+        fixed = (by_value(task.func), task.node.nout, task.node.label)
         args, kwargs = list(task.args), task.kwargs or {}
         # task.after: graph edges that pass no value still order the tasks
         if self._burst is None:
             try:
-                future = compat.submit_one(self.client, key, _call_node, fixed, args, kwargs, task.after)
+                future = compat.submit_one(self.client, key, call_node, fixed, args, kwargs, task.after)
             except Exception as exc:
-                raise unpicklable_error(task.node.label, task.func, task.args, task.kwargs) from exc
+                try:
+                    cloudpickle.dumps((task.func, task.args, task.kwargs))
+                except Exception:
+                    raise unpicklable_error(task.node.label, task.func, task.args, task.kwargs) from exc
+                raise
             task.handle = future
             self._running[key] = (task, done)
             future.add_done_callback(functools.partial(self._done_callback, task))
             return
-        self._burst.add(key, _call_node, fixed, args, kwargs, task.after)
+        self._burst.add(key, call_node, fixed, args, kwargs, task.after)
         future = Future(key, self.client)
         task.handle = future
         self._running[key] = (task, done)
@@ -418,6 +383,16 @@ class DaskExecutor(Executor):
             self._report(key, False, (exc, ""))
         if lost and self.client is not None:
             self.client.loop.add_callback(self.client.cancel, lost, asynchronous=True)
+
+    def interrupt_run(self) -> None:
+        """The nodes started since the last burst was sent are not sent: they are
+        reported cancelled (the running ones are cancelled one by one next)."""
+        if self._burst is not None:
+            self._burst.take()
+        new, self._new = self._new, []
+        for task, future, _ in new:
+            cancelled = CancelledError(f"node {task.node.label!r} was cancelled before it was sent")
+            self._report(future.key, False, (cancelled, ""))
 
     def cancel_task(self, task) -> None:
         future = task.handle

@@ -4,26 +4,31 @@ This module is also the worked example of the docs' page "Writing an executor":
 the whole of an executor over a pool that dispatcher does not manage itself.
 
 Policy: the executor runs its nodes on ``loky.get_reusable_executor(max_workers)``,
-the pool joblib uses. Each call travels as cloudpickle bytes
+the pool joblib uses, which is one per process: every ``LokyExecutor`` of the
+process (and joblib) shares it, one of another size resizes it, and closing one
+shuts it down for all (the next run starts it again). Each call travels as
+cloudpickle bytes
 (:mod:`~dispatcher.executors.codec`), so lambdas, closures and functions defined
 in ``__main__`` work, and a call that cannot be pickled fails its node with an
 error naming the culprit. A worker that dies (killed, a segfault, ``os._exit``)
 breaks loky's pool: every node it was running fails with
 :class:`~dispatcher.WorkerLostError`, retried by default, and the next node
-starts a new pool. A node past its timeout fails on time, but its call runs on to
-its end (loky cannot stop one call); Ctrl-C kills the workers. ``close()`` shuts
-the pool down.
+starts a new pool. A node's timeout counts from when it is handed to loky, its wait
+in loky's queue included (loky does not say when a call starts); a node past it
+fails on time, but its call runs on to its end (loky cannot stop one call). Ctrl-C
+kills the workers. ``close()`` shuts the pool down, and kills the workers if a call
+that timed out may still run.
 """
 
 from __future__ import annotations
 
 import functools
-import os
-from concurrent.futures import CancelledError
 
-from ..results import WorkerLostError, format_exception, is_worker_lost
+from ..results import is_worker_lost
+from ._launch import cpu_count
 from .base import Executor
-from .codec import call_pickled, dumps_call, load_outcome
+from .codec import call_pickled, dumps_call
+from .pools import report_future
 
 __all__ = ["LokyExecutor"]
 
@@ -42,8 +47,9 @@ class LokyExecutor(Executor):
 
     def __init__(self, max_workers: int | None = None, **options):
         super().__init__(**options)  # retries, retry_on, backoff, timeout
-        self.max_workers = max_workers or os.cpu_count() or 1
+        self.max_workers = max_workers or cpu_count()
         self._pool = None
+        self._late = False  # a call that timed out may still run
 
     def open(self) -> None:  # every run: refuse a closed executor, start the pool
         super().open()
@@ -53,7 +59,7 @@ class LokyExecutor(Executor):
             self._pool = loky.get_reusable_executor(max_workers=self.max_workers)
 
     def start_task(self, task, done) -> None:
-        from loky.process_executor import BrokenProcessPool, ShutdownExecutorError
+        from loky.process_executor import BrokenProcessPool, ShutdownExecutorError, TerminatedWorkerError
 
         call = dumps_call(task.node.label, task.func, task.args, task.kwargs)  # raises naming the culprit
         try:
@@ -63,10 +69,14 @@ class LokyExecutor(Executor):
             self.open()
             future = self._pool.submit(call_pickled, call)
         task.handle = future
-        future.add_done_callback(functools.partial(_report, task, done))
+        future.add_done_callback(
+            functools.partial(report_future, task, done, pickled=True, lost=(TerminatedWorkerError,))
+        )
 
     def cancel_task(self, task) -> None:
-        task.handle.cancel()  # a call not yet started will not run; a running one runs on
+        future = task.handle  # None once it has reported
+        if future is not None and not future.cancel():  # one not yet started will not run
+            self._late = self._late or task.expired  # a running one runs on
 
     def interrupt_run(self) -> None:
         if self._pool is not None:
@@ -75,20 +85,5 @@ class LokyExecutor(Executor):
 
     def stop_workers(self) -> None:
         if self._pool is not None:
-            self._pool.shutdown(wait=True)
+            self._pool.shutdown(wait=True, kill_workers=self._late)
             self._pool = None
-
-
-def _report(task, done, future) -> None:
-    """Tell the engine how ``task`` ended (in a thread of loky's)."""
-    from loky.process_executor import TerminatedWorkerError
-
-    task.handle = None  # the future holds this task in its callbacks: no cycle
-    if future.cancelled():
-        exc: BaseException = CancelledError(f"node {task.node.label!r} was cancelled")
-    elif (exc := future.exception()) is None:
-        done(task, *load_outcome(future.result(), task.node.label))
-        return
-    elif isinstance(exc, TerminatedWorkerError):
-        exc = WorkerLostError(f"the worker running node {task.node.label!r} died: {exc}")
-    done(task, False, (exc, format_exception(exc)))

@@ -7,7 +7,8 @@ is killed, the next run starts new ones), and stops it when the executor closes,
 when the executor is garbage collected, or at exit. A task becomes a
 :class:`~dispatcher.executors._jobs.Job` whose report reaches the engine once;
 the pool itself (:mod:`~dispatcher.executors._pool`) says how jobs are batched,
-timed and retried when a worker is lost. A :class:`PooledExecutor` only forwards
+when a timed call starts (the engine decides when its time is up) and what a lost
+worker costs. A :class:`PooledExecutor` only forwards
 the engine's calls to its handle, so that both executors behave alike.
 """
 
@@ -73,12 +74,14 @@ class PoolHandle:
         self.make_launcher = make_launcher
         self.path = path
         self.pool: Pool | None = None
+        self._finalizer: weakref.finalize | None = None
 
     def open(self, owner) -> Pool:
         if self.pool is None:
             self.pool = Pool(self.size, self.init, self.max_batch, self.make_launcher(), self.path)
             POOLS.add(self.pool)
-            weakref.finalize(owner, Pool.stop, self.pool, True)
+            if self._finalizer is None:  # one for the handle, whichever pool it has then
+                self._finalizer = weakref.finalize(owner, self.interrupt)
         return self.pool
 
     def submit(self, task, done) -> None:

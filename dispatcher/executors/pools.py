@@ -36,25 +36,34 @@ import os
 import threading
 
 from ..coroutines import finish
-from ..results import format_exception
+from ..results import WorkerLostError, format_exception
 from ._threads import SlotPool
 from .base import Executor
 from .codec import call_pickled, dumps_call, load_outcome
 
-__all__ = ["PoolExecutor", "ThreadExecutor"]
+__all__ = ["PoolExecutor", "ThreadExecutor", "report_cancelled", "report_future"]
 
 
-def _cancelled(task, done) -> None:
+def report_cancelled(task, done) -> None:
+    """Tell the engine that ``task`` was cancelled before it ran."""
     exc = cf.CancelledError(f"node {task.node.label!r} was cancelled")
     done(task, False, (exc, ""))
 
 
-def _report(task, done, future, pickled: bool = False) -> None:
+def report_future(task, done, future, pickled: bool = False, lost: tuple = ()) -> None:
+    """Tell the engine how ``task`` ended, from its ``concurrent.futures`` future (a
+    done callback): its value, decoded by :func:`~dispatcher.executors.codec.load_outcome`
+    when ``pickled``; an exception of a type in ``lost`` means the worker running it
+    died, and becomes a :class:`~dispatcher.WorkerLostError`."""
     task.handle = None  # the future holds this task in its callbacks: no cycle to keep values alive
     if future.cancelled():
-        _cancelled(task, done)
+        report_cancelled(task, done)
         return
     exc = future.exception()
+    if lost and isinstance(exc, lost):
+        gone = WorkerLostError(f"the worker running node {task.node.label!r} died: {exc}")
+        gone.__cause__ = exc
+        exc = gone
     if exc is None:
         if pickled:
             done(task, *load_outcome(future.result(), task.node.label))
@@ -119,7 +128,7 @@ class PoolExecutor(Executor):
         else:
             future = self.pool.submit(task.func, *task.args, **(task.kwargs or {}))
         task.handle = future
-        future.add_done_callback(functools.partial(_report, task, done, pickled=self.cloudpickle))
+        future.add_done_callback(functools.partial(report_future, task, done, pickled=self.cloudpickle))
 
     def _call_marked(self, func, args, kwargs):
         """A call in the caller's thread pool, marked so that a nested run from it
@@ -188,7 +197,7 @@ class ThreadExecutor(Executor):
     def cancel_task(self, task) -> None:
         future, done = task.handle
         if future.cancel():  # it never started, so _work will not report
-            _cancelled(task, done)
+            report_cancelled(task, done)
 
     def stop_workers(self) -> None:
         if self._pool is not None:
