@@ -121,3 +121,16 @@ def test_a_refused_task_fails_its_node_at_once():
     steps = _steps(state, Refuses(), state.done)
     with pytest.raises(dp.DependencyError, match="the pool is broken"):
         next(steps)
+
+
+def test_a_callback_failing_on_submit_ends_the_run_with_nothing_left_running():
+    class NoSubmit(dp.Callback):
+        def on_submit(self, node):
+            raise RuntimeError("refused")
+
+    ex = Recorder()
+    state = RunState([dp.Op(inc, 1), dp.Op(inc, 2)], options=RunOptions(callbacks=(NoSubmit(),)))
+    steps = _steps(state, ex, state.done)
+    with pytest.raises(dp.DispatcherError, match=r"NoSubmit\.on_submit.*refused"):
+        next(steps)  # raised at once: no task was handed over, none is awaited
+    assert ex.submitted == [] and not state.running

@@ -279,3 +279,13 @@ def test_release_in_state_counts_every_dependent():
     d = dp.Op(sum, [b, c])
     state = RunState([d], release=True)
     assert state.needed == {a: 2, b: 1, c: 1}
+
+
+def test_a_hand_set_timeout_of_another_number_type_is_used():
+    from fractions import Fraction
+
+    a = dp.Op(inc, 1)
+    a.timeout = Fraction(1, 2)
+    state = make([a])
+    task = state.next_task()
+    assert task.timeout == 0.5 and state.next_wakeup() == 0.5

@@ -36,3 +36,12 @@ def test_serial_timeout_off_the_main_thread():
     t.start()
     t.join(5)
     assert isinstance(box[0].error, TimeoutError)
+
+
+def test_a_callback_that_raises_in_a_timed_nodes_report_ends_the_run_naming_it():
+    class NoFinish(dp.Callback):
+        def on_finish(self, node, value):
+            raise RuntimeError("no finish")
+
+    with pytest.raises(dp.DispatcherError, match=r"NoFinish\.on_finish.*no finish"):
+        dp.run(dp.SerialExecutor(), [dp.op(abs, timeout=5)(-1)], callbacks=[NoFinish()])
