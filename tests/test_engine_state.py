@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 import dispatcher as dp
-from dispatcher.engine import Backoff, NodeState, RunOptions, RunState
+from dispatcher.engine import Backoff, NodeState, RunOptions, RunState, pipelining
 
 S = NodeState
 
@@ -33,6 +33,10 @@ def make(outputs, clock=None, **options) -> RunState:
     return state
 
 
+def states(state, *nodes) -> dict:
+    return {n: state.state_of(n) for n in nodes}
+
+
 def ok(state, task, value=None):
     state.done(task, True, task.run() if value is None else value)
 
@@ -45,11 +49,11 @@ def test_states_of_a_chain():
     a = dp.Op(inc, 1)
     b = dp.Op(inc, a)
     state = make([b])
-    assert state.state == {a: S.READY, b: S.WAITING}
+    assert states(state, a, b) == {a: S.READY, b: S.WAITING}
     ta = state.next_task()
-    assert state.state[a] is S.RUNNING and state.next_task() is None
+    assert state.state_of(a) is S.RUNNING and state.next_task() is None
     ok(state, ta)
-    assert state.state == {a: S.DONE, b: S.READY}
+    assert states(state, a, b) == {a: S.DONE, b: S.READY}
     tb = state.next_task()
     ok(state, tb)
     assert state.finished and [r.value for r in state.results()] == [3]
@@ -65,11 +69,11 @@ def test_timeout_fails_at_the_deadline_and_ignores_the_late_answer():
     assert state.expire() == []
     clock.now = 5.0
     assert state.expire() == [task]  # the driver cancels its work
-    assert state.state[a] is S.FAILED
+    assert state.state_of(a) is S.FAILED
     assert isinstance(state.errors[a].error, TimeoutError)
     assert "ran longer than its timeout of 5 s" in str(state.errors[a])
     ok(state, task, 2)  # the late answer changes nothing
-    assert state.state[a] is S.FAILED and a not in state.values
+    assert state.state_of(a) is S.FAILED and a not in state.values
 
 
 def test_a_finished_task_leaves_no_wakeup():
@@ -86,25 +90,25 @@ def test_retry_backs_off_then_runs_again_with_the_next_attempt():
     state = make([a], clock)
     first = state.next_task()
     fail(state, first, ValueError("flaky"))
-    assert state.state[a] is S.BACKING_OFF and state.next_task() is None
+    assert state.state_of(a) is S.BACKING_OFF and state.next_task() is None
     assert state.next_wakeup() == 1.0  # first_delay, no jitter
     clock.now = 0.99
     state.expire()
     assert state.next_task() is None
     clock.now = 1.0
     state.expire()
-    assert state.state[a] is S.READY
+    assert state.state_of(a) is S.READY
     second = state.next_task()
     assert second.attempt == 2
     fail(state, first, ValueError("late"))  # the first attempt's late report: ignored
-    assert state.state[a] is S.RUNNING
+    assert state.state_of(a) is S.RUNNING
     fail(state, second, ValueError("again"))
     assert state.next_wakeup() == 1.0 + 2.0  # the delay doubles
     clock.now = 3.0
     state.expire()
     third = state.next_task()
     fail(state, third, ValueError("last"))
-    assert state.state[a] is S.FAILED and state.errors[a].attempts == 3
+    assert state.state_of(a) is S.FAILED and state.errors[a].attempts == 3
 
 
 def test_timeout_retried_when_retry_on_accepts_it():
@@ -114,13 +118,13 @@ def test_timeout_retried_when_retry_on_accepts_it():
     first = state.next_task()
     clock.now = 2.0
     assert state.expire() == [first]
-    assert state.state[a] is S.BACKING_OFF
+    assert state.state_of(a) is S.BACKING_OFF
     clock.now = 3.0
     state.expire()
     second = state.next_task()
     assert second.attempt == 2 and state.next_wakeup() == 5.0
     ok(state, second)
-    assert state.state[a] is S.DONE
+    assert state.state_of(a) is S.DONE
 
 
 def test_deadline_counts_from_when_the_executor_says_the_task_started():
@@ -149,10 +153,10 @@ def test_failure_poisons_downstream_once_other_dependencies_finish():
     tb, ta = state.next_task(), state.next_task()
     assert {tb.node, ta.node} == {a, b}
     fail(state, ta, ValueError("no"))
-    assert state.state[c] is S.WAITING  # b still runs
+    assert state.state_of(c) is S.WAITING  # b still runs
     ok(state, tb)
     assert state.next_task() is None
-    assert state.state[c] is S.FAILED and state.errors[c].node is a
+    assert state.state_of(c) is S.FAILED and state.errors[c].node is a
 
 
 def test_throw_error_ends_the_run_and_abort_returns_running_tasks():
@@ -171,9 +175,9 @@ def test_release_drops_values_no_one_needs():
     state = make([c], release=True)
     ok(state, state.next_task())
     ok(state, state.next_task())
-    assert state.state[a] is S.RELEASED and a not in state.values
+    assert state.state_of(a) is S.RELEASED and a not in state.values
     ok(state, state.next_task())
-    assert state.state[b] is S.RELEASED and state.state[c] is S.DONE
+    assert state.state_of(b) is S.RELEASED and state.state_of(c) is S.DONE
 
 
 def test_bad_timeout_set_by_hand_fails_the_node_naming_it():
@@ -181,7 +185,7 @@ def test_bad_timeout_set_by_hand_fails_the_node_naming_it():
     a.timeout = -1
     state = make([a], throw_error=False)
     assert state.next_task() is None
-    assert state.state[a] is S.FAILED and "timeout of node" in str(state.errors[a])
+    assert state.state_of(a) is S.FAILED and "timeout of node" in str(state.errors[a])
 
 
 # -- pipelined --------------------------------------------------------------------
@@ -207,13 +211,13 @@ def test_pipelined_sends_before_dependencies_finish_and_parks_early_reports():
     ta = send(state)
     tb = send(state)  # sent on a's handle, a still running
     assert list(tb.args) == ["handle of inc #1"]
-    assert state.state == {a: S.RUNNING, b: S.SENT}
+    assert states(state, a, b) == {a: S.RUNNING, b: S.SENT}
     state.done(tb, True, "handle of b")  # reported before a
-    assert state.state[b] is S.PARKED
+    assert state.state_of(b) is S.PARKED
     state.done(ta, True, "handle of a")
     assert send(state) is None
-    assert state.state == {a: S.DONE, b: S.DONE}
-    assert state.remote_outputs() == ([b], ["handle of b"])
+    assert states(state, a, b) == {a: S.DONE, b: S.DONE}
+    assert pipelining.remote_outputs(state) == ([b], ["handle of b"])
 
 
 def test_pipelined_early_failure_is_not_blamed_on_the_node_whose_dependency_failed():
@@ -222,10 +226,10 @@ def test_pipelined_early_failure_is_not_blamed_on_the_node_whose_dependency_fail
     state = pipelined([b], retries=0, throw_error=False)
     ta, tb = send(state), send(state)
     fail(state, tb, ValueError("input was bad"))  # because a failed, on the backend
-    assert state.state[b] is S.PARKED
+    assert state.state_of(b) is S.PARKED
     fail(state, ta, KeyError("a's own"))
     assert send(state) is None
-    assert state.state[b] is S.FAILED and state.errors[b].node is a
+    assert state.state_of(b) is S.FAILED and state.errors[b].node is a
 
 
 def test_pipelined_retry_withdraws_and_resends_what_was_sent_on_its_handle():
@@ -235,9 +239,9 @@ def test_pipelined_retry_withdraws_and_resends_what_was_sent_on_its_handle():
     c = dp.Op(inc, b)
     state = pipelined([c], clock)
     ta, tb, tc = send(state), send(state), send(state)
-    assert state.state[c] is S.SENT
+    assert state.state_of(c) is S.SENT
     fail(state, ta, ValueError("flaky"))
-    assert state.state == {a: S.BACKING_OFF, b: S.WAITING, c: S.WAITING}
+    assert states(state, a, b, c) == {a: S.BACKING_OFF, b: S.WAITING, c: S.WAITING}
     assert state.take_revoked() == [tb, tc]  # the driver cancels them
     state.done(tb, True, "stale")  # a revoked task's report: ignored
     assert send(state) is None
@@ -248,7 +252,7 @@ def test_pipelined_retry_withdraws_and_resends_what_was_sent_on_its_handle():
     for task in (tc2, tb2, ta2):
         state.done(task, True, f"value of {task.node.label}")
     send(state)
-    assert state.finished and state.state[c] is S.DONE
+    assert state.finished and state.state_of(c) is S.DONE
 
 
 def test_pipelined_timeout_counts_from_when_dependencies_finish():
@@ -261,7 +265,7 @@ def test_pipelined_timeout_counts_from_when_dependencies_finish():
     clock.now = 10.0
     state.done(ta, True, "handle")
     send(state)
-    assert state.state[b] is S.RUNNING and state.next_wakeup() == 11.0
+    assert state.state_of(b) is S.RUNNING and state.next_wakeup() == 11.0
     clock.now = 11.0
     assert state.expire() == [tb]
     assert isinstance(state.errors[b].error, TimeoutError)

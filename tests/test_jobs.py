@@ -26,21 +26,19 @@ def job(func=abs, *args, timeout=None) -> Job:
 def test_quick_calls_go_together_and_unknown_or_timed_ones_alone():
     jobs = JobQueue("auto")
     first, second, third = job(abs, -1), job(abs, -2), job(abs, -3)
-    for j in (first, second, third):
-        jobs.add(j)
+    jobs.add([first, second, third])
     assert jobs.take(share=1) == [first]  # abs has not run yet: alone
     jobs.learn([first], [0.0001])
     assert jobs.take(share=1) == [second, third]  # known to be quick: together
     timed = job(abs, -4, timeout=1.0)
-    jobs.add(timed)
-    jobs.add(job(abs, -5))
+    jobs.add([timed, job(abs, -5)])
     assert jobs.take(share=1) == [timed]
 
 
 def test_a_job_reported_before_it_is_sent_stays_reported_and_is_told_once():
     jobs = JobQueue(1)
     j = job(abs, -1)
-    jobs.add(j)
+    jobs.add([j])
     batch = jobs.take(share=1)
     jobs.report(j, False, (RuntimeError("cancelled"), ""))  # from another thread, say
     jobs.sent(batch)

@@ -32,6 +32,7 @@ from typing import Any
 import attrs
 
 from ..results import DispatcherError, DispatchResult, format_exception
+from . import pipelining
 from .records import Task
 from .state import RunState
 
@@ -67,8 +68,8 @@ def _steps(state: RunState, executor: Any, report) -> Generator[float | Gather |
             while state.running:
                 yield None
         if state.pipelined and state.error is None:
-            nodes, handles = state.remote_outputs()
-            state.localize(nodes, (yield Gather(handles)))
+            nodes, handles = pipelining.remote_outputs(state)
+            pipelining.localize(state, nodes, (yield Gather(handles)))
     except BaseException:
         _settle_quietly(executor.interrupt_run)
         _settle_quietly(_cancel_all, executor, state.abort())

@@ -31,12 +31,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..outcomes import Failure
+from ..outcomes import Failure, Remote
 from ..results import DependencyError
 from .plan import kids
 from .records import NodeState, Task
 
-__all__ = ["localize", "remote_outputs", "resolve", "sent", "withdraw", "withdraw_dependants"]
+__all__ = ["given_value", "localize", "remote_outputs", "resolve", "sent", "withdraw", "withdraw_dependants"]
 
 WAITING, READY, SENT, RUNNING, PARKED = (
     NodeState.WAITING,
@@ -49,6 +49,14 @@ DONE, FAILED = NodeState.DONE, NodeState.FAILED
 _NONE = object()
 
 
+def given_value(run: Any, node, outcome) -> Any:
+    """The value an input node gives a run: one still on this pipelined run's
+    executor is used there, by its handle."""
+    if run.pipelined and type(outcome) is Remote and outcome.owner is run.owner:
+        return outcome.handle
+    return node.fetch()
+
+
 def sent(run: Any, task: Task) -> None:
     """The executor accepted ``task``: its handle stands for the node's value, and
     the nodes waiting only for it to be sent are READY."""
@@ -58,11 +66,11 @@ def sent(run: Any, task: Task) -> None:
     run.values[node] = task.handle
     entry = run.children.get(node)
     if entry is not None:
-        unsent, state, ready = run.unsent, run.state, run.ready
+        unsent, state, ready = run.unsent, run.state, run.ready  # (state: what moved)
         for kid in kids(entry):
             n = unsent[kid] - 1
             unsent[kid] = n
-            if n == 0 and state[kid] is WAITING:
+            if n == 0 and run.state_of(kid) is WAITING:
                 state[kid] = READY
                 ready.append(kid)
 
@@ -70,7 +78,7 @@ def sent(run: Any, task: Task) -> None:
 def resolve(run: Any, node) -> None:
     """Every dependency of ``node`` has finished: take its parked report, start its
     clock, or fail it with a dependency's error."""
-    state = run.state[node]
+    state = run.state_of(node)
     if state is FAILED or state is DONE:
         return  # failed at once (a malformed node), before its dependencies finished
     if node in run.poison:
@@ -97,12 +105,12 @@ def withdraw(run: Any, node) -> None:
         run.parked.pop(n, None)
         if values.pop(n, _NONE) is _NONE:
             continue  # never sent: no node was sent on it
-        if state[n] is not FAILED and state[n] is not DONE:
+        if run.state_of(n) is not FAILED and run.state_of(n) is not DONE:
             state[n] = WAITING
         entry = run.children.get(n)
         for kid in kids(entry) if entry is not None else ():
             unsent[kid] += 1
-            kid_state = state[kid]
+            kid_state = run.state_of(kid)
             if kid_state is READY:
                 state[kid] = WAITING
             elif kid_state is SENT or kid_state is PARKED:
@@ -115,7 +123,7 @@ def withdraw_dependants(run: Any, node) -> None:
     run.values.pop(node, None)
     entry = run.children.get(node)
     for kid in kids(entry) if entry is not None else ():
-        if run.state[kid] is SENT or run.state[kid] is PARKED:
+        if run.state_of(kid) is SENT or run.state_of(kid) is PARKED:
             withdraw(run, kid)
 
 

@@ -31,7 +31,9 @@ Fields of :class:`RunState`
 ---------------------------
 ::
 
-    state: dict[node, NodeState]      every node the run must finish, and where it is
+    state: dict[node, NodeState]      where each node that has moved since the plan is; any
+                                      node's state is state_of(node) (not moved: READY if it
+                                      waits for nothing, else WAITING)
     waiting: dict[node, int]          its dependencies not yet finished (done or failed)
     unsent: dict[node, int]           pipelined: its dependencies neither sent nor finished
     children: dict[node, node|list]   the nodes waiting for it (see plan.kids)
@@ -52,6 +54,7 @@ Fields of :class:`RunState`
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import random
@@ -123,18 +126,13 @@ class RunState:
         graph_or_nodes = outputs if isinstance(outputs, DispatchGraph) else output_nodes(outputs)
         self.values: dict = {}
         self.errors: dict = {}
-        given_values(inputs, input_map, self.values, self.errors, self._given_value)
+        value_of = functools.partial(pipelining.given_value, self)  # an input node's value
+        given_values(inputs, input_map, self.values, self.errors, value_of)
         plan = make_plan(graph_or_nodes, self.values, self.errors)
-        self.outputs = plan.outputs
-        self.waiting = plan.waiting
-        self.children = plan.children
-        self.poison = plan.poison
-        self.ready = plan.ready
-        self.deps_of = plan.deps_of
+        self.outputs, self.waiting, self.children = plan.outputs, plan.waiting, plan.children
+        self.poison, self.ready, self.deps_of = plan.poison, plan.ready, plan.deps_of
         self.edges_pass_values = plan.edges_pass_values
-        self.state: dict = dict.fromkeys(self.waiting, WAITING)
-        for node in self.ready:
-            self.state[node] = READY
+        self.state: dict = {}  # only nodes that have moved since the plan: see state_of
         self.total = self.remaining = len(self.waiting)
         self.needed = {n: len(kids(k)) for n, k in self.children.items()} if options.release else None
         self.keep = set(self.outputs)
@@ -150,12 +148,13 @@ class RunState:
         self.parked: dict = {}
         self.resolved: list = []
 
-    def _given_value(self, node, outcome) -> Any:
-        """The value an input node gives this run: a value still on this pipelined
-        run's executor is used there, by its handle."""
-        if self.pipelined and type(outcome) is Remote and outcome.owner is self.owner:
-            return outcome.handle
-        return node.fetch()
+    def state_of(self, node) -> NodeState:
+        """Where ``node`` is in this run (one that has not moved since the plan is not
+        stored: a run of a million nodes does not write a million states first)."""
+        state = self.state.get(node)
+        if state is not None:
+            return state
+        return WAITING if self.waiting[node] else READY
 
     # -- the driver's interface -----------------------------------------------------
     @property
@@ -181,40 +180,60 @@ class RunState:
         get = self._get
         inline_light = self.inline_light
         inline_untimed = self.inline_all
+        pipelined = self.pipelined
+        default_timeout = self.options.timeout
         while self.error is None:
-            if resolved:
-                pipelining.resolve(self, resolved.pop())
-                continue
-            if not ready:
+            if pipelined:
+                if resolved:
+                    pipelining.resolve(self, resolved.pop())
+                    continue
+                if not ready:
+                    return None
+                node = ready.pop()
+                if self.state_of(node) is not READY:
+                    continue  # a stale entry: withdrawn, or already sent
+            elif ready:
+                node = ready.pop()
+            else:
                 return None
-            node = ready.pop()
-            if state[node] is not READY:
-                continue  # a stale entry: withdrawn, or already sent
             if poison and node in poison:
                 if self.waiting[node]:  # pipelined: it fails once its other dependencies finish
                     state[node] = WAITING
                 else:
                     self._finish_error(node, poison.pop(node))
                 continue
-            attempt = self.attempts.get(node, 1) if self.attempts else 1
             try:
                 func, args, kwargs = node.prepare(get)
             except Exception as exc:  # a malformed node: fail it, do not crash the run
-                self._failed(node, exc, format_exception(exc), attempt)
+                self._failed(node, exc, format_exception(exc), self._attempt(node))
                 continue
             timeout = node.timeout
             if timeout is None:
-                timeout = self.options.timeout
+                timeout = default_timeout
             elif (type(timeout) is not float and type(timeout) is not int) or not 0 < timeout < math.inf:
                 timeout = self._checked_timeout(node, timeout)  # set by hand on the node
                 if timeout is None:
                     continue
             if (inline_untimed and timeout is None) or (inline_light and node.light):
-                self._run_inline(node, func, args, kwargs, attempt)
+                # READY -> DONE, BACKING_OFF or FAILED: the node's function is called here
+                if self.hooks:
+                    self._submitted(node)
+                try:
+                    value = func(*args, **kwargs) if kwargs else func(*args)
+                    if type(value) is COROUTINE:  # inline: no call for a plain value
+                        value = finish(value)
+                except KeyboardInterrupt:
+                    raise  # Ctrl-C, here in the thread that drives the run: the run ends
+                except BaseException as exc:  # SystemExit too: it fails the node
+                    self._failed(node, exc, format_exception(exc), self._attempt(node))
+                    continue
+                if node.nout is not None and self._wrong_nout(node, value, self._attempt(node)):
+                    continue
+                self._finish_ok(node, value)
                 continue
             if self.hooks:  # before the task exists: a callback that raises leaves nothing running
                 self._submitted(node)
-            task = Task(node, func, args, kwargs, attempt, timeout)
+            task = Task(node, func, args, kwargs, self.attempts.get(node, 1) if self.attempts else 1, timeout)
             self.running[node] = task
             if self.pipelined:
                 if not self.edges_pass_values:  # a graph's edges: some may pass no value
@@ -239,7 +258,8 @@ class RunState:
         """A task finished: ``payload`` is its value, or ``(exception, traceback)``."""
         node = task.node
         task.args = task.kwargs = None  # the arguments may be large: drop them now
-        if not self.pipelined:
+        pipelined = self.pipelined
+        if not pipelined:
             task.handle = None  # the executor's record may point back at the task: no cycle to keep values
         running = self.running
         if running.get(node) is not task:
@@ -247,9 +267,11 @@ class RunState:
         del running[node]
         if self.error is not None:
             return  # the run is ending; running tasks are only awaited
-        if self.state[node] is SENT:
+        if pipelined and self.state.get(node) is SENT:
             self.state[node] = PARKED
             self.parked[node] = (task, ok, payload)
+        elif ok and node.nout is None and not pipelined:
+            self._finish_ok(node, payload)  # the common case, without a call more
         else:
             self._take(task, ok, payload)
 
@@ -278,7 +300,7 @@ class RunState:
                 why = self.options.on_timeout.format(where=what.where)
                 exc = timeout_error(node.label, what.timeout, why)
                 self._failed(node, exc, format_exception(exc), what.attempt)
-            elif self.error is None and self.state[what] is BACKING_OFF:
+            elif self.error is None and self.state.get(what) is BACKING_OFF:
                 self._due(what)
         return expired
 
@@ -314,33 +336,17 @@ class RunState:
         if self.callbacks and self.started:
             notify(self.callbacks, "on_end", None)
 
-    def remote_outputs(self) -> tuple[list, list]:
-        """Pipelined: the outputs that finished here and their handles."""
-        return pipelining.remote_outputs(self)
-
-    def localize(self, nodes: list, outcomes: list) -> None:
-        """Pipelined: store the outputs' values brought back (see :mod:`~dispatcher.engine.pipelining`)."""
-        pipelining.localize(self, nodes, outcomes)
-
     # -- transitions ---------------------------------------------------------------
-    def _run_inline(self, node, func, args, kwargs, attempt) -> None:
-        """READY -> DONE, BACKING_OFF or FAILED: call the node's function here."""
-        if self.hooks:
-            self._submitted(node)
-        try:
-            value = func(*args, **kwargs) if kwargs else func(*args)
-            if type(value) is COROUTINE:  # inline: no call for a plain value
-                value = finish(value)
-        except KeyboardInterrupt:
-            raise  # Ctrl-C, here in the thread that drives the run: the run ends
-        except BaseException as exc:  # SystemExit too: it fails the node
-            self._failed(node, exc, format_exception(exc), attempt)
-            return
-        wrong = nout_error(node.label, node.nout, value) if node.nout is not None else None
+    def _attempt(self, node) -> int:
+        """The number of ``node``'s attempt about to run (1 unless it was retried)."""
+        return self.attempts.get(node, 1) if self.attempts else 1
+
+    def _wrong_nout(self, node, value, attempt) -> bool:
+        """Fail ``node`` if ``value`` does not hold its declared ``nout`` values."""
+        wrong = nout_error(node.label, node.nout, value)
         if wrong is not None:
             self._failed(node, wrong, format_exception(wrong), attempt)
-        else:
-            self._finish_ok(node, value)
+        return wrong is not None
 
     def _take(self, task: Task, ok: bool, payload: Any) -> None:
         """The report of a RUNNING (or PARKED) node's task."""
@@ -349,11 +355,13 @@ class RunState:
             exc, tb = payload
             self._failed(node, exc, tb, task.attempt)
             return
-        if node.nout is not None and not self.pipelined:  # a handle has no length to check
-            wrong = nout_error(node.label, node.nout, payload)
-            if wrong is not None:
-                self._failed(node, wrong, format_exception(wrong), task.attempt)
-                return
+        if self.pipelined:  # the value is a handle: it stays where it was made
+            self._finish_ok(node, payload)
+            if node._outcome is payload:
+                node._outcome = Remote(payload, self.owner)
+            return
+        if node.nout is not None and self._wrong_nout(node, payload, task.attempt):
+            return
         self._finish_ok(node, payload)
 
     def _dependency_finished(self, kid) -> None:
@@ -375,11 +383,13 @@ class RunState:
             self.ready.append(node)
 
     def _finish_ok(self, node, value) -> None:
+        """-> DONE; the nodes waiting only for it are READY (pipelined: resolved)."""
         self.values[node] = value
-        self.state[node] = DONE
+        state = self.state
+        state[node] = DONE
         self.remaining -= 1
         if self.needed is None or node in self.keep:
-            node._outcome = Remote(value, self.owner) if self.pipelined else value
+            node._outcome = value
         if self.hooks:
             if self.debug:
                 logger.debug("finished %r", node.label)
@@ -387,15 +397,17 @@ class RunState:
                 notify(self.callbacks, "on_finish", node, node, value)
         entry = self.children.get(node)
         if entry is not None:
-            if type(entry) is list:
-                for kid in entry:
+            if self.pipelined:
+                for kid in kids(entry):
                     self._dependency_finished(kid)
-            elif self.pipelined or self.waiting[entry] != 1:
-                self._dependency_finished(entry)
-            else:  # the common case of a chain, inline: one dependant, now ready
-                self.waiting[entry] = 0
-                self.state[entry] = READY
-                self.ready.append(entry)
+            else:  # inline, as it is the hot path of every run
+                waiting, ready = self.waiting, self.ready
+                for kid in entry if type(entry) is list else (entry,):
+                    n = waiting[kid] - 1
+                    waiting[kid] = n
+                    if n == 0:
+                        state[kid] = READY
+                        ready.append(kid)
         if self.needed is not None:
             self._release_deps(node)
 

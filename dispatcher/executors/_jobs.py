@@ -76,7 +76,7 @@ class Job:
     def __init__(self, task, done):
         self.task = task
         self.done = done
-        self.key = func_key(task.func)
+        self.key = None  # func_key(task.func), set where the job is queued
         self.state = PENDING
         self.alone = False  # send it in a batch of its own
         self.worker = None  # the worker it was sent to, for a transport that says
@@ -96,8 +96,13 @@ class JobQueue:
         self.stats: collections.Counter = collections.Counter()
         self._lock = threading.Lock()
 
-    def add(self, job: Job) -> None:
-        self.pending.append(job)
+    def add(self, jobs: list) -> None:
+        """Queue ``jobs``, each under its function's estimate."""
+        for job in jobs:
+            func = job.task.func
+            code = getattr(func, "__code__", None)  # func_key's common case, inline
+            job.key = code if code is not None else func_key(func)
+        self.pending.extend(jobs)
 
     def take(self, share: int) -> list | None:
         """The next batch for an idle worker, or None (see the module docstring)."""
@@ -171,10 +176,7 @@ class JobQueue:
                 return
             job.state = REPORTED
             job.worker = None
-        try:
-            job.done(job.task, ok, payload)
-        except Exception:  # the engine's end must not break the pool's thread
-            logger.exception("could not report node %r", job.task.node.label)
+        _tell(job, ok, payload)
 
     def learn(self, batch: list, seconds: list) -> None:
         """Fold the ``seconds`` each call of ``batch`` took into the estimates."""
@@ -186,13 +188,19 @@ class JobQueue:
 
     def finished(self, batch: list, outcomes: list) -> None:
         """Report the ``outcomes`` a worker sent back for ``batch`` (``(ok, value)``
-        as the worker encodes them)."""
-        for job, (ok, value) in zip(batch, outcomes):
-            if job.state != REPORTED:
-                if ok:
-                    self.report(job, True, value)
-                else:
-                    self.report(job, *decode_outcome(ok, value))
+        as the worker encodes them), but for the jobs already reported."""
+        todo = []
+        with self._lock:
+            for job, outcome in zip(batch, outcomes):
+                if job.state != REPORTED:
+                    job.state = REPORTED
+                    job.worker = None
+                    todo.append((job, outcome))
+        for job, (ok, value) in todo:
+            if ok:
+                _tell(job, True, value)
+            else:
+                _tell(job, *decode_outcome(ok, value))
 
     def unreadable(self, batch: list, why: str, where: str) -> None:
         """The worker (``where``) could not unpickle ``batch``: ``why``."""
@@ -213,6 +221,14 @@ class JobQueue:
             pending, self.pending = self.pending, collections.deque()
         for job in pending:
             self.report(job, False, (error(job), ""))
+
+
+def _tell(job: Job, ok: bool, payload) -> None:
+    """The engine's ``done`` for ``job``; an error there must not break the pool's thread."""
+    try:
+        job.done(job.task, ok, payload)
+    except Exception:
+        logger.exception("could not report node %r", job.task.node.label)
 
 
 def _unsendable(task, exc: BaseException) -> Exception:

@@ -27,7 +27,7 @@ import threading
 
 import cloudpickle
 
-from ._procworker import _describe, checked_outcomes, run_calls
+from ._procworker import checked_outcomes, describe, run_calls
 
 _in_call = False
 _running: list = []  # the labels of the nodes of the batch this worker runs
@@ -82,7 +82,7 @@ def run_batch(payload: bytes, timeout: float | None = None, labels: list = (), l
     try:
         calls = cloudpickle.loads(payload)
     except Exception as exc:  # a module of the driver this worker cannot import
-        return cloudpickle.dumps(("unreadable", f"{type(exc).__name__}: {exc}\n{_describe(exc)}"))
+        return cloudpickle.dumps(("unreadable", f"{type(exc).__name__}: {exc}\n{describe(exc)}"))
     del payload
     alarm = timeout is not None and threading.current_thread() is threading.main_thread()
     if alarm:

@@ -145,7 +145,7 @@ class WorldRanks:
         job = Job(task, done)
         task.handle = job
         with self._lock:
-            self._jobs.add(job)
+            self._jobs.add([job])
 
     def flush(self) -> None:
         self._dispatch()

@@ -204,6 +204,7 @@ class Pool:
         inbox = self.inbox
         doomed = set()
         waiting = []  # the events of cancels that wait for the kill
+        new: list = []  # the jobs that came, queued together
         try:
             while inbox:
                 kind, arg = inbox.popleft()
@@ -211,8 +212,11 @@ class Pool:
                     if self.broken is not None and not self.workers:
                         self.jobs.report(arg, False, (self.broken, ""))
                     else:
-                        self.jobs.add(arg)
+                        new.append(arg)
                 elif kind == "cancel":
+                    if new:  # the jobs queued before this cancel come first
+                        self.jobs.add(new)
+                        new = []
                     job, killed = arg
                     if killed is not None:
                         waiting.append(killed)
@@ -224,6 +228,8 @@ class Pool:
                     self.jobs.report(job, False, (cancelled, ""))
                 else:
                     return arg  # stop: every worker goes
+            if new:
+                self.jobs.add(new)
             for worker in doomed:
                 if worker.sock in self.workers:
                     self._kill(worker)

@@ -223,7 +223,8 @@ def recv(sock: socket.socket):
 # -- the worker --------------------------------------------------------------------
 
 
-def _describe(exc: BaseException) -> str:
+def describe(exc: BaseException) -> str:
+    """``exc`` with its traceback, as text."""
     return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
 
 
@@ -231,7 +232,7 @@ def failure(exc: BaseException) -> tuple:
     """The outcome of a call that raised ``exc``: ``(False, (exc, traceback))``, or,
     when ``exc`` cannot be pickled and rebuilt, ``(False, (type name, message,
     traceback))``, which the driver turns into a ``RemoteError``."""
-    tb = _describe(exc)
+    tb = describe(exc)
     try:
         pickle.loads(pickle_dumps(exc))
     except Exception:  # an exception that cannot travel goes as its name and text
@@ -252,7 +253,7 @@ def checked_outcomes(outcomes: list, dumps) -> list:
                 f"the {kind} ({type(value).__qualname__} object) cannot be pickled to send it back "
                 f"from the worker process: {type(exc).__name__}: {exc}"
             )
-            checked.append((False, (err, _describe(exc))))
+            checked.append((False, (err, describe(exc))))
         else:
             checked.append((ok, value))
     return checked
@@ -387,7 +388,7 @@ def _serve(sock: socket.socket) -> int:
             func, args = pickle.loads(init)
             func(*args)
     except BaseException as exc:
-        send(sock, ("init-failed", f"the worker initializer failed:\n{_describe(exc)}"))
+        send(sock, ("init-failed", f"the worker initializer failed:\n{describe(exc)}"))
         return 1
     send(sock, ("ready", os.getpid()))
     while True:
@@ -396,7 +397,7 @@ def _serve(sock: socket.socket) -> int:
         except EOFError:
             return 0
         except Exception as exc:  # a batch that cannot be unpickled here
-            send(sock, ("unreadable", f"{type(exc).__name__}: {exc}\n{_describe(exc)}"))
+            send(sock, ("unreadable", f"{type(exc).__name__}: {exc}\n{describe(exc)}"))
             continue
         if timed:  # its clock starts now, not when it was sent (see _pool)
             send(sock, ("started",))

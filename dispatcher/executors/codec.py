@@ -27,7 +27,16 @@ from ..coroutines import finish
 from ..results import RemoteError, format_exception
 from ._procworker import failure, pickle_dumps
 
-__all__ = ["call_pickled", "decode_outcome", "dumps_call", "load_outcome", "unpicklable_error"]
+__all__ = [
+    "call_pickled",
+    "decode_outcome",
+    "dumps_call",
+    "dumps_failure",
+    "load_outcome",
+    "loads_failure",
+    "stand_in",
+    "unpicklable_error",
+]
 
 _DEPTH = 6
 _WIDTH = 200
@@ -148,7 +157,7 @@ def decode_outcome(ok: bool, value: Any) -> tuple[bool, Any]:
     could not travel becomes a :class:`RemoteError`."""
     if ok:
         return True, value
-    if len(value) == 3:  # (type name, message, traceback)
+    if len(value) == 3:  # (type name, message, traceback): it could not travel
         type_name, message, tb = value
         return False, (RemoteError(type_name, message), tb)
     return False, value
@@ -165,3 +174,27 @@ def load_outcome(data: bytes, label: str) -> tuple[bool, Any]:
         exc = RemoteError(type(err).__qualname__, why)
         exc.__cause__ = err
         return False, (exc, format_exception(exc))
+
+
+def stand_in(exc: BaseException) -> RemoteError:
+    """What travels in place of an exception that cannot be pickled and rebuilt."""
+    return RemoteError(f"{type(exc).__module__}.{type(exc).__qualname__}", str(exc))
+
+
+def dumps_failure(exc: BaseException, tb: str) -> bytes:
+    """``(exc, tb)`` as bytes for another process: the exception if it survives the
+    trip (some pickle but cannot be rebuilt), else the :func:`stand_in` for it."""
+    try:
+        data = cloudpickle.dumps((exc, tb))
+        cloudpickle.loads(data)
+    except Exception:
+        return cloudpickle.dumps((stand_in(exc), tb))
+    return data
+
+
+def loads_failure(data: bytes) -> tuple[BaseException, str]:
+    """``(exception, traceback)`` from :func:`dumps_failure`'s bytes."""
+    try:
+        return cloudpickle.loads(data)
+    except Exception as exc:
+        return RemoteError(type(exc).__qualname__, f"the exception cannot be rebuilt here: {exc}"), ""

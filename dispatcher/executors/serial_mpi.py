@@ -55,7 +55,7 @@ from ..results import (
 from ._mpilaunch import import_mpi
 from ._procworker import pickle_dumps
 from .base import Capabilities, Executor
-from .codec import unpicklable_error
+from .codec import dumps_failure, loads_failure, stand_in, unpicklable_error
 from .serial import call_in_thread, call_with_alarm
 
 __all__ = ["SerialMPIExecutor"]
@@ -95,29 +95,6 @@ def _wants_comm(func) -> bool:
         return False
     p = params.get("comm")
     return p is not None and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-
-
-def _failure_bytes(exc: BaseException, tb: str) -> bytes:
-    """A failure to send to rank 0: the exception if it survives the trip (some
-    pickle but cannot be rebuilt), else a :class:`RemoteError` standing for it."""
-    try:
-        data = cloudpickle.dumps((exc, tb))
-        cloudpickle.loads(data)
-    except Exception:
-        return cloudpickle.dumps((_stand_in(exc), tb))
-    return data
-
-
-def _load_failure(data: bytes) -> tuple:
-    try:
-        return cloudpickle.loads(data)
-    except Exception as exc:
-        return RemoteError(type(exc).__qualname__, f"the exception cannot be rebuilt here: {exc}"), ""
-
-
-def _stand_in(exc: BaseException) -> RemoteError:
-    """What travels in place of an exception that cannot be pickled."""
-    return RemoteError(f"{type(exc).__module__}.{type(exc).__qualname__}", str(exc))
 
 
 class SerialMPIExecutor(Executor):
@@ -226,13 +203,13 @@ class SerialMPIExecutor(Executor):
             return outcome if self.rank == 0 else None
         first = flags.index(0)
         if self.rank == first and first != 0:
-            ctl.send(_failure_bytes(*payload), dest=0, tag=first)
+            ctl.send(dumps_failure(*payload), dest=0, tag=first)
         if self.rank != 0:
             return None
         if first == 0:
             exc, tb = payload
         else:
-            exc, tb = _load_failure(ctl.recv(source=first, tag=first))
+            exc, tb = loads_failure(ctl.recv(source=first, tag=first))
             if hasattr(exc, "add_note"):
                 exc.add_note(f"(raised on rank {first} of {self.size})")
         return False, (exc, f"raised on rank {first} of {self.size}:\n{tb}")
@@ -408,7 +385,7 @@ def _error_parts(error: DependencyError, nodes: list) -> tuple:
     try:
         inner = cloudpickle.dumps(error.error)
     except Exception:
-        inner = cloudpickle.dumps(_stand_in(error.error))
+        inner = cloudpickle.dumps(stand_in(error.error))
     try:
         index = nodes.index(error.node)
     except ValueError:
