@@ -58,11 +58,13 @@ def _steps(state: RunState, executor: Any, report) -> Generator[float | Gather |
             _start_ready(state, executor, report)
             if state.finished:
                 break
-            wake = state.next_wakeup()
+            timers = state.timers.heap  # most runs have none: then no clock is read
+            wake = state.next_wakeup() if timers else None
             if wake is None and synchronous:
                 raise DispatcherError("the run stalled with nodes left to run")
             yield wake
-            _cancel_all(executor, state.expire())
+            if timers:
+                _cancel_all(executor, state.expire())
         if state.running:
             _cancel_all(executor, state.abort())
             while state.running:

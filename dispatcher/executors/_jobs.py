@@ -179,12 +179,12 @@ class JobQueue:
         _tell(job, ok, payload)
 
     def learn(self, batch: list, seconds: list) -> None:
-        """Fold the ``seconds`` each call of ``batch`` took into the estimates."""
+        """Fold the ``seconds`` each call of ``batch`` took into the estimates (one
+        estimate read while another thread writes it is only a little older)."""
         est = self.est
-        with self._lock:
-            for job, s in zip(batch, seconds):
-                old = est.get(job.key)
-                est[job.key] = s if old is None else 0.7 * old + 0.3 * s
+        for job, s in zip(batch, seconds):
+            old = est.get(job.key)
+            est[job.key] = s if old is None else 0.7 * old + 0.3 * s
 
     def finished(self, batch: list, outcomes: list) -> None:
         """Report the ``outcomes`` a worker sent back for ``batch`` (``(ok, value)``
