@@ -45,13 +45,16 @@ bench harness both read; see the docs' page "Writing an executor".
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import contextlib
+import threading
 from typing import Any
 
 import attrs
 
 from ..checks import check_retries, check_timeout, retry_predicates
 from ..engine import Backoff, Task
+from ..futures import Submissions
 from ..results import ExecutorError
 from ..running import run_graph
 
@@ -90,7 +93,7 @@ class Capabilities:
     :mod:`dispatcher.engine.pipelining`."""
 
 
-class Executor:
+class Executor(cf.Executor):
     """Base class of executors.
 
     Args:
@@ -128,6 +131,7 @@ class Executor:
         self.backoff = backoff if backoff is not None else Backoff()
         self.timeout = timeout
         self.closed = False
+        self._submitted = Submissions(self)
 
     # -- what each executor says (see the module's docstring) ---------------------
     def start_task(self, task: Task, done) -> None:
@@ -197,11 +201,26 @@ class Executor:
             self.closed = True
             self.stop_workers()
 
+    # -- the concurrent.futures surface (see dispatcher.futures) -----------------------
+    def submit(self, fn, /, *args, **kwargs) -> cf.Future:
+        """Run ``fn(*args, **kwargs)`` as a node; its ``concurrent.futures.Future``.
+        Futures of this executor among the arguments are dependencies."""
+        return self._submitted.submit(fn, args, kwargs)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Refuse new calls, cancel the pending ones if ``cancel_futures``, and close
+        the executor once the running ones end (now, if ``wait``)."""
+        self._submitted.shutdown(wait, cancel_futures)
+        if wait:
+            self.close()
+        else:
+            threading.Thread(target=self.shutdown, name="dispatcher-shutdown", daemon=True).start()
+
     def __enter__(self):
         return self
 
     def __exit__(self, *exc_info) -> None:
-        self.close()
+        self.shutdown(wait=True)
 
     def __repr__(self) -> str:
         state = " closed" if self.closed else ""
