@@ -18,7 +18,7 @@ $(STAMP): setup.cfg setup.py pyproject.toml
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-# the slow cases that `make test` leaves out (marked `slow`): the 400-run leak checks
+# the slow cases that `make test` leaves out (marked `slow`): leak checks over hundreds of runs, a million-node graph
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
 

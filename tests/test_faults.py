@@ -528,14 +528,14 @@ if __name__ == "__main__":
 """
 
 
-# a raw ProcessPoolExecutor takes a quarter of a minute for 150 runs: its case runs
-# in the slow set (make test-all), with the 400-run cases
+# make test runs 150 runs on threads; the slow set (make test-all) runs 400 on every
+# executor, and 150 on those whose workers take several seconds to make them
 @pytest.mark.parametrize(
     "executor",
     [
         pytest.param("dp.PoolExecutor(cf.ProcessPoolExecutor(2))", marks=pytest.mark.slow),
-        "dp.MPIExecutor(2)",
-        "dp.ProcessExecutor(2)",
+        pytest.param("dp.MPIExecutor(2)", marks=pytest.mark.slow),
+        pytest.param("dp.ProcessExecutor(2)", marks=pytest.mark.slow),
         "dp.ThreadExecutor(2)",
     ],
 )

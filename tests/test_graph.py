@@ -162,6 +162,7 @@ def test_repr():
     assert repr(g) == "<DispatchGraph: 2 nodes, 1 edges>"
 
 
+@pytest.mark.slow  # eight seconds of building: in make test-all
 def test_million_node_graph_fits_in_memory():
     """A 1,000,000-node graph (nodes and DispatchGraph) stays under 2 GiB."""
     script = textwrap.dedent(
