@@ -81,6 +81,16 @@ class DispatchGraph:
         # still be waiting on the stack; every node has both sets now.
 
     # -- container protocol --------------------------------------------------
+    @classmethod
+    def from_dask(cls, dsk: dict, keys=None) -> DispatchGraph:
+        """A dask graph (``{key: task}``) as a graph of the tasks ``keys`` need
+        (default: every key), one :class:`~dispatcher.Op` per key labelled with it
+        (see :mod:`dispatcher.daskgraph`)."""
+        from .daskgraph import dask_nodes
+
+        _, outputs = dask_nodes(dsk, keys)
+        return cls(outputs)
+
     def __len__(self) -> int:
         return len(self._parents)
 

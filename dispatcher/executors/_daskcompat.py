@@ -20,7 +20,7 @@ from typing import Any
 
 from ..nodes import CONTAINERS
 
-__all__ = ["GraphBurst", "event_handler", "internals", "status_of", "submit_one"]
+__all__ = ["GraphBurst", "event_handler", "internals", "status_of", "submit_one", "task_graph"]
 
 FINAL = ("finished", "error", "cancelled")
 
@@ -141,3 +141,16 @@ def _frozenset_task(items):
 
 def _frozenset_future(client, items):
     return client.submit(frozenset, items, pure=False)
+
+
+def task_graph(dsk: dict) -> dict:
+    """A dask graph (legacy tuples or task specification) as ``key -> task``, each
+    task with its ``dependencies`` (keys) and called with their values
+    (``task({key: value})``): dask's own conversion, from its task specification."""
+    from collections.abc import Mapping
+
+    from dask._task_spec import convert_legacy_graph
+
+    if not isinstance(dsk, Mapping):  # an expression, as dask.compute passes it
+        dsk = dsk.__dask_graph__()
+    return convert_legacy_graph(dsk)

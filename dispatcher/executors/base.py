@@ -52,6 +52,7 @@ from typing import Any
 
 import attrs
 
+from .. import daskgraph
 from ..checks import check_retries, check_timeout, retry_predicates
 from ..engine import Backoff, Task
 from ..futures import Submissions
@@ -215,6 +216,12 @@ class Executor(cf.Executor):
             self.close()
         else:
             threading.Thread(target=self.shutdown, name="dispatcher-shutdown", daemon=True).start()
+
+    def get(self, dsk: dict, keys, **kwargs) -> Any:
+        """This executor as a dask scheduler: the values of ``keys`` of the dask graph
+        ``dsk`` (``dask.compute(x, scheduler=ex.get)``; see :mod:`dispatcher.daskgraph`).
+        The keyword arguments dask passes to schedulers are accepted and ignored."""
+        return daskgraph.get(self, dsk, keys, lambda outputs: run_graph(self, outputs, release=True))
 
     def __enter__(self):
         return self
