@@ -77,6 +77,7 @@ def test_given_client_is_left_open():
     assert client.submit(inc, 1).result() == 2
 
 
+@pytest.mark.slow  # starts a scheduler and a worker from the command line: in make test-all
 def test_scheduler_address_of_command_line_scheduler_and_worker(tmp_path):
     """``dask scheduler`` and ``dask worker`` on loopback, reached by address."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
@@ -391,6 +392,7 @@ def _script(tmp_path, body: str) -> str:
     return str(path)
 
 
+@pytest.mark.slow  # a whole cluster started and interrupted: in make test-all
 def test_ctrl_c_leaves_no_worker_processes(tmp_path):
     script = _script(
         tmp_path,

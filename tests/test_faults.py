@@ -264,6 +264,7 @@ def test_a_blocking_plain_node_with_a_timeout_fails_on_time_on_the_loop(tmp_path
 DASK_CLUSTER = "n_workers=2, threads_per_worker=1, dashboard_address=':0'"
 
 
+@pytest.mark.slow  # six worker deaths: in make test-all
 def test_a_dask_node_that_kills_its_worker_fails_after_retries_plus_one_attempts(tmp_path):
     proc = run_script(
         tmp_path,
