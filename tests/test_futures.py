@@ -5,14 +5,13 @@ timeouts, cancellation and shutdown."""
 from __future__ import annotations
 
 import concurrent.futures as cf
-import os
 import time
 
 import pytest
 
 import dispatcher as dp
 
-from .conftest import FileChannel
+from .conftest import DiesOnce
 
 
 def inc(x):
@@ -86,13 +85,5 @@ def test_shutdown_cancels_what_has_not_started_and_refuses_new_calls(executor_fa
 
 
 def test_a_worker_that_dies_costs_its_call_one_attempt():
-    tries = FileChannel()
-
-    def dies_once():
-        tries.append(os.getpid())
-        if len(tries.items()) == 1:
-            os._exit(1)
-        return "second"
-
     with dp.ProcessExecutor(2) as ex:
-        assert ex.submit(dies_once).result(timeout=60) == "second"
+        assert ex.submit(DiesOnce()).result(timeout=60) == "second"

@@ -11,7 +11,7 @@ import pytest
 import dispatcher as dp
 from dispatcher.executors.loky import LokyExecutor
 
-from .conftest import FileChannel, wait_gone
+from .conftest import DiesOnce, wait_gone
 
 
 def die():
@@ -28,16 +28,8 @@ def test_a_dead_worker_fails_its_node_as_lost_and_a_new_pool_goes_on():
 
 
 def test_a_node_whose_worker_died_is_retried():
-    tries = FileChannel()
-
-    def dies_once():
-        tries.append(os.getpid())
-        if len(tries.items()) == 1:
-            os._exit(1)
-        return "second"
-
     with LokyExecutor(2) as ex:
-        assert dp.execute(dp.Op(dies_once), ex) == "second"
+        assert dp.execute(dp.Op(DiesOnce()), ex) == "second"
 
 
 def test_a_call_that_cannot_travel_is_named():
