@@ -32,9 +32,6 @@ class Timers:
         self.heap: list = []
         self._seq = 0
 
-    def __bool__(self) -> bool:
-        return bool(self.heap)
-
     def _push(self, when: float, what: Any) -> None:
         self._seq += 1
         heapq.heappush(self.heap, (when, self._seq, what))

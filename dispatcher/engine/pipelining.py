@@ -105,7 +105,7 @@ def withdraw(run: Any, node) -> None:
         run.parked.pop(n, None)
         if values.pop(n, _NONE) is _NONE:
             continue  # never sent: no node was sent on it
-        if run.state_of(n) is not FAILED and run.state_of(n) is not DONE:
+        if run.state_of(n) not in (FAILED, DONE):
             state[n] = WAITING
         entry = run.children.get(n)
         for kid in kids(entry) if entry is not None else ():

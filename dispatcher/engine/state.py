@@ -288,7 +288,7 @@ class RunState:
         """Fail the tasks past their deadline and ready the retries that are due
         (see :mod:`~dispatcher.engine.clock`). Returns the timed-out tasks, whose
         work the driver asks the executor to cancel."""
-        if not self.timers:
+        if not self.timers.heap:
             return []
         expired = []
         for what in self.timers.due(self.running):

@@ -69,13 +69,11 @@ import uuid
 from concurrent.futures import CancelledError
 from typing import Any
 
-import cloudpickle
-
 from ..results import DispatcherError, ExecutorError, WorkerLostError, format_exception, is_worker_lost
 from . import _daskcompat as compat
 from ._daskwork import NodeExit, by_value, call_node
 from .base import Capabilities, Executor
-from .codec import decode_outcome, unpicklable_error
+from .codec import decode_outcome, dumps_call
 
 __all__ = ["DaskExecutor"]
 
@@ -265,11 +263,8 @@ class DaskExecutor(Executor):
         if self._burst is None:
             try:
                 future = compat.submit_one(self.client, key, call_node, fixed, args, kwargs, task.after)
-            except Exception as exc:
-                try:
-                    cloudpickle.dumps((task.func, task.args, task.kwargs))
-                except Exception:
-                    raise unpicklable_error(task.node.label, task.func, task.args, task.kwargs) from exc
+            except Exception:
+                dumps_call(task.node.label, task.func, task.args, task.kwargs)  # names what will not pickle
                 raise
             task.handle = future
             self._running[key] = (task, done)
@@ -299,10 +294,9 @@ class DaskExecutor(Executor):
         kept = []
         for task, future, done in new:
             try:
-                cloudpickle.dumps((task.func, task.args, task.kwargs))
-            except Exception:
+                dumps_call(task.node.label, task.func, task.args, task.kwargs)
+            except Exception as err:  # it names the argument and the object that will not pickle
                 graph.pop(future.key)
-                err = unpicklable_error(task.node.label, task.func, task.args, task.kwargs)
                 self._report(future.key, False, (err, format_exception(err)))
             else:
                 kept.append((task, future, done))
