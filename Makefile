@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-all lint docs bench bench-quick bench-detail clean
+.PHONY: install test test-all test-interop lint docs bench bench-quick bench-detail clean
 
 install: $(STAMP)
 
@@ -21,6 +21,17 @@ test: $(STAMP)
 # the slow cases that `make test` leaves out (marked `slow`): leak checks over hundreds of runs, a million-node graph
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
+
+# the adapters to other tools, with the tools: the `interop` extra, then tests/interop
+# (which `make test` leaves out) and the examples of docs/interop.md
+INTEROP_STAMP := $(VENV)/.installed-interop
+
+$(INTEROP_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[all,bench,dev,docs,interop]'
+	touch $(INTEROP_STAMP)
+
+test-interop: $(INTEROP_STAMP)
+	$(BIN)/python -m pytest -q tests/interop
 
 # the HTML site in docs/_build/html; a warning fails the build
 docs: $(STAMP)

@@ -4,6 +4,8 @@ and dask collections computed with ``scheduler=ex.get``."""
 
 from __future__ import annotations
 
+import sys
+
 import dask
 import dask.array as da
 import dask.bag as db
@@ -12,7 +14,7 @@ from dask.utils_test import GetFunctionTestMixin
 
 import dispatcher as dp
 
-from .conftest import make_executor
+from .conftest import EXECUTOR_NAMES, make_executor
 
 _MADE: dict = {}
 
@@ -34,16 +36,19 @@ def _close_executors():
     _MADE.clear()
 
 
-class TestGetOnSerial(GetFunctionTestMixin):
-    get = _get_on("serial")
+@pytest.mark.slow
+def _slow_stack_limit(self):
+    """A chain of 10,000 tasks, one hop each: minutes where a hop costs milliseconds."""
+    GetFunctionTestMixin.test_get_stack_limit(self)
 
 
-class TestGetOnThreads(GetFunctionTestMixin):
-    get = _get_on("threads")
-
-
-class TestGetOnProcesses(GetFunctionTestMixin):
-    get = _get_on("processes")
+for _name in EXECUTOR_NAMES:  # dask's own tests of a scheduler's get, on every executor
+    _body = {"get": _get_on(_name)}
+    if _name in ("dask", "loky"):
+        _body["test_get_stack_limit"] = _slow_stack_limit
+    _cls = type(f"TestGetOn_{_name}", (GetFunctionTestMixin,), _body)
+    globals()[_cls.__name__] = _cls
+del _name, _body, _cls
 
 
 def test_dask_collections_compute_on_an_executor(executor):
@@ -57,6 +62,87 @@ def test_dask_collections_compute_on_an_executor(executor):
         return v + 1
 
     assert dask.compute(inc(inc(1)), scheduler=executor.get) == (3,)
+
+
+def test_dask_dataframe_groupby_computes_on_an_executor(executor):
+    import dask.dataframe as dd
+    import pandas as pd
+
+    frame = pd.DataFrame({"k": [i % 5 for i in range(200)], "v": range(200)})
+    ddf = dd.from_pandas(frame, npartitions=8)
+    got = ddf.groupby("k").v.sum().compute(scheduler=executor.get)
+    pd.testing.assert_series_equal(got.sort_index(), frame.groupby("k").v.sum())
+
+
+def test_scheduler_may_be_the_executor_itself(executor):
+    """dask's branch for concurrent.futures executors: dask schedules, ``ex.submit`` runs."""
+    x = da.arange(400, chunks=50)
+    assert dask.compute((x + 1).sum(), scheduler=executor) == (80200,)
+
+
+def test_the_dask_profiler_records_a_row_per_task():
+    from dask.diagnostics import Profiler, ResourceProfiler
+    from dask.utils import key_split
+
+    total = (da.ones(100, chunks=10) + 1).sum()
+    with Profiler() as by_dask:
+        assert total.compute(scheduler="sync") == 200
+    with dp.ThreadExecutor(2) as ex, Profiler() as prof, ResourceProfiler(dt=0.01) as rprof:
+        assert total.compute(scheduler=ex.get) == 200
+    assert len(prof.results) == len(by_dask.results) > 10  # a row per task, as dask records
+    assert sorted(key_split(r.key) for r in prof.results) == sorted(key_split(r.key) for r in by_dask.results)
+    assert all(row.start_time <= row.end_time for row in prof.results)
+    assert rprof.results  # its sampling thread ran for the run's length
+
+
+def test_dask_progress_bar_and_callbacks_given_to_compute(capsys):
+    from dask.callbacks import Callback as DaskCallback
+    from dask.diagnostics import ProgressBar
+
+    seen: list = []
+
+    class Watch(DaskCallback):
+        def _start_state(self, dsk, state):
+            seen.append(("start_state", len(state["waiting"])))
+
+        def _posttask(self, key, value, dsk, state, worker_id):
+            seen.append(("posttask", key, value))
+
+        def _finish(self, dsk, state, errored):
+            seen.append(("finish", errored, len(state["finished"])))
+
+    total = dask.delayed(sum)(
+        [dask.delayed(abs)(-i, dask_key_name=f"abs-{i}") for i in range(3)], dask_key_name="total"
+    )
+    with dp.SerialExecutor() as ex:
+        with ProgressBar(out=sys.stdout):
+            assert total.compute(scheduler=ex.get) == 3
+        assert "100% Completed" in capsys.readouterr().out
+        # callbacks given to compute replace the active ones, as with dask's own schedulers
+        with ProgressBar(out=sys.stdout):
+            assert total.compute(scheduler=ex.get, callbacks=[Watch()]) == 3
+    assert capsys.readouterr().out == ""
+    assert seen[0] == ("start_state", 4)
+    assert ("posttask", "abs-2", 2) in seen and ("posttask", "total", 3) in seen
+    assert seen[-1] == ("finish", False, 4)
+
+
+def test_dask_callbacks_are_told_when_the_run_fails():
+    from dask.callbacks import Callback as DaskCallback
+
+    ends: list = []
+
+    class Watch(DaskCallback):
+        def _finish(self, dsk, state, errored):
+            ends.append(errored)
+
+    @dask.delayed
+    def refuse(v):
+        raise KeyError(v)
+
+    with dp.ThreadExecutor(2, retries=0) as ex, Watch(), pytest.raises(KeyError):
+        dask.compute(refuse(1), scheduler=ex.get)
+    assert ends == [True]
 
 
 def test_a_failing_task_raises_its_own_exception():

@@ -54,7 +54,7 @@ class GraphBurst:
         ``args``, ``kwargs`` and ``after`` stand for their values."""
         from dask._task_spec import Task, parse_input
 
-        if _holds_containers(args, kwargs):
+        if _holds_specials(args, kwargs):
             args = [_frozensets(a, parse_input, _frozenset_task) for a in args]
             kwargs = {k: _frozensets(v, parse_input, _frozenset_task) for k, v in kwargs.items()}
         self.graph[key] = Task(
@@ -79,7 +79,7 @@ def send_graph(client, graph: dict) -> None:
 
 def submit_one(client, key: str, func, fixed: tuple, args: list, kwargs: dict, after: tuple):
     """The public fallback of :meth:`GraphBurst.add`: submit the task now; its future."""
-    if _holds_containers(args, kwargs):
+    if _holds_specials(args, kwargs):
         make_set = functools.partial(_frozenset_future, client)
         args = [_frozensets(a, None, make_set) for a in args]
         kwargs = {k: _frozensets(v, None, make_set) for k, v in kwargs.items()}
@@ -100,14 +100,35 @@ def event_handler(client, topic: str):
     return getattr(client, "_event_handlers", {}).get(topic)
 
 
-def _holds_containers(args, kwargs) -> bool:
-    return any(type(a) in CONTAINERS for a in args) or any(type(v) in CONTAINERS for v in kwargs.values())
+def _holds_specials(args, kwargs) -> bool:
+    """Some argument is a container, or a dask task of its own (the argument of a
+    task that a dask scheduler hands to ``submit``)."""
+    return any(map(_special, args)) or any(map(_special, kwargs.values()))
+
+
+def _special(value: Any) -> bool:
+    return type(value) in CONTAINERS or isinstance(value, _graph_node())
+
+
+@functools.cache
+def _graph_node() -> type:
+    """dask's base class of tasks; a class nothing is an instance of without it."""
+    try:
+        from dask._task_spec import GraphNode
+    except ImportError:  # pragma: no cover - another version of dask
+        return type("NoGraphNode", (), {})
+    return GraphNode
 
 
 def _frozensets(value: Any, parse, make_set) -> Any:
     """``value`` with each ``frozenset`` that holds futures replaced by ``make_set``
-    of its items (dask's own parsing does not look inside frozensets)."""
+    of its items (dask's own parsing does not look inside frozensets), and each dask
+    task in it made plain data, so that dask passes it on rather than runs it."""
     t = type(value)
+    if isinstance(value, _graph_node()):
+        from dask._task_spec import DataNode
+
+        return DataNode(None, value)
     if t is frozenset:
         items = [_frozensets(v, parse, make_set) for v in value]
         if parse is not None:

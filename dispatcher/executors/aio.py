@@ -93,7 +93,7 @@ class AsyncExecutor(Executor):
     [0, 2, 4]
     """
 
-    capabilities = Capabilities(needs_loop=True)
+    capabilities = Capabilities(needs_loop=True, in_process=True)
 
     def __init__(
         self,

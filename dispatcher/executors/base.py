@@ -88,6 +88,9 @@ class Capabilities:
     """Tasks run on an asyncio event loop: a blocking ``run`` starts one."""
     inline_light: bool = True
     """The engine computes light nodes (indexing, collecting) itself."""
+    in_process: bool = False
+    """Tasks run in the process that drives the run (in it, in its threads or on its
+    event loop): they share its memory and the state of its modules."""
     pipelines: bool = False
     """A task's arguments may hold the *handles* (``task.handle``) of tasks not yet
     finished, which the backend resolves where the work runs (dask futures); see
@@ -220,8 +223,14 @@ class Executor(cf.Executor):
     def get(self, dsk: dict, keys, **kwargs) -> Any:
         """This executor as a dask scheduler: the values of ``keys`` of the dask graph
         ``dsk`` (``dask.compute(x, scheduler=ex.get)``; see :mod:`dispatcher.daskgraph`).
-        The keyword arguments dask passes to schedulers are accepted and ignored."""
-        return daskgraph.get(self, dsk, keys, lambda outputs: run_graph(self, outputs, release=True))
+        dask's local callbacks are honoured (``callbacks=`` and the active ones); the
+        other keyword arguments dask passes to schedulers are accepted and ignored."""
+        return daskgraph.get(
+            dsk,
+            keys,
+            lambda outputs, callbacks: run_graph(self, outputs, release=True, callbacks=callbacks),
+            kwargs.get("callbacks"),
+        )
 
     def __enter__(self):
         return self

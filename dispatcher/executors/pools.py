@@ -38,7 +38,7 @@ import threading
 from ..coroutines import finish
 from ..results import WorkerLostError, format_exception
 from ._threads import SlotPool
-from .base import Executor
+from .base import Capabilities, Executor
 from .codec import call_pickled, dumps_call, load_outcome
 
 __all__ = ["PoolExecutor", "ThreadExecutor", "report_cancelled", "report_future"]
@@ -113,6 +113,7 @@ class PoolExecutor(Executor):
         self.pool = pool
         self.cloudpickle = _is_process_pool(pool) if cloudpickle is None else bool(cloudpickle)
         self._over_threads = isinstance(pool, cf.ThreadPoolExecutor) and not self.cloudpickle
+        self.capabilities = Capabilities(in_process=self._over_threads)
 
     def start_task(self, task, done) -> None:
         if self.cloudpickle:
@@ -175,6 +176,8 @@ class ThreadExecutor(Executor):
     this executor lends its thread's slot while it waits for it. ``retries``, ``retry_on``,
     ``backoff`` and ``timeout`` are those of every :class:`~dispatcher.Executor`.
     """
+
+    capabilities = Capabilities(in_process=True)
 
     def __init__(self, max_workers: int | None = None, **options):
         super().__init__(**options)

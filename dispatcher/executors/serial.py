@@ -39,7 +39,7 @@ class SerialExecutor(Executor):
     4
     """
 
-    capabilities = Capabilities(synchronous=True, runs_inline=True)
+    capabilities = Capabilities(synchronous=True, runs_inline=True, in_process=True)
 
     def start_task(self, task, done) -> None:
         # The engine calls untimed nodes itself (runs_inline); the rest come here.
