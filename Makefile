@@ -54,6 +54,7 @@ bench-detail: $(STAMP)
 	$(BIN)/python benchmarks/process_executor.py
 	$(BIN)/python benchmarks/dask_executor.py
 	$(BIN)/python benchmarks/mpi_executor.py
+	$(BIN)/python benchmarks/futures_and_dask.py
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/mpiexec -n 3 $(BIN)/python benchmarks/mpi_executor.py --spmd
 
 clean:

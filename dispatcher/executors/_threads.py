@@ -11,7 +11,11 @@ call (a thread is added if none is idle) and comes back when the wait ends. Unti
 the borrowed slot is returned, one more call than ``max_workers`` may run; no new
 call starts until the count is back under the limit.
 
-Threads are started as calls need them and stay for the pool's life.
+Threads are started as calls need them and stay for the pool's life. Besides
+``submit`` (a ``concurrent.futures.Future`` per call), :meth:`SlotPool.start`
+queues a call that reports by itself, with a :class:`Ticket` that can only take
+it back before it starts: an executor's task needs no future, whose making and
+settling would cost more than the rest of its trip through the pool.
 """
 
 from __future__ import annotations
@@ -19,11 +23,14 @@ from __future__ import annotations
 import collections
 import concurrent.futures as cf
 import contextlib
+import logging
 import threading
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["SlotPool", "current_pool"]
+__all__ = ["SlotPool", "Ticket", "current_pool"]
+
+logger = logging.getLogger("dispatcher")
 
 _here = threading.local()  # .pool: the SlotPool whose call this thread is running
 
@@ -31,6 +38,26 @@ _here = threading.local()  # .pool: the SlotPool whose call this thread is runni
 def current_pool() -> SlotPool | None:
     """The pool whose call the current thread is running, or None."""
     return getattr(_here, "pool", None)
+
+
+class Ticket:
+    """A call queued by :meth:`SlotPool.start`, which :meth:`cancel` takes back if it
+    has not started."""
+
+    __slots__ = ("lock", "state")
+
+    QUEUED, STARTED, CANCELLED = 0, 1, 2
+
+    def __init__(self, lock):
+        self.lock = lock
+        self.state = Ticket.QUEUED
+
+    def cancel(self) -> bool:
+        """True if the call will not run (it had not started)."""
+        with self.lock:
+            if self.state == Ticket.QUEUED:
+                self.state = Ticket.CANCELLED
+            return self.state == Ticket.CANCELLED
 
 
 class SlotPool(cf.Executor):
@@ -56,6 +83,17 @@ class SlotPool(cf.Executor):
             self._queue.append((future, fn, args, kwargs))
             self._start_next()
         return future
+
+    def start(self, fn, /, *args: Any) -> Ticket:
+        """Queue ``fn(*args)``, which must report its own outcome (an exception it
+        raises is only logged)."""
+        ticket = Ticket(self._lock)
+        with self._lock:
+            if self._shutdown:
+                raise RuntimeError("cannot schedule new calls after shutdown")
+            self._queue.append((ticket, fn, args, None))
+            self._start_next()
+        return ticket
 
     def _start_next(self) -> None:
         """With the lock held: if a call waits and a slot is free, grant the slot to
@@ -93,6 +131,19 @@ class SlotPool(cf.Executor):
                             break
                     continue
                 future, fn, args, kwargs = self._queue.popleft()
+                if type(future) is Ticket:
+                    if future.state == Ticket.CANCELLED:
+                        continue
+                    future.state = Ticket.STARTED
+                    lock.release()
+                    try:
+                        fn(*args)
+                    except BaseException:
+                        logger.exception("a call of the thread pool raised")
+                    finally:
+                        del future, fn, args, kwargs
+                        lock.acquire()
+                    continue
                 lock.release()
                 try:
                     if future.set_running_or_notify_cancel():
@@ -129,8 +180,11 @@ class SlotPool(cf.Executor):
             self._shutdown = True
             if cancel_futures:
                 while self._queue:
-                    future = self._queue.popleft()[0]
-                    future.cancel()
+                    handle = self._queue.popleft()[0]
+                    if type(handle) is Ticket:
+                        handle.state = Ticket.CANCELLED  # the lock is held: not cancel()
+                    else:
+                        handle.cancel()
             self._wake.notify_all()
         if wait:
             me = threading.current_thread()

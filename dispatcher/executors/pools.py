@@ -195,11 +195,11 @@ class ThreadExecutor(Executor):
         return self._pool.lent() if self._pool is not None else contextlib.nullcontext()
 
     def start_task(self, task, done) -> None:
-        task.handle = (self._pool.submit(_work, task, done), done)
+        task.handle = (self._pool.start(_work, task, done), done)
 
     def cancel_task(self, task) -> None:
-        future, done = task.handle
-        if future.cancel():  # it never started, so _work will not report
+        ticket, done = task.handle
+        if ticket.cancel():  # it never started, so _work will not report
             report_cancelled(task, done)
 
     def stop_workers(self) -> None:
