@@ -142,9 +142,10 @@ class _DaskCallbacks(Callback):
     finish``) told about a dispatcher run of a dask graph."""
 
     def __init__(self, dask_callbacks, dsk: dict, key_of: dict):
-        from dask.callbacks import normalize_callback
+        from dask.callbacks import normalize_callback, unpack_callbacks
 
         self.callbacks = [normalize_callback(cb) for cb in dask_callbacks]
+        _, self.start_states, self.pretasks, self.posttasks, _ = unpack_callbacks(self.callbacks)
         self.dsk = dsk
         self.key_of = key_of
         self.state = {
@@ -173,25 +174,22 @@ class _DaskCallbacks(Callback):
                     cb[4](self.dsk, self.state, errored)
 
     def on_start(self, total: int) -> None:
-        for cb in self.callbacks:
-            if cb[1]:
-                cb[1](self.dsk, self.state)
+        for start_state in self.start_states:
+            start_state(self.dsk, self.state)
 
     def on_submit(self, node) -> None:
         key = self.key_of[node]
         self.state["waiting"].discard(key)
         self.state["running"].add(key)
-        for cb in self.callbacks:
-            if cb[2]:
-                cb[2](key, self.dsk, self.state)
+        for pretask in self.pretasks:
+            pretask(key, self.dsk, self.state)
 
     def on_finish(self, node, value) -> None:
         key = self.key_of[node]
         self.state["running"].discard(key)
         self.state["finished"].add(key)
-        for cb in self.callbacks:
-            if cb[3]:
-                cb[3](key, value, self.dsk, self.state, threading.get_ident())
+        for posttask in self.posttasks:
+            posttask(key, value, self.dsk, self.state, threading.get_ident())
 
     def on_fail(self, node, error) -> None:
         key = self.key_of[node]

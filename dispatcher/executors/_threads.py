@@ -60,6 +60,17 @@ class Ticket:
             return self.state == Ticket.CANCELLED
 
 
+def _settle(future: cf.Future, fn, args: tuple, kwargs: dict) -> None:
+    """Run a submitted call unless its future was cancelled, and settle the future."""
+    if future.set_running_or_notify_cancel():
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
+
+
 class SlotPool(cf.Executor):
     """Run calls in threads, at most ``max_workers`` at once (see the module docstring)."""
 
@@ -67,7 +78,7 @@ class SlotPool(cf.Executor):
         self.max_workers = max_workers
         self.prefix = thread_name_prefix
         self._lock = threading.Lock()
-        self._queue: collections.deque = collections.deque()  # (future, fn, args, kwargs)
+        self._queue: collections.deque = collections.deque()  # (future or ticket, fn, args)
         self._running = 0  # calls holding a slot
         self._idle = 0  # threads waiting for work
         self._granted = 0  # slots granted to idle threads that have not woken yet
@@ -77,23 +88,22 @@ class SlotPool(cf.Executor):
 
     def submit(self, fn, /, *args: Any, **kwargs: Any) -> cf.Future:
         future: cf.Future = cf.Future()
-        with self._lock:
-            if self._shutdown:
-                raise RuntimeError("cannot schedule new calls after shutdown")
-            self._queue.append((future, fn, args, kwargs))
-            self._start_next()
+        self._enqueue(future, _settle, (future, fn, args, kwargs))
         return future
 
     def start(self, fn, /, *args: Any) -> Ticket:
         """Queue ``fn(*args)``, which must report its own outcome (an exception it
         raises is only logged)."""
         ticket = Ticket(self._lock)
+        self._enqueue(ticket, fn, args)
+        return ticket
+
+    def _enqueue(self, handle, fn, args: tuple) -> None:
         with self._lock:
             if self._shutdown:
                 raise RuntimeError("cannot schedule new calls after shutdown")
-            self._queue.append((ticket, fn, args, None))
+            self._queue.append((handle, fn, args))
             self._start_next()
-        return ticket
 
     def _start_next(self) -> None:
         """With the lock held: if a call waits and a slot is free, grant the slot to
@@ -130,32 +140,18 @@ class SlotPool(cf.Executor):
                             self._granted -= 1
                             break
                     continue
-                future, fn, args, kwargs = self._queue.popleft()
-                if type(future) is Ticket:
-                    if future.state == Ticket.CANCELLED:
+                handle, fn, args = self._queue.popleft()
+                if type(handle) is Ticket:  # a future is settled, cancelled or not, by _settle
+                    if handle.state == Ticket.CANCELLED:
                         continue
-                    future.state = Ticket.STARTED
-                    lock.release()
-                    try:
-                        fn(*args)
-                    except BaseException:
-                        logger.exception("a call of the thread pool raised")
-                    finally:
-                        del future, fn, args, kwargs
-                        lock.acquire()
-                    continue
+                    handle.state = Ticket.STARTED
                 lock.release()
                 try:
-                    if future.set_running_or_notify_cancel():
-                        try:
-                            result = fn(*args, **kwargs)
-                        except BaseException as exc:
-                            future.set_exception(exc)
-                        else:
-                            future.set_result(result)
-                            del result
-                    del future, fn, args, kwargs
+                    fn(*args)
+                except BaseException:
+                    logger.exception("a call of the thread pool raised")
                 finally:
+                    del handle, fn, args
                     lock.acquire()
         finally:
             lock.release()
