@@ -7,7 +7,7 @@ import pytest
 
 import dispatcher as dp
 from dispatcher.engine import RunOptions, RunState
-from dispatcher.engine.driver import Gather, _steps
+from dispatcher.engine.driver import SETTLE_SECONDS, Gather, _steps
 from dispatcher.executors.base import Capabilities
 
 
@@ -67,16 +67,18 @@ def test_the_loop_waits_until_the_deadline_then_cancels_the_late_task():
 
 
 def test_an_interrupted_run_cancels_and_awaits_its_tasks_then_raises():
-    ex, ends = Recorder(), Ends()
+    clock, ex, ends = Clock(), Recorder(), Ends()
     nodes = [dp.Op(inc, i) for i in range(3)]
-    state = RunState(nodes, options=RunOptions(callbacks=(ends,)))
+    state = RunState(nodes, clock=clock, options=RunOptions(callbacks=(ends,)))
     steps = _steps(state, ex, state.done)
     assert next(steps) is None
-    assert steps.throw(KeyboardInterrupt()) is None  # still awaiting the cancelled tasks
+    # still awaiting the cancelled tasks, for a bounded time
+    assert steps.throw(KeyboardInterrupt()) == SETTLE_SECONDS
     assert ex.interrupted and ex.cancelled == ex.submitted and len(ex.submitted) == 3
     for task in ex.submitted[:2]:
         state.done(task, False, (RuntimeError("cancelled"), ""))
-    assert steps.send(None) is None and not ends.ended
+    clock.now = 1.0
+    assert steps.send(None) == SETTLE_SECONDS and not ends.ended
     state.done(ex.submitted[2], False, (RuntimeError("cancelled"), ""))
     with pytest.raises(KeyboardInterrupt):
         steps.send(None)
@@ -92,6 +94,21 @@ def test_a_second_interruption_stops_the_wait_with_a_warning(caplog):
     with pytest.raises(KeyboardInterrupt):
         steps.throw(KeyboardInterrupt())
     assert "stopped waiting for 1 running node(s)" in caplog.text
+
+
+def test_tasks_that_never_report_are_abandoned_after_a_bounded_wait(caplog):
+    """A report lost to the interruption itself (or a thread that cannot be
+    stopped) must not hang the run: it ends with the exception that interrupted it."""
+    clock, ex, ends = Clock(), Recorder(), Ends()
+    state = RunState([dp.Op(inc, 1), dp.Op(inc, 2)], clock=clock, options=RunOptions(callbacks=(ends,)))
+    steps = _steps(state, ex, state.done)
+    next(steps)
+    assert steps.throw(KeyboardInterrupt()) == SETTLE_SECONDS
+    clock.now = SETTLE_SECONDS
+    with pytest.raises(KeyboardInterrupt):
+        steps.send(None)
+    assert ends.ended
+    assert "stopped waiting for 2 running node(s) after 10 s: inc" in caplog.text
 
 
 def test_a_pipelined_run_asks_for_its_outputs_once_at_the_end():

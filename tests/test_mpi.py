@@ -95,7 +95,7 @@ try:
     dp.execute(dp.op(time.sleep, timeout=0.3)(30), ex)
 except dp.DependencyError as err:
     out["timeout"] = [type(err.error).__name__, str(err.error), time.monotonic() - start < 10,
-                      "_mpiwork" in err.traceback]   # a world's rank: raised there, by its alarm
+                      "_alarm.py" in err.traceback]  # a world's rank: raised there, by its alarm
 out["pids_after_timeout"] = ex.start().worker_pids()  # the replacement is ready
 out["after_timeout"] = dp.execute(dp.Op(add_k, 1), ex)   # the worker was freed
 

@@ -14,8 +14,11 @@ or ``gather_values_async``.
 
 When the loop ends by an exception that is not a node's failure (Ctrl-C, a
 cancelled asyncio task, a failing callback), the executor is interrupted, every
-running task is cancelled and then awaited, so nothing is left behind; a second
-interruption while awaiting them stops the wait with a warning.
+running task is cancelled and then awaited, so nothing is left behind. The wait is
+bounded: a task that has not reported :data:`SETTLE_SECONDS` after its cancellation
+(a thread that cannot be stopped, a report lost to the interruption itself) is
+abandoned with a warning, and so are all of them at a second interruption; the
+exception that ended the run is then raised. An interrupted run never hangs.
 """
 
 from __future__ import annotations
@@ -36,9 +39,13 @@ from . import pipelining
 from .records import Task
 from .state import RunState
 
-__all__ = ["Gather", "drive", "drive_async"]
+__all__ = ["SETTLE_SECONDS", "Gather", "drive", "drive_async"]
 
 logger = logging.getLogger("dispatcher")
+
+#: Seconds an interrupted run waits for its cancelled tasks to report before it
+#: abandons them.
+SETTLE_SECONDS = 10.0
 
 
 @attrs.frozen
@@ -76,8 +83,17 @@ def _steps(state: RunState, executor: Any, report) -> Generator[float | Gather |
         _settle_quietly(executor.interrupt_run)
         _settle_quietly(_cancel_all, executor, state.abort())
         try:
+            deadline = state.clock() + SETTLE_SECONDS
             while state.running and not synchronous:
-                yield None
+                if state.clock() >= deadline:
+                    logger.warning(
+                        "stopped waiting for %d running node(s) after %g s: %s",
+                        len(state.running),
+                        SETTLE_SECONDS,
+                        ", ".join(sorted(node.label for node in state.running)[:5]),
+                    )
+                    break
+                yield deadline
         except BaseException:
             logger.warning("stopped waiting for %d running node(s)", len(state.running))
             raise

@@ -19,6 +19,7 @@ crash (``faulthandler``), then runs the user's initializer.
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import os
 import signal
@@ -27,6 +28,7 @@ import threading
 
 import cloudpickle
 
+from ._alarm import alarm
 from ._procworker import checked_outcomes, describe, run_calls
 
 _in_call = False
@@ -84,24 +86,15 @@ def run_batch(payload: bytes, timeout: float | None = None, labels: list = (), l
     except Exception as exc:  # a module of the driver this worker cannot import
         return cloudpickle.dumps(("unreadable", f"{type(exc).__name__}: {exc}\n{describe(exc)}"))
     del payload
-    alarm = timeout is not None and threading.current_thread() is threading.main_thread()
-    if alarm:
-
-        def on_alarm(signum, frame):
-            raise TimeoutError(late)
-
-        previous = signal.signal(signal.SIGALRM, on_alarm)
-        signal.setitimer(signal.ITIMER_REAL, timeout)
+    timed = timeout is not None and threading.current_thread() is threading.main_thread()
     _in_call = True
     _running[:] = labels
     try:
-        outcomes, seconds = run_calls(calls)
+        with alarm(timeout, lambda: TimeoutError(late)) if timed else contextlib.nullcontext():
+            outcomes, seconds = run_calls(calls)
     finally:
         _in_call = False
         _running.clear()
-        if alarm:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, previous)
     del calls
     return cloudpickle.dumps(("done", [_outcome_bytes(o) for o in outcomes], seconds))
 

@@ -13,11 +13,11 @@ thread that is abandoned, still running, when its time is up.
 
 from __future__ import annotations
 
-import signal
 import threading
 
 from ..engine.records import timeout_error
 from ..results import format_exception
+from ._alarm import alarm
 from .base import Capabilities, Executor
 
 __all__ = ["SerialExecutor", "call_in_thread", "call_with_alarm"]
@@ -67,20 +67,12 @@ def _timeout_error(task) -> TimeoutError:
 
 def call_with_alarm(task):
     """The outcome of ``task`` called here, interrupted by ``SIGALRM`` at its timeout
-    (main thread only)."""
-
-    def on_alarm(signum, frame):
-        raise _timeout_error(task)
-
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, task.timeout)
+    (main thread only; an alarm set before it still rings at its time)."""
     try:
-        return _call(task)
+        with alarm(task.timeout, lambda: _timeout_error(task)):
+            return _call(task)
     except TimeoutError as exc:  # the alarm rang as the call was returning
         return False, (exc, format_exception(exc))
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def call_in_thread(task):
