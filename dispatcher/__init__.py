@@ -40,6 +40,7 @@ from .results import (
     WorkerLostError,
     is_worker_lost,
 )
+from .store import FileStore, Store
 
 __version__ = "0.1.0"
 
@@ -57,6 +58,7 @@ __all__ = [
     "DispatcherError",
     "Executor",
     "ExecutorError",
+    "FileStore",
     "IndexNode",
     "MPIExecutor",
     "Op",
@@ -67,6 +69,7 @@ __all__ = [
     "RemoteError",
     "SerialExecutor",
     "SerialMPIExecutor",
+    "Store",
     "ThreadExecutor",
     "WorkerLostError",
     "execute",

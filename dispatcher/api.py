@@ -37,6 +37,7 @@ def run(
     progress: bool = False,
     callbacks: Iterable[Callback] = (),
     release: bool = False,
+    store: Any = None,
 ) -> list[DispatchResult]:
     """Run the graph that ends in ``outputs`` on ``executor``; one result per output.
 
@@ -54,6 +55,10 @@ def run(
         callbacks: :class:`Callback` objects told about each node.
         release: drop each intermediate value once no remaining node needs it
             (outputs are kept; a released node's ``fetch()`` says so).
+        store: a directory (a path) or a :class:`~dispatcher.Store`: nodes whose
+            key (their function's code, their arguments' contents, their
+            dependencies' keys) is stored there are not run again, and the values
+            of the nodes that run are stored (see :mod:`dispatcher.store`).
 
     A cycle raises :class:`ExecutorError` before anything runs.
 
@@ -72,6 +77,7 @@ def run(
         progress=progress,
         callbacks=callbacks,
         release=release,
+        store=store,
     )
 
 

@@ -1,7 +1,7 @@
 """The ``@op`` decorator: calling a decorated function makes an :class:`~dispatcher.Op`.
 
 Policy: the decorator's options (``label``, ``nout``, ``retries``, ``retry_on``,
-``timeout``) belong to the nodes it makes, never to the function's own keyword
+``timeout``, ``cache``, ``version``) belong to the nodes it makes, never to the function's own keyword
 arguments, and each is checked when the function is decorated, so that a wrong one
 raises at once, naming it. Decorating a decorated function replaces its options.
 """
@@ -17,7 +17,7 @@ from .nodes import Op, _func_name
 
 __all__ = ["OpFunction", "op"]
 
-_OPTIONS = ("label", "nout", "retries", "retry_on", "timeout")
+_OPTIONS = ("label", "nout", "retries", "retry_on", "timeout", "cache", "version")
 
 
 class OpFunction:
@@ -41,6 +41,8 @@ class OpFunction:
             node.retries = options.get("retries")
             node.retry_on = options.get("retry_on")
             node.timeout = options.get("timeout")
+            node.cache = options.get("cache", True)
+            node.version = options.get("version")
         return node
 
     def __get__(self, obj: Any, objtype: Any = None) -> Any:
@@ -59,6 +61,8 @@ def op(
     retries: int | None = None,
     retry_on: Any = None,
     timeout: float | None = None,
+    cache: bool = True,
+    version: Any = None,
 ) -> Any:
     """Make calling ``func`` return an :class:`Op` instead of running it.
 
@@ -68,7 +72,11 @@ def op(
     ``timeout`` override the executor's defaults for the nodes it makes. Each
     option is checked here: a wrong one raises at once, naming it.
     ``retry_on`` takes predicates ``exception -> bool`` and exception classes
-    (``retry_on=OSError`` retries an ``OSError``).
+    (``retry_on=OSError`` retries an ``OSError``). In a run with a store
+    (``dp.run(..., store=...)``), ``cache=False`` keeps the nodes out of it (for a
+    function whose value changes from run to run: random numbers, the clock, I/O)
+    and ``version`` (any value) becomes part of their keys, to make them run again
+    by hand.
 
     >>> import dispatcher as dp
     >>> @dp.op(nout=2)
@@ -86,7 +94,15 @@ def op(
             raise TypeError(f"op needs a callable, got {type(f).__name__}: {f!r:.80}")
         return OpFunction(f, _op_options(label or getattr(f, "__name__", repr(f)), options))
 
-    options = {"label": label, "nout": nout, "retries": retries, "retry_on": retry_on, "timeout": timeout}
+    options = {
+        "label": label,
+        "nout": nout,
+        "retries": retries,
+        "retry_on": retry_on,
+        "timeout": timeout,
+        "cache": None if cache is True else cache,
+        "version": version,
+    }
     return wrap if func is None else wrap(func)
 
 
@@ -103,4 +119,6 @@ def _op_options(name: str, options: dict) -> dict:
         options["timeout"] = check_timeout(options["timeout"], f"timeout {where}")
     if "retry_on" in options:
         options["retry_on"] = retry_predicates(options["retry_on"], f"retry_on {where}")
+    if "cache" in options and options["cache"] is not False:
+        raise TypeError(f"cache {where} must be True or False, got {options['cache']!r}")
     return options

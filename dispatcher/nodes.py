@@ -263,7 +263,9 @@ class Op(DispatchNode):
     Nodes among the arguments (also nested in lists, tuples, dict values, sets) are
     dependencies, replaced by their values before the call. The default label is
     the function's name. ``retries``, ``retry_on`` and ``timeout`` override the
-    executor's defaults for this node; ``nout`` allows ``a, b = node``.
+    executor's defaults for this node; ``nout`` allows ``a, b = node``. In a run
+    with a store, ``cache=False`` keeps the node out of it and ``version`` is part
+    of its key (see :mod:`dispatcher.store`).
 
     >>> import dispatcher as dp
     >>> total = dp.Op(sum, [dp.Op(len, "abc"), 4])
@@ -281,6 +283,8 @@ class Op(DispatchNode):
     retries: int | None
     retry_on: tuple | None
     timeout: float | None
+    cache: bool
+    version: Any
 
     def __init__(self, func: Callable, /, *args: Any, **kwargs: Any):
         if not callable(func):
@@ -295,6 +299,8 @@ class Op(DispatchNode):
         self.retries = None
         self.retry_on = None
         self.timeout = None
+        self.cache = True
+        self.version = None
         self._set_call(args, kwargs or None)
 
     def _set_call(self, args: tuple, kwargs: dict | None) -> None:
@@ -375,6 +381,21 @@ class Op(DispatchNode):
         if self._kwargs:
             parts.extend(f"{k}={_short(v)}" for k, v in list(self._kwargs.items())[:4])
         return f": {_func_name(self.func)}({', '.join(parts)})"
+
+
+def function_key(func: Callable) -> Any:
+    """What the calls of one function share, to learn how long they take: its code,
+    else the callable or its type; a wrapper (``__wrapped__``, such as the store's
+    :class:`~dispatcher.store.worker.StoredCall`) counts as what it wraps."""
+    func = getattr(func, "__wrapped__", func)
+    code = getattr(func, "__code__", None)
+    if code is not None:
+        return code
+    try:
+        hash(func)
+    except TypeError:
+        return type(func)
+    return func
 
 
 def _func_name(func: Callable) -> str:

@@ -21,6 +21,7 @@ from typing import Any
 
 from .coroutines import run_to_end
 from .engine import Callback, ProgressBar, RunOptions, RunState, drive, drive_async
+from .engine.caching import RunCache
 from .graph import DispatchGraph
 from .nodes import DispatchNode
 from .results import DispatchResult
@@ -74,6 +75,7 @@ def _state(
     progress: bool = False,
     callbacks: Iterable[Callback] = (),
     release: bool = False,
+    store: Any = None,
 ) -> RunState:
     callbacks = list(callbacks)
     for cb in callbacks:
@@ -98,6 +100,7 @@ def _state(
         timeout_grace=capabilities.timeout_grace,
         pipelined=capabilities.pipelines,
     )
-    state = RunState(outputs, inputs, input_map=input_map, options=options, owner=executor)
+    cache = None if store is None else RunCache(store, store_on_worker=capabilities.store_on_worker)
+    state = RunState(outputs, inputs, input_map=input_map, options=options, owner=executor, cache=cache)
     executor.open()  # after the graph is checked: a mistake in it starts no workers
     return state

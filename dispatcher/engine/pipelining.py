@@ -36,7 +36,16 @@ from ..results import DependencyError
 from .plan import kids
 from .records import NodeState, Task
 
-__all__ = ["given_value", "localize", "remote_outputs", "resolve", "sent", "withdraw", "withdraw_dependants"]
+__all__ = [
+    "given_late",
+    "given_value",
+    "localize",
+    "remote_outputs",
+    "resolve",
+    "sent",
+    "withdraw",
+    "withdraw_dependants",
+]
 
 WAITING, READY, SENT, RUNNING, PARKED = (
     NodeState.WAITING,
@@ -64,6 +73,17 @@ def sent(run: Any, task: Task) -> None:
     if run.running.get(node) is not task:
         return  # refused at once: its failure is already recorded
     run.values[node] = task.handle
+    _unblock_dependants(run, node)
+
+
+def given_late(run: Any, node, value) -> None:
+    """``node`` gets its value without a task (another run stored it): the nodes
+    waiting for it to be sent take the value instead."""
+    run.values[node] = value
+    _unblock_dependants(run, node)
+
+
+def _unblock_dependants(run: Any, node) -> None:
     entry = run.children.get(node)
     if entry is not None:
         unsent, state, ready = run.unsent, run.state, run.ready  # (state: what moved)
@@ -128,9 +148,10 @@ def withdraw_dependants(run: Any, node) -> None:
 
 
 def remote_outputs(run: Any) -> tuple[list, list]:
-    """The outputs that finished in this run and their values, still handles."""
+    """The outputs that finished in this run with their values still handles (not
+    those taken from a store)."""
     values, waiting = run.values, run.waiting
-    nodes = [n for n in dict.fromkeys(run.outputs) if n in waiting and n in values]
+    nodes = [n for n in dict.fromkeys(run.outputs) if n in waiting and type(n._outcome) is Remote]
     return nodes, [values[n] for n in nodes]
 
 

@@ -31,6 +31,7 @@ class NodeState(enum.Enum):
     RUNNING = "running"
     PARKED = "parked"
     BACKING_OFF = "backing off"
+    CLAIMED = "claimed by another run"
     DONE = "done"
     FAILED = "failed"
     RELEASED = "released"

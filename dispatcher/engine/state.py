@@ -11,6 +11,9 @@ States and transitions
     WAITING  --pipelined: the last dependency finished, one failed> FAILED
     READY    --light or inline: computed here--------------------> DONE | BACKING_OFF | FAILED
     READY    --poisoned, a bad option, prepare() raised----------> FAILED | BACKING_OFF
+    READY    --store: found there, stored by another run meanwhile> DONE
+    READY    --store: claimed by another live run-----------------> CLAIMED
+    CLAIMED  --time for another look at the store-----------------> READY
     READY    --handed to the executor----------------------------> RUNNING
     READY    --pipelined, some dependency not finished-----------> SENT
     READY    --pipelined, poisoned, other dependencies running---> WAITING
@@ -48,6 +51,7 @@ Fields of :class:`RunState`
     errors: dict[node, DependencyError]  failed nodes, given or run
     needed: dict[node, int] | None    with release: how many dependents still need each value
     revoked: list[Task]               tasks whose work the driver should cancel now
+    cache: RunCache | None            with a store: keys, claims and writes (engine.caching)
     remaining: int                    nodes not yet DONE or FAILED
     error: DependencyError | None     the failure that ends the run
 """
@@ -64,23 +68,23 @@ from typing import Any
 
 from ..checks import check_timeout, nout_error
 from ..coroutines import COROUTINE, finish
-from ..graph import DispatchGraph
+from ..graph import DispatchGraph, _deps_of
 from ..nodes import DispatchNode
 from ..outcomes import NEVER, RELEASED, Failure, Remote
 from ..results import DependencyError, DispatcherError, DispatchResult, format_exception
-from . import pipelining
+from . import caching, failures, pipelining
+from .caching import COMPUTE, RunCache
 from .callbacks import notify
 from .clock import Timers
 from .plan import given_values, kids, make_plan, output_nodes
 from .records import NodeState, RunOptions, Task, timeout_error
-from .retries import retry_limits, should_retry
 
 __all__ = ["RunState"]
 
 logger = logging.getLogger("dispatcher")
 
 
-WAITING, READY, SENT, RUNNING, PARKED, BACKING_OFF, DONE, FAILED, RELEASED_ = NodeState
+WAITING, READY, SENT, RUNNING, PARKED, BACKING_OFF, CLAIMED, DONE, FAILED, RELEASED_ = NodeState
 _ABORTED = DependencyError(DispatcherError("the run was interrupted"), "", None)
 
 
@@ -92,7 +96,8 @@ class RunState:
     :meth:`done`, and call :meth:`expire` when the time of :meth:`next_wakeup`
     comes, until :attr:`finished`; then :meth:`results`. ``options`` (or the same
     fields as keywords) are the run's :class:`~dispatcher.engine.RunOptions`;
-    ``owner`` is the executor whose handles a pipelined run holds.
+    ``owner`` is the executor whose handles a pipelined run holds; ``cache`` the
+    run's store policy (:mod:`~dispatcher.engine.caching`), if it has a store.
     """
 
     def __init__(
@@ -103,6 +108,7 @@ class RunState:
         input_map: dict | None = None,
         options: RunOptions | None = None,
         owner: Any = None,
+        cache: RunCache | None = None,
         clock: Callable[[], float] = time.monotonic,
         rand: Callable[[], float] = random.random,
         **option_fields: Any,
@@ -128,6 +134,14 @@ class RunState:
         self.errors: dict = {}
         value_of = functools.partial(pipelining.given_value, self)  # an input node's value
         given_values(inputs, input_map, self.values, self.errors, value_of)
+        self.cache = cache
+        if cache is not None:  # the nodes found in the store become given values
+            if isinstance(graph_or_nodes, DispatchGraph):
+                cache.plan(
+                    graph_or_nodes.leaf_nodes(), graph_or_nodes._parents.__getitem__, self.values, self.errors
+                )
+            else:
+                cache.plan(graph_or_nodes, _deps_of, self.values, self.errors)
         plan = make_plan(graph_or_nodes, self.values, self.errors)
         self.outputs, self.waiting, self.children = plan.outputs, plan.waiting, plan.children
         self.poison, self.ready, self.deps_of = plan.poison, plan.ready, plan.deps_of
@@ -167,6 +181,8 @@ class RunState:
         self.started = True
         for node in self.waiting:
             node._outcome = NEVER
+        if self.cache is not None:
+            self.cache.start()
         if self.callbacks:
             notify(self.callbacks, "on_start", None, self.total)
 
@@ -182,6 +198,7 @@ class RunState:
         inline_untimed = self.inline_all
         pipelined = self.pipelined
         default_timeout = self.options.timeout
+        cache = self.cache
         while self.error is None:
             if pipelined:
                 if resolved:
@@ -205,7 +222,7 @@ class RunState:
             try:
                 func, args, kwargs = node.prepare(get)
             except Exception as exc:  # a malformed node: fail it, do not crash the run
-                self._failed(node, exc, format_exception(exc), self._attempt(node))
+                failures.failed_attempt(self, node, exc, format_exception(exc), self._attempt(node))
                 continue
             timeout = node.timeout
             if timeout is None:
@@ -214,6 +231,12 @@ class RunState:
                 timeout = self._checked_timeout(node, timeout)  # set by hand on the node
                 if timeout is None:
                     continue
+            if cache is not None and not node.light:
+                verdict = cache.before_start(node)
+                if verdict is not COMPUTE:
+                    caching.set_aside(self, node, verdict)  # -> CLAIMED, or DONE if stored meanwhile
+                    continue
+                func = cache.wrap(node, func)
             if (inline_untimed and timeout is None) or (inline_light and node.light):
                 # READY -> DONE, BACKING_OFF or FAILED: the node's function is called here
                 if self.hooks:
@@ -225,7 +248,7 @@ class RunState:
                 except KeyboardInterrupt:
                     raise  # Ctrl-C, here in the thread that drives the run: the run ends
                 except BaseException as exc:  # SystemExit too: it fails the node
-                    self._failed(node, exc, format_exception(exc), self._attempt(node))
+                    failures.failed_attempt(self, node, exc, format_exception(exc), self._attempt(node))
                     continue
                 if node.nout is not None and self._wrong_nout(node, value, self._attempt(node)):
                     continue
@@ -299,8 +322,8 @@ class RunState:
                 expired.append(what)
                 why = self.options.on_timeout.format(where=what.where)
                 exc = timeout_error(node.label, what.timeout, why)
-                self._failed(node, exc, format_exception(exc), what.attempt)
-            elif self.error is None and self.state.get(what) is BACKING_OFF:
+                failures.failed_attempt(self, node, exc, format_exception(exc), what.attempt)
+            elif self.error is None and self.state.get(what) in (BACKING_OFF, CLAIMED):
                 self._due(what)
         return expired
 
@@ -328,7 +351,10 @@ class RunState:
         return out
 
     def end(self) -> None:
-        """Store what the run leaves on the nodes and tell the callbacks it is over."""
+        """Store what the run leaves on the nodes, end its claims in the store, and
+        tell the callbacks it is over."""
+        if self.cache is not None:
+            self.cache.end()
         if self.needed is not None:
             for node, value in self.values.items():
                 if node in self.waiting and node not in self.keep:
@@ -345,7 +371,7 @@ class RunState:
         """Fail ``node`` if ``value`` does not hold its declared ``nout`` values."""
         wrong = nout_error(node.label, node.nout, value)
         if wrong is not None:
-            self._failed(node, wrong, format_exception(wrong), attempt)
+            failures.failed_attempt(self, node, wrong, format_exception(wrong), attempt)
         return wrong is not None
 
     def _take(self, task: Task, ok: bool, payload: Any) -> None:
@@ -353,7 +379,7 @@ class RunState:
         node = task.node
         if not ok:
             exc, tb = payload
-            self._failed(node, exc, tb, task.attempt)
+            failures.failed_attempt(self, node, exc, tb, task.attempt)
             return
         if self.pipelined:  # the value is a handle: it stays where it was made
             self._finish_ok(node, payload)
@@ -375,7 +401,8 @@ class RunState:
                 self.ready.append(kid)
 
     def _due(self, node) -> None:
-        """BACKING_OFF -> READY: the delay before retrying ``node`` is over."""
+        """BACKING_OFF or CLAIMED -> READY: the delay before retrying ``node``, or
+        before looking at its claim again, is over."""
         if self.pipelined and self.unsent[node]:
             self.state[node] = WAITING  # ready once its dependencies are sent again
         else:
@@ -385,6 +412,8 @@ class RunState:
     def _finish_ok(self, node, value) -> None:
         """-> DONE; the nodes waiting only for it are READY (pipelined: resolved)."""
         self.values[node] = value
+        if self.cache is not None:
+            self.cache.finished(node, value)
         state = self.state
         state[node] = DONE
         self.remaining -= 1
@@ -423,46 +452,12 @@ class RunState:
                 state[dep] = RELEASED_
                 dep._outcome = RELEASED
 
-    def _failed(self, node, exc, tb, attempt) -> None:
-        """An attempt of ``node`` failed: retry it, or fail it."""
-        try:
-            retries, retry_on = retry_limits(node, self.options)
-        except (TypeError, ValueError) as bad:  # set by hand on the node, wrongly
-            bad.__context__ = exc
-            self._finish_error(node, DependencyError(bad, format_exception(bad), node, attempt))
-            return
-        if self.error is None and should_retry(node, exc, attempt, retries, retry_on, self.options):
-            self._retry(node, exc, attempt, retries)
-            return
-        error = DependencyError(exc, tb, node, attempt)
-        error.__cause__ = exc
-        logger.info("node %r failed: %s: %s", node.label, type(exc).__name__, exc)
-        self._finish_error(node, error)
-
-    def _retry(self, node, exc, attempt, retries) -> None:
-        """-> BACKING_OFF, due after the backoff delay."""
-        if self.pipelined:
-            pipelining.withdraw(self, node)
-        self.state[node] = BACKING_OFF
-        delay = self.options.backoff.delay(attempt, self.rand)
-        self.attempts[node] = attempt + 1
-        self.timers.retry_after(delay, node)
-        logger.warning(
-            "node %r failed (attempt %d of %d), retrying in %.3g s: %s: %s",
-            node.label,
-            attempt,
-            retries + 1,
-            delay,
-            type(exc).__name__,
-            exc,
-        )
-        if self.callbacks:
-            notify(self.callbacks, "on_retry", node, node, exc, attempt, delay)
-
     def _finish_error(self, node, error) -> None:
         """-> FAILED, and every node downstream fails with the same error."""
         if self.pipelined:
             pipelining.withdraw_dependants(self, node)
+        if self.cache is not None:
+            self.cache.failed(node)
         self.errors[node] = error
         self.state[node] = FAILED
         self.remaining -= 1

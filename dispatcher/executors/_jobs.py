@@ -34,6 +34,7 @@ import logging
 import pickle
 import threading
 
+from ..nodes import function_key
 from ..results import ExecutorError, format_exception
 from .codec import decode_outcome, unpicklable_error
 
@@ -56,18 +57,6 @@ def check_worker_options(max_workers, batch_size, initializer) -> None:
         raise TypeError(f"initializer must be callable, got {type(initializer).__name__}")
 
 
-def func_key(func):
-    """What the estimates are kept under: a function's code, else the callable or its type."""
-    code = getattr(func, "__code__", None)
-    if code is not None:
-        return code
-    try:
-        hash(func)
-    except TypeError:
-        return type(func)
-    return func
-
-
 class Job:
     """A task on its way through a pool."""
 
@@ -76,7 +65,7 @@ class Job:
     def __init__(self, task, done):
         self.task = task
         self.done = done
-        self.key = None  # func_key(task.func), set where the job is queued
+        self.key = None  # function_key(task.func), set where the job is queued
         self.state = PENDING
         self.alone = False  # send it in a batch of its own
         self.worker = None  # the worker it was sent to, for a transport that says
@@ -100,8 +89,8 @@ class JobQueue:
         """Queue ``jobs``, each under its function's estimate."""
         for job in jobs:
             func = job.task.func
-            code = getattr(func, "__code__", None)  # func_key's common case, inline
-            job.key = code if code is not None else func_key(func)
+            code = getattr(func, "__code__", None)  # function_key's common case, inline
+            job.key = code if code is not None else function_key(func)
         self.pending.extend(jobs)
 
     def take(self, share: int) -> list | None:

@@ -91,6 +91,11 @@ class Capabilities:
     in_process: bool = False
     """Tasks run in the process that drives the run (in it, in its threads or on its
     event loop): they share its memory and the state of its modules."""
+    store_on_worker: bool = False
+    """Tasks run in other processes, which write a run's store themselves
+    (:mod:`dispatcher.store.worker`), so that values need not travel to the driver
+    for it. Not for an executor whose every rank makes a value of which one counts
+    (SPMD)."""
     pipelines: bool = False
     """A task's arguments may hold the *handles* (``task.handle``) of tasks not yet
     finished, which the backend resolves where the work runs (dask futures); see

@@ -120,7 +120,7 @@ class DaskExecutor(Executor):
     """
 
     # indexing and collecting run where the values are, not in the driver
-    capabilities = Capabilities(pipelines=True, inline_light=False)
+    capabilities = Capabilities(pipelines=True, inline_light=False, store_on_worker=True)
     default_retry_on = (is_worker_lost,)
 
     def __init__(

@@ -26,7 +26,7 @@ import functools
 
 from ..results import is_worker_lost
 from ._launch import cpu_count
-from .base import Executor
+from .base import Capabilities, Executor
 from .codec import call_pickled, dumps_call
 from .pools import report_future
 
@@ -43,6 +43,7 @@ class LokyExecutor(Executor):
     42
     """
 
+    capabilities = Capabilities(store_on_worker=True)
     default_retry_on = (is_worker_lost,)  # a lost worker's nodes run again
 
     def __init__(self, max_workers: int | None = None, **options):

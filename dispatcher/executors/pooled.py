@@ -29,7 +29,9 @@ class PooledExecutor(Executor):
     :attr:`_workers` is a :class:`PoolHandle` (or an object with the same methods),
     set by the subclass."""
 
-    capabilities = Capabilities(reports_start=True, on_timeout="; its worker process ({where}) was killed")
+    capabilities = Capabilities(
+        reports_start=True, store_on_worker=True, on_timeout="; its worker process ({where}) was killed"
+    )
     default_retry_on = (is_worker_lost,)
     _workers: PoolHandle
 

@@ -113,7 +113,9 @@ class PoolExecutor(Executor):
         self.pool = pool
         self.cloudpickle = _is_process_pool(pool) if cloudpickle is None else bool(cloudpickle)
         self._over_threads = isinstance(pool, cf.ThreadPoolExecutor) and not self.cloudpickle
-        self.capabilities = Capabilities(in_process=self._over_threads)
+        self.capabilities = Capabilities(
+            in_process=self._over_threads, store_on_worker=not self._over_threads
+        )
 
     def start_task(self, task, done) -> None:
         if self.cloudpickle:

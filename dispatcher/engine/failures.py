@@ -1,0 +1,63 @@
+"""A failed attempt: the node runs again after a delay, or fails for good.
+
+Two transitions of :class:`~dispatcher.engine.RunState`, kept apart as the
+pipelining ones are: :func:`failed_attempt` decides by the rules of
+:mod:`~dispatcher.engine.retries` (and fails a node whose options set by hand are
+wrong), :func:`back_off` puts a node to wait for its next attempt (BACKING_OFF),
+telling the log and the callbacks.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ..results import DependencyError, format_exception
+from . import pipelining
+from .callbacks import notify
+from .records import NodeState
+from .retries import retry_limits, should_retry
+
+__all__ = ["back_off", "failed_attempt"]
+
+logger = logging.getLogger("dispatcher")
+
+
+def back_off(run: Any, node, exc, attempt: int, retries: int) -> None:
+    """A transition of :class:`~dispatcher.engine.RunState`: ``node`` failed and is
+    retried: -> BACKING_OFF, due after the backoff delay."""
+    if run.pipelined:
+        pipelining.withdraw(run, node)
+    run.state[node] = NodeState.BACKING_OFF
+    delay = run.options.backoff.delay(attempt, run.rand)
+    run.attempts[node] = attempt + 1
+    run.timers.retry_after(delay, node)
+    logger.warning(
+        "node %r failed (attempt %d of %d), retrying in %.3g s: %s: %s",
+        node.label,
+        attempt,
+        retries + 1,
+        delay,
+        type(exc).__name__,
+        exc,
+    )
+    if run.callbacks:
+        notify(run.callbacks, "on_retry", node, node, exc, attempt, delay)
+
+
+def failed_attempt(run: Any, node, exc, tb, attempt: int) -> None:
+    """A transition of :class:`~dispatcher.engine.RunState`: attempt ``attempt`` of
+    ``node`` failed with ``exc`` (its traceback ``tb``): retry it, or fail it."""
+    try:
+        limit, retry_on = retry_limits(node, run.options)
+    except (TypeError, ValueError) as bad:  # set by hand on the node, wrongly
+        bad.__context__ = exc
+        run._finish_error(node, DependencyError(bad, format_exception(bad), node, attempt))
+        return
+    if run.error is None and should_retry(node, exc, attempt, limit, retry_on, run.options):
+        back_off(run, node, exc, attempt, limit)
+        return
+    error = DependencyError(exc, tb, node, attempt)
+    error.__cause__ = exc
+    logger.info("node %r failed: %s: %s", node.label, type(exc).__name__, exc)
+    run._finish_error(node, error)

@@ -1,0 +1,209 @@
+"""Runs with a store, on every executor: what is skipped, what is read, what is kept
+(the engine's policy, :mod:`dispatcher.engine.caching`)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import subprocess
+import threading
+
+import numpy as np
+import pytest
+
+import dispatcher as dp
+from dispatcher.store import FileStore
+
+from .conftest import FileChannel
+
+
+def record(calls, x):
+    calls.append(x)
+    return x * 10
+
+
+def total(calls, *xs):
+    calls.append("total")
+    return sum(xs)
+
+
+def fails(calls, x):
+    calls.append(f"fails {x}")
+    raise ValueError(f"bad {x}")
+
+
+def big(calls, i):
+    calls.append(i)
+    return np.full(100_000, i * 10)
+
+
+def first(calls, x, other):
+    calls.append(x)
+    return x
+
+
+def graph(calls, n=6):
+    parts = [dp.Op(record, calls, i) for i in range(n)]
+    return dp.Op(total, calls, *parts), parts
+
+
+class CountingStore(FileStore):
+    """A FileStore that counts what this process loads."""
+
+    def __init__(self, path):
+        super().__init__(path)
+        self.loads: list = []
+
+    def load(self, key):
+        value = super().load(key)
+        self.loads.append(key)
+        return value
+
+
+def drained(calls: FileChannel) -> list:
+    """The calls recorded so far, as strings, sorted; the channel is emptied (it is
+    an argument of the nodes: the same channel keeps their keys)."""
+    return sorted(map(str, calls._update(lambda items: [items.pop() for _ in list(items)])))
+
+
+def test_a_second_run_computes_nothing_and_gives_the_same_values(executor, tmp_path):
+    calls = FileChannel()
+    out, _ = graph(calls)
+    first = dp.run(executor, [out], store=tmp_path)[0].value
+    assert drained(calls) == sorted([*map(str, range(6)), "total"])
+    out2, parts2 = graph(calls)  # the same calls, new nodes
+    again = dp.run(executor, [out2, parts2[3]], store=tmp_path)
+    assert [r.value for r in again] == [first, 30] == [150, 30]
+    assert drained(calls) == []
+    assert out2.fetch() == 150
+
+
+def test_only_what_is_missing_runs(executor, tmp_path):
+    calls = FileChannel()
+    dp.run(executor, [dp.Op(record, calls, i) for i in range(3)], store=tmp_path)
+    drained(calls)
+    out, _ = graph(calls)  # record(0..2) are stored, 3..5 and total are not
+    assert dp.run(executor, [out], store=tmp_path)[0].value == 150
+    assert drained(calls) == ["3", "4", "5", "total"]
+
+
+def test_a_fully_stored_graph_reads_only_its_outputs(tmp_path):
+    calls = FileChannel()
+    chain = dp.Op(record, calls, 1)
+    for _ in range(50):
+        chain = dp.Op(record, calls, chain)
+    dp.execute(chain, store=tmp_path)
+    store = CountingStore(tmp_path)
+    again = dp.Op(record, calls, 1)
+    for _ in range(50):
+        again = dp.Op(record, calls, again)
+    drained(calls)
+    assert dp.execute(again, store=store) == chain.fetch()
+    assert drained(calls) == [] and len(store.loads) == 1
+
+
+def test_cache_false_and_version(tmp_path):
+    calls = FileChannel()
+    impure = dp.op(cache=False)(record)
+    dp.execute([impure(calls, 1), dp.op(version=1)(record)(calls, 2)], store=tmp_path)
+    drained(calls)
+    dp.execute([impure(calls, 1), dp.op(version=1)(record)(calls, 2)], store=tmp_path)
+    assert drained(calls) == ["1"]  # the impure node runs every time; version 1 is stored
+    dp.execute([dp.Op(total, calls, impure(calls, 1)), dp.op(version=2)(record)(calls, 2)], store=tmp_path)
+    assert drained(calls) == ["1", "2", "total"]  # downstream of an impure node: no key
+
+
+def test_failures_are_not_stored(executor, tmp_path):
+    calls = FileChannel()
+    bad = dp.Op(fails, calls, 1)
+    for _ in range(2):
+        (result,) = dp.run(executor, [bad], store=tmp_path, throw_error=False)
+        assert isinstance(result.error.error, ValueError)
+    assert calls.items() == ["fails 1", "fails 1"]
+    assert list(FileStore(tmp_path).entries()) == []
+
+
+def test_an_argument_that_cannot_be_hashed_is_run_with_one_warning(tmp_path, caplog):
+    lock = threading.Lock()
+    calls = FileChannel()
+    nodes = [dp.Op(first, calls, i, lock) for i in range(5)]
+    with caplog.at_level(logging.WARNING, logger="dispatcher"):
+        assert dp.execute(nodes, store=tmp_path) == list(range(5))
+    warnings = [r.getMessage() for r in caplog.records if "is not stored" in r.getMessage()]
+    assert len(warnings) == 1
+    assert (
+        "(and 4 more of its nodes)" in warnings[0] and "argument 2" in warnings[0] and "lock" in warnings[0]
+    )
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage"])
+def test_a_damaged_entry_is_computed_again(tmp_path, caplog, damage):
+    calls = FileChannel()
+    node = dp.Op(big, calls, 7)
+    dp.execute(node, store=tmp_path)
+    (entry,) = FileStore(tmp_path).entries()
+    path = FileStore(tmp_path)._entry(entry.key)
+    with open(path, "r+b") as f:
+        if damage == "truncate":
+            f.truncate(entry.nbytes // 2)
+        else:
+            f.write(b"garbage")
+    drained(calls)
+    with caplog.at_level(logging.WARNING, logger="dispatcher"):
+        again = dp.execute(dp.Op(big, calls, 7), store=tmp_path)
+    np.testing.assert_array_equal(again, np.full(100_000, 70))
+    assert drained(calls) == ["7"] and "is computed again" in caplog.text
+    assert FileStore(tmp_path).load(entry.key).shape == (100_000,)  # written anew, whole
+
+
+def test_inputs_and_input_map_are_keyed_by_their_values(tmp_path):
+    calls = FileChannel()
+    a = dp.Op(record, calls, 1)
+    b = dp.Op(record, calls, a)
+    assert dp.execute(b, store=tmp_path, input_map={a: 5}) == 50
+    assert dp.execute(b, store=tmp_path, input_map={a: 5}) == 50
+    assert dp.execute(b, store=tmp_path, input_map={a: 6}) == 60
+    assert drained(calls) == ["5", "6"]
+
+
+@contextlib.contextmanager
+def mounted_tmpfs(path, size: str, read_only: bool = False):
+    """A small tmpfs at ``path`` (root only: CI runs as root), unmounted after."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small file system needs root")
+    path.mkdir(exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)
+    try:
+        if read_only:
+            yield lambda: subprocess.run(["mount", "-o", "remount,ro", str(path)], check=True)
+        else:
+            yield None
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+def test_a_read_only_store_is_read_and_the_run_says_it_stores_nothing(tmp_path, caplog):
+    calls = FileChannel()
+    with mounted_tmpfs(tmp_path / "ro", "4m", read_only=True) as make_read_only:
+        dp.execute([dp.Op(record, calls, 1)], store=tmp_path / "ro")
+        make_read_only()
+        drained(calls)
+        with caplog.at_level(logging.WARNING, logger="dispatcher"):
+            assert dp.execute([dp.Op(record, calls, 1), dp.Op(record, calls, 2)], store=tmp_path / "ro") == [
+                10,
+                20,
+            ]
+        assert drained(calls) == ["2"]  # 1 was read
+        assert "cannot be written" in caplog.text and "nothing new is stored" in caplog.text
+
+
+def test_a_full_disk_loses_entries_not_results(executor, tmp_path, caplog):
+    calls = FileChannel()
+    with mounted_tmpfs(tmp_path / "full", "512k"):
+        nodes = [dp.Op(big, calls, i) for i in range(6)]  # 800 kB each
+        with caplog.at_level(logging.WARNING, logger="dispatcher"):
+            results = dp.run(executor, nodes, store=tmp_path / "full")
+        for i, r in enumerate(results):
+            np.testing.assert_array_equal(r.value, np.full(100_000, i * 10))
+        assert not any(p.name.startswith(".tmp") for p in (tmp_path / "full").rglob("*"))

@@ -1,0 +1,291 @@
+"""The store itself: keys, the bytes of an entry, FileStore's files and claims."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import functools
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+import dispatcher as dp
+from dispatcher.store import CorruptEntry, FileStore, StoreError
+from dispatcher.store.keys import KeyMaker, NotHashable, token
+
+
+def keys_of(*nodes) -> dict:
+    keys: dict = {}
+    maker = KeyMaker(keys)
+    for node in nodes:
+        keys[node] = maker.key_of(node)
+    return keys
+
+
+def scale(x, factor=2):
+    return x * factor
+
+
+@dataclasses.dataclass
+class Point:
+    x: int
+    y: list
+
+
+class Colour(enum.Enum):
+    RED = 1
+
+
+# -- keys -------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "value",
+    [0, 1, -5, 2**70, 1.5, float("nan"), 1j, "é", b"x", None, True, (1, "a"), [1, [2]], {"a": 1},
+     {1, 2}, frozenset("ab"), range(3), slice(1, 2), Point(1, [2]), Colour.RED, np.arange(5),
+     np.float32(2), np.dtype("f8"), scale, len, functools.partial(scale, factor=3), int],
+)  # fmt: skip
+def test_equal_values_have_equal_tokens_across_processes(value):
+    here = token(value)
+    assert token(value) == here
+    code = (
+        "import pickle, sys; from dispatcher.store.keys import token; "
+        "sys.stdout.buffer.write(token(pickle.loads(sys.stdin.buffer.read())))"
+    )
+    import cloudpickle
+
+    other = subprocess.run(
+        [sys.executable, "-c", code],
+        input=cloudpickle.dumps(value),
+        capture_output=True,
+        check=True,
+        env={**os.environ, "PYTHONHASHSEED": "123", "PYTHONPATH": os.path.dirname(__file__)},
+    ).stdout
+    if value is scale or isinstance(value, functools.partial):
+        return  # a function of this test module arrives by value in the other process
+    assert other == here
+
+
+@pytest.mark.parametrize(
+    "a, b",
+    [(1, 1.0), (1, True), (0, None), ("1", 1), (b"a", "a"), ((1,), [1]), ({1: 2}, {2: 1}),
+     ({1}, frozenset([1])),
+     (np.arange(3), np.arange(3.0)), (np.zeros((2, 3)), np.zeros((3, 2))), (Point(1, [2]), Point(1, [3])),
+     (np.arange(100000), np.arange(1, 100001))],
+)  # fmt: skip
+def test_different_values_have_different_tokens(a, b):
+    assert token(a) != token(b)
+
+
+def test_what_cannot_be_read_deterministically_is_refused_with_where():
+    with pytest.raises(NotHashable, match="lock"):
+        token([1, {"k": threading.Lock()}])
+    cycle: list = []
+    cycle.append(cycle)
+    with pytest.raises(NotHashable, match="contains itself"):
+        token(cycle)
+    with pytest.raises(NotHashable, match="generator"):
+        token(x for x in ())
+
+
+def test_a_node_key_covers_function_arguments_dependencies_and_version():
+    a, b = dp.Op(scale, 1), dp.Op(scale, 2)
+    k = keys_of(a, b, dp.Op(scale, a), dp.Op(scale, b), dp.Op(scale, 1, factor=3), dp.op(version=2)(scale)(1))
+    values = list(k.values())
+    assert len(set(values)) == len(values)  # all different
+    again = dp.Op(scale, 1)
+    assert keys_of(again)[again] == k[a]  # the same call, another node: the same key
+
+
+def test_editing_a_function_body_or_what_it_closes_over_changes_its_key():
+    def make(step):
+        def f(x):
+            return x + step
+
+        return f
+
+    def g(x):
+        return x + 1
+
+    def g2(x):
+        return x + 2
+
+    g2.__qualname__ = g.__qualname__
+    keys = [keys_of(n := dp.Op(func, 1))[n] for func in (make(1), make(2), g, g2)]
+    assert len(set(keys)) == 4
+    same = [keys_of(n := dp.Op(make(1), 1))[n] for _ in range(2)]
+    assert same[0] == same[1] == keys[0]
+
+
+def test_a_node_that_cannot_be_keyed_says_why_and_so_do_its_dependants():
+    bad = dp.Op(scale, threading.Lock())
+    down = dp.Op(scale, bad)
+    off = dp.op(cache=False)(scale)(1)
+    keys: dict = {}
+    maker = KeyMaker(keys)
+    for n in (bad, down, off):
+        keys[n] = maker.key_of(n)
+    assert keys == {bad: None, down: None, off: None}
+    assert "argument 0" in maker.unkeyed[bad] and "lock" in maker.unkeyed[bad]
+    assert maker.unkeyed[down] == "it depends on node 'scale', which has no key"
+    assert "cache=False" in maker.unkeyed[off]
+
+
+def test_op_refuses_a_cache_option_that_is_not_a_boolean():
+    with pytest.raises(TypeError, match="cache of op 'scale' must be True or False"):
+        dp.op(cache="no")(scale)
+
+
+# -- entries and FileStore ------------------------------------------------------------------
+def test_values_round_trip_and_large_arrays_are_mapped_writable(tmp_path):
+    store = FileStore(tmp_path)
+    big = np.arange(1_000_000, dtype="f8")
+    values = {"a": 1, "b": {"x": [1, 2], "arr": big}, "c": b"x" * 100, "d": None}
+    for key, value in values.items():
+        store.save(key * 32, value, "f")
+    assert store.load("c" * 32) == b"x" * 100 and store.load("d" * 32) is None
+    got = store.load("b" * 32)
+    np.testing.assert_array_equal(got["arr"], big)
+    assert got["arr"].flags.writeable and not got["arr"].flags.owndata  # a view of the mapped file
+    got["arr"][0] = -1  # copy on write: the entry is unchanged
+    assert store.load("b" * 32)["arr"][0] == 0
+    with pytest.raises(KeyError):
+        store.load("e" * 32)
+    listed = sorted((e.key[0], e.function) for e in store.entries())
+    assert listed == [("a", "f"), ("b", "f"), ("c", "f"), ("d", "f")]
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "garbage", "empty"])
+def test_a_damaged_entry_is_detected_never_read_as_a_value(tmp_path, damage):
+    store = FileStore(tmp_path)
+    key = "ab" * 16
+    store.save(key, {"v": np.arange(300_000)}, "f")
+    path = store._entry(key)
+    with open(path, "rb") as f:
+        data = bytearray(f.read())
+    if damage == "truncate":
+        data = data[: len(data) // 2]
+    elif damage == "flip":
+        data[-10] ^= 0xFF
+    elif damage == "garbage":
+        data = bytearray(b"not an entry at all")
+    else:
+        data = bytearray()
+    with open(path, "wb") as f:
+        f.write(data)
+    with pytest.raises(CorruptEntry):
+        store.load(key)
+
+
+def test_a_value_that_cannot_be_unpickled_here_is_a_corrupt_entry(tmp_path):
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[2]); "
+        "import mod, dispatcher as dp; dp.FileStore(sys.argv[1]).save('cd' * 16, mod.Thing(), 'f')"
+    )
+    (tmp_path / "mod.py").write_text("class Thing:\n    pass\n")
+    subprocess.run([sys.executable, "-c", script, str(tmp_path / "s"), str(tmp_path)], check=True)
+    with pytest.raises(CorruptEntry, match="cannot be unpickled"):
+        FileStore(tmp_path / "s").load("cd" * 16)
+
+
+def test_a_store_pickles_as_its_path():
+    import pickle
+
+    store = FileStore("/some/where", lease=5)
+    again = pickle.loads(pickle.dumps(store))
+    assert again.path == "/some/where" and again.lease == 5.0
+
+
+def test_a_path_that_is_not_a_store_is_refused(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(StoreError, match="not a dispatcher store"):
+        list(FileStore(tmp_path).entries())
+
+
+# -- claims ---------------------------------------------------------------------------------
+def test_a_claim_is_held_until_released_or_its_run_ends(tmp_path):
+    one, two = FileStore(tmp_path), FileStore(tmp_path)
+    run1, run2 = one.begin_run(), two.begin_run()
+    try:
+        assert one.claim("k" * 32, run1) and one.claim("k" * 32, run1)  # again: still ours
+        assert not two.claim("k" * 32, run2)
+        one.release("k" * 32, run1)
+        assert two.claim("k" * 32, run2)
+        two.release("k" * 32, run1)  # not run1's claim: it stays
+        assert not one.claim("k" * 32, run1)
+        two.end_run(run2)  # its claims lapse with it
+        assert one.claim("k" * 32, run1)
+    finally:
+        one.end_run(run1)
+
+
+def test_the_claim_of_a_dead_process_lapses_at_once(tmp_path):
+    code = (
+        "import sys, os, dispatcher as dp; s = dp.FileStore(sys.argv[1]); r = s.begin_run(); "
+        "s.claim('k' * 32, r); os._exit(0)"
+    )
+    subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True)
+    store = FileStore(tmp_path)
+    run = store.begin_run()
+    try:
+        assert store.claim("k" * 32, run)
+    finally:
+        store.end_run(run)
+
+
+def test_the_claim_of_a_run_whose_lease_is_old_lapses(tmp_path):
+    store = FileStore(tmp_path, lease=30)
+    other = "elsewhere.example.1234.abcdef"
+    os.makedirs(tmp_path / "runs")
+    os.makedirs(tmp_path / "claims")
+    (tmp_path / "runs" / other).write_text("{}")
+    os.symlink(other, tmp_path / "claims" / ("k" * 32))
+    run = store.begin_run()
+    try:
+        assert not store.claim("k" * 32, run)  # another host's live run
+        os.utime(tmp_path / "runs" / other, (0, 0))
+        assert store.claim("k" * 32, run)  # its lease ran out
+    finally:
+        store.end_run(run)
+
+
+# -- python -m dispatcher.store -----------------------------------------------------------
+def _cli(*args) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "dispatcher.store", *map(str, args)], capture_output=True, text=True
+    )
+
+
+def test_the_command_lists_entries_by_function_and_prunes(tmp_path):
+    store = FileStore(tmp_path)
+    dp.run(dp.SerialExecutor(), [dp.Op(scale, i) for i in range(3)] + [dp.Op(sum, [1, 2])], store=store)
+    listing = _cli(tmp_path)
+    assert listing.returncode == 0
+    lines = listing.stdout.splitlines()
+    assert lines[0].split() == ["function", "entries", "bytes", "last", "used"]
+    assert [line.split()[:2] for line in lines[1:]] in (
+        [["scale", "3"], ["sum", "1"], ["total", "4"]],
+        [["sum", "1"], ["scale", "3"], ["total", "4"]],
+    )
+    old = next(e for e in store.entries() if e.function == "sum")
+    os.utime(store._entry(old.key), (0, 0))  # unused since 1970
+    abandoned = tmp_path / "entries" / ".tmp.abab.1.x"
+    abandoned.write_bytes(b"half")
+    os.utime(abandoned, (0, 0))
+    dry = _cli(tmp_path, "--older-than", "30d", "--dry-run")
+    assert "would remove 2 entries" in dry.stdout and len(list(store.entries())) == 4
+    assert "removed 2 entries" in _cli(tmp_path, "--older-than", "30d").stdout
+    assert sorted(e.function for e in store.entries()) == ["scale"] * 3 and not abandoned.exists()
+    assert "removed 3 entries" in _cli(tmp_path, "--function", "scale").stdout
+    assert "no entries" in _cli(tmp_path).stdout
+
+
+def test_the_command_refuses_what_is_not_a_store(tmp_path):
+    (tmp_path / "mine.txt").write_text("x")
+    done = _cli(tmp_path)
+    assert done.returncode == 2 and "not a dispatcher store" in done.stderr
+    assert _cli(tmp_path / "missing").returncode == 2
+    bad_age = _cli(tmp_path, "--older-than", "soon")
+    assert bad_age.returncode == 2 and "not an age" in bad_age.stderr
