@@ -290,3 +290,9 @@ def test_the_command_refuses_what_is_not_a_store(tmp_path):
     assert _cli(tmp_path / "missing").returncode == 2
     bad_age = _cli(tmp_path, "--older-than", "soon")
     assert bad_age.returncode == 2 and "not an age" in bad_age.stderr
+
+
+def test_a_set_and_a_frozenset_argument_have_different_keys():
+    nodes = [dp.Op(len, {1}), dp.Op(len, frozenset({1})), dp.Op(len, [{1}]), dp.Op(len, [frozenset({1})])]
+    keys = keys_of(*nodes)
+    assert len(set(keys.values())) == 4

@@ -159,7 +159,12 @@ class KeyMaker:
                 + b"}"
             )
         if kind is set or kind is frozenset:
-            return b"S%d{" % len(value) + b"".join(sorted(item(v) for v in value)) + b"}"
+            return (
+                (b"S" if kind is set else b"Z")
+                + b"%d{" % len(value)
+                + b"".join(sorted(item(v) for v in value))
+                + b"}"
+            )
         tag = b"t" if kind is tuple else b"l"
         return tag + b"%d[" % len(value) + b"".join([item(v) for v in value]) + b"]"
 
