@@ -36,6 +36,7 @@ these rules, which :class:`RunCache` carries out for its
 
 from __future__ import annotations
 
+import collections
 import logging
 import time
 from typing import Any
@@ -78,11 +79,9 @@ class RunCache:
         self.claimable: dict = {}  # node -> key: nodes this run may store (not light, keyed)
         self.storing: dict = {}  # node -> (key, function, time claimed or None): to store once it ends
         self.quick: set = set()  # the functions whose claimed calls took under CLAIM_MIN
-        self.written_remotely: set = set()  # claimed nodes whose worker stores them
         self.polls: dict = {}  # node -> the delay before its next look at a claim elsewhere
         self.run: Any = None
         self.writable = True
-        self.loaded = 0
         self._write_failed = False
 
     # -- planning ------------------------------------------------------------------
@@ -126,13 +125,15 @@ class RunCache:
 
     def _warn_unkeyed(self) -> None:
         """One warning per function for the nodes that cannot be keyed by themselves."""
-        told: dict = {}
+        reasons: dict = {}
+        counts: collections.Counter = collections.Counter()
         for node, why in self.unkeyed.items():
             if why.startswith("it depends on node") or why.startswith("it waits for") or "cache=False" in why:
                 continue
-            told.setdefault(node.label, (why, 0))
-            told[node.label] = (told[node.label][0], told[node.label][1] + 1)
-        for label, (why, count) in told.items():
+            reasons.setdefault(node.label, why)
+            counts[node.label] += 1
+        for label, why in reasons.items():
+            count = counts[label]
             more = f" (and {count - 1} more of its nodes)" if count > 1 else ""
             logger.warning("node %r%s is not stored: %s; nor is anything downstream of it", label, more, why)
 
@@ -150,7 +151,6 @@ class RunCache:
                 found = self._load(node, key)
                 if found is not None:
                     values[node] = node._outcome = found.value
-                    self.loaded += 1
                     continue
             for dep in deps_of(node):
                 if dep not in values and dep not in errors and dep not in seen:
@@ -221,7 +221,6 @@ class RunCache:
         entry = self.storing.get(node)
         if entry is None or not self.store_on_worker:
             return func
-        self.written_remotely.add(node)
         return StoredCall(func, self.store, entry[0], node.label, node.nout)
 
     def finished(self, node: DispatchNode, value: Any) -> None:
@@ -230,9 +229,7 @@ class RunCache:
         if entry is None:
             return
         key, kind, claimed_at = entry
-        if node in self.written_remotely:
-            self.written_remotely.discard(node)
-        else:
+        if not self.store_on_worker:  # else its worker stored it (wrap)
             try:
                 self.store.save(key, value, node.label)
             except Exception as exc:
@@ -254,7 +251,6 @@ class RunCache:
     def failed(self, node: DispatchNode) -> None:
         """``node`` failed for good: give up its claim."""
         entry = self.storing.pop(node, None)
-        self.written_remotely.discard(node)
         if entry is not None and entry[2] is not None:
             self._release(entry[0])
 
