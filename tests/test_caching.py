@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -155,6 +156,40 @@ def test_a_damaged_entry_is_computed_again(tmp_path, caplog, damage):
     np.testing.assert_array_equal(again, np.full(100_000, 70))
     assert drained(calls) == ["7"] and "is computed again" in caplog.text
     assert FileStore(tmp_path).load(entry.key).shape == (100_000,)  # written anew, whole
+
+
+class DeletionsStore(FileStore):
+    """A FileStore that counts the entries this process removes."""
+
+    def __init__(self, path):
+        super().__init__(path)
+        self.deleted: list = []
+
+    def delete(self, key):
+        self.deleted.append(key)
+        super().delete(key)
+
+
+def test_a_sound_entry_this_process_cannot_unpickle_is_computed_again_not_removed(tmp_path, caplog):
+    # another environment stored a value of a class this process cannot import
+    calls = FileChannel()
+    node = dp.Op(record, calls, 3)
+    store = DeletionsStore(tmp_path / "store")
+    (tmp_path / "elsewhere.py").write_text("class Thing:\n    pass\n")
+    dp.run(dp.SerialExecutor(), [node], store=store)
+    (entry,) = store.entries()
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[2]); import elsewhere, dispatcher as dp; "
+        "dp.FileStore(sys.argv[1]).save(sys.argv[3], elsewhere.Thing(), 'record')"
+    )
+    subprocess.run([sys.executable, "-c", script, store.path, str(tmp_path), entry.key], check=True)
+    drained(calls)
+    with caplog.at_level(logging.WARNING, logger="dispatcher"):
+        (result,) = dp.run(dp.SerialExecutor(), [dp.Op(record, calls, 3)], store=store)
+    assert result.value == 30 and drained(calls) == ["3"]
+    assert "cannot be unpickled here" in caplog.text and "ModuleNotFoundError" in caplog.text
+    assert store.deleted == []  # sound: left for those who can read it, then written over
+    assert store.load(entry.key) == 30
 
 
 def test_inputs_and_input_map_are_keyed_by_their_values(tmp_path):

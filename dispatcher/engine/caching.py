@@ -14,8 +14,10 @@ these rules, which :class:`RunCache` carries out for its
 2. **Only what is needed is read.** The plan walks back from the outputs; a node
    whose entry is present is not run and its dependencies are not visited, so its
    value is loaded only if an output is that node or a node that runs needs it. A
-   fully stored graph reads only its outputs' entries. An entry that cannot be read
-   back is logged, removed and computed again.
+   fully stored graph reads only its outputs' entries. A damaged entry (cut short,
+   altered) is logged, removed and computed again; a sound entry whose value this
+   process cannot unpickle (a module missing here) is logged and computed again,
+   and left for the processes that can read it until the new value replaces it.
 3. **Claim, then compute.** Before a node runs, the run claims its key in the
    store, so that runs sharing the store compute each node once: a node claimed by
    another live run waits (state CLAIMED, polled with a growing delay up to
@@ -42,7 +44,7 @@ import time
 from typing import Any
 
 from ..nodes import DispatchNode, Op, function_key
-from ..store import CorruptEntry, StoreError, open_store
+from ..store import CorruptEntry, StoreError, UnreadableValue, open_store
 from ..store.keys import KeyMaker
 from ..store.worker import StoredCall
 from . import pipelining
@@ -161,6 +163,8 @@ class RunCache:
             return Cached(self.store.load(key))
         except KeyError:
             return None
+        except UnreadableValue as exc:
+            logger.warning("the stored value of node %r (%s) is computed again: %s", node.label, key, exc)
         except CorruptEntry as exc:
             logger.warning("the stored value of node %r (%s) is computed again: %s", node.label, key, exc)
             self._discard(key)

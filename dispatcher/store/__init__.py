@@ -22,10 +22,10 @@ import os
 from typing import Any
 
 from .base import Entry, Store, StoreError
-from .entries import CorruptEntry
+from .entries import CorruptEntry, UnreadableValue
 from .files import FileStore
 
-__all__ = ["CorruptEntry", "Entry", "FileStore", "Store", "StoreError", "open_store"]
+__all__ = ["CorruptEntry", "Entry", "FileStore", "Store", "StoreError", "UnreadableValue", "open_store"]
 
 
 def open_store(store: Any) -> Store:

@@ -20,7 +20,8 @@ copied (copy-on-write: the arrays are writable, the file never changes). Entries
 :data:`MAP_MIN` bytes or more are mapped; smaller ones are read at once.
 
 Every load checks the length and the checksum, so a truncated or corrupt entry
-raises :class:`CorruptEntry` and is never mistaken for a value.
+raises :class:`CorruptEntry` and is never mistaken for a value; a sound entry whose
+value cannot be unpickled in this process raises :class:`UnreadableValue`.
 """
 
 from __future__ import annotations
@@ -34,7 +35,17 @@ from typing import Any
 
 import xxhash
 
-__all__ = ["MAGIC", "MAP_MIN", "CorruptEntry", "EntryHeader", "decode", "encode", "read_file", "read_header"]
+__all__ = [
+    "MAGIC",
+    "MAP_MIN",
+    "CorruptEntry",
+    "EntryHeader",
+    "UnreadableValue",
+    "decode",
+    "encode",
+    "read_file",
+    "read_header",
+]
 
 MAGIC = b"DPSTORE2"
 MAP_MIN = 1 << 20
@@ -47,6 +58,13 @@ _SIMPLE = frozenset((type(None), bool, int, float, complex, str, bytes))  # pick
 class CorruptEntry(Exception):
     """An entry that cannot be read back as it was written (truncated, altered, or
     holding a value this process cannot unpickle); the message says which."""
+
+
+class UnreadableValue(CorruptEntry):
+    """An entry read back whole (its length and checksum match) whose value this
+    process cannot unpickle: a module or class missing here, too little memory.
+    The entry is sound for processes that can read it, so it is not removed; a run
+    that meets it computes the value again and writes it over."""
 
 
 class EntryHeader(dict):
@@ -144,7 +162,7 @@ def decode(data) -> Any:
     try:
         return pickle.loads(payload, buffers=buffers)
     except Exception as exc:
-        raise CorruptEntry(f"its value cannot be unpickled here: {type(exc).__name__}: {exc}") from exc
+        raise UnreadableValue(f"its value cannot be unpickled here: {type(exc).__name__}: {exc}") from exc
 
 
 def read_file(fd: int, size: int):
