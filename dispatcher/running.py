@@ -100,7 +100,11 @@ def _state(
         timeout_grace=capabilities.timeout_grace,
         pipelined=capabilities.pipelines,
     )
-    cache = None if store is None else RunCache(store, store_on_worker=capabilities.store_on_worker)
+    cache = None
+    if store is not None:
+        # a pipelined run holds handles: a value the driver stores is fetched first
+        fetch = executor.fetch_value if capabilities.pipelines else None
+        cache = RunCache(store, store_on_worker=capabilities.store_on_worker, fetch=fetch)
     state = RunState(outputs, inputs, input_map=input_map, options=options, owner=executor, cache=cache)
     executor.open()  # after the graph is checked: a mistake in it starts no workers
     return state

@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 
 import dispatcher as dp
+from dispatcher.engine.caching import RunCache
+from dispatcher.outcomes import RELEASED
 from dispatcher.store import FileStore
 
 from .conftest import FileChannel
@@ -242,3 +244,97 @@ def test_a_full_disk_loses_entries_not_results(executor, tmp_path, caplog):
         for i, r in enumerate(results):
             np.testing.assert_array_equal(r.value, np.full(100_000, i * 10))
         assert not any(p.name.startswith(".tmp") for p in (tmp_path / "full").rglob("*"))
+
+
+def inc(x):
+    return x + 1
+
+
+@pytest.mark.timeout(60)
+def test_a_cycle_with_a_store_is_refused_naming_its_nodes(tmp_path):
+    a = dp.op(label="a")(inc)(1)
+    b = dp.op(label="b")(inc)(a)
+    graph = dp.DispatchGraph([dp.op(label="c")(inc)(b)])
+    graph.add_edge(b, a)  # a waits for b, which waits for a
+    with pytest.raises(dp.ExecutorError, match=r"cycle: .*'a'.*'b'"):
+        dp.run(dp.SerialExecutor(), graph, store=tmp_path)
+
+
+def test_values_read_from_the_store_are_released_once_no_node_needs_them(tmp_path):
+    calls = FileChannel()
+    parts = [dp.Op(big, calls, i) for i in range(3)]
+    dp.run(dp.SerialExecutor(), parts, store=tmp_path)  # the parts are stored, their total not
+    total_node = dp.Op(total, calls, *[dp.Op(np.sum, p) for p in parts])
+    (result,) = dp.run(dp.SerialExecutor(), [total_node], store=tmp_path, release=True)
+    assert result.value == sum(i * 10 * 100_000 for i in range(3))
+    assert all(p._outcome is RELEASED for p in parts)  # read, used, let go
+
+
+@pytest.mark.timeout(60)
+def test_a_node_claimed_elsewhere_takes_the_entry_its_claimant_wrote(tmp_path):
+    """The claimant stored the value but still holds the claim (it died after its
+    worker wrote, on another host): the waiting run takes the entry at its next look."""
+    calls = FileChannel()
+    node = dp.Op(record, calls, 4)
+    other = FileStore(tmp_path)
+    key = {}
+    caching = RunCache(other, store_on_worker=False)
+    caching.plan([node], lambda n: n.dependencies(), key, {})
+    (stored_key,) = caching.claimable.values()
+    run = other.begin_run()
+    try:
+        assert other.claim(stored_key, run)
+        other.save(stored_key, 40, "record")
+        (result,) = dp.run(dp.SerialExecutor(), [dp.Op(record, calls, 4)], store=FileStore(tmp_path))
+    finally:
+        other.end_run(run)
+    assert result.value == 40 and drained(calls) == []
+
+
+def slow_square(x):
+    import time
+
+    time.sleep(0.3)
+    return x * x
+
+
+def test_a_call_that_outlived_its_timeout_is_not_stored_by_its_worker(tmp_path):
+    from dispatcher.store.worker import StoredCall
+
+    store = FileStore(tmp_path)
+    assert StoredCall(slow_square, store, "ab" * 16, "slow", None, timeout=0.05)(3) == 9
+    assert not store.contains("ab" * 16)
+    assert StoredCall(slow_square, store, "cd" * 16, "slow", None, timeout=30)(3) == 9
+    assert store.load("cd" * 16) == 9
+
+
+class DictStore(dp.Store):
+    """Entries in the driver's memory: a copy pickled to a worker reaches none of them."""
+
+    def __init__(self):
+        self.data: dict = {}
+
+    def load(self, key):
+        return self.data[key]
+
+    def save(self, key, value, function):
+        self.data[key] = value
+
+    def contains(self, key):
+        return key in self.data
+
+    def entries(self):
+        return iter(())
+
+    def delete(self, key):
+        self.data.pop(key, None)
+
+
+def test_a_store_that_is_not_shared_is_written_by_the_driver(executor, tmp_path):
+    calls = FileChannel()
+    store = DictStore()
+    dp.run(executor, graph(calls, 3)[0], store=store)
+    assert len(store.data) == 4  # three parts and their total, whatever the executor
+    drained(calls)
+    (again,) = dp.run(executor, graph(calls, 3)[0], store=store)
+    assert again.value == 30 and drained(calls) == []

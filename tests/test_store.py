@@ -7,6 +7,7 @@ import enum
 import os
 import subprocess
 import sys
+import textwrap
 import threading
 
 import numpy as np
@@ -14,7 +15,7 @@ import pytest
 
 import dispatcher as dp
 from dispatcher.store import CorruptEntry, FileStore, StoreError
-from dispatcher.store.keys import KeyMaker, NotHashable, token
+from dispatcher.store.keys import KeyMaker, NoKey, NotHashable, token
 
 
 def keys_of(*nodes) -> dict:
@@ -39,11 +40,15 @@ class Colour(enum.Enum):
     RED = 1
 
 
+class Tags(set):
+    pass
+
+
 # -- keys -------------------------------------------------------------------------------
 SAMPLES = [
     0, 1, -5, 2**70, 1.5, float("nan"), 1j, "é", b"x", None, True, (1, "a"), [1, [2]], {"a": 1},
     {1, 2}, {"b", "a", "c"}, frozenset("ab"), range(3), slice(1, 2), Point(1, [2]), Colour.RED,
-    np.arange(5), np.float32(2), np.dtype("f8"), len, int,
+    np.arange(5), np.float32(2), np.dtype("f8"), len, int, Tags(["b", "a", "c"]),
 ]  # fmt: skip
 
 
@@ -129,9 +134,10 @@ def test_a_node_that_cannot_be_keyed_says_why_and_so_do_its_dependants():
     for n in (bad, down, off):
         keys[n] = maker.key_of(n)
     assert keys == {bad: None, down: None, off: None}
-    assert "argument 0" in maker.unkeyed[bad] and "lock" in maker.unkeyed[bad]
-    assert maker.unkeyed[down] == "it depends on node 'scale', which has no key"
-    assert "cache=False" in maker.unkeyed[off]
+    assert "argument 0" in maker.unkeyed[bad].reason and "lock" in maker.unkeyed[bad].reason
+    assert not maker.unkeyed[bad].inherited
+    assert maker.unkeyed[down] == NoKey("it depends on node 'scale', which has no key", inherited=True)
+    assert "cache=False" in maker.unkeyed[off].reason and maker.unkeyed[off].inherited
 
 
 def test_op_refuses_a_cache_option_that_is_not_a_boolean():
@@ -252,6 +258,22 @@ def test_the_claim_of_a_run_whose_lease_is_old_lapses(tmp_path):
         store.end_run(run)
 
 
+def test_a_lease_is_aged_by_the_file_systems_clock_not_this_hosts(tmp_path, monkeypatch):
+    """On a shared file system the hosts' clocks may differ: a lease another host
+    renewed just now is alive, whatever this host's clock says."""
+    import time
+
+    store = FileStore(tmp_path, lease=30)
+    other = "elsewhere.example.1234.abcdef"
+    os.makedirs(tmp_path / "runs")
+    (tmp_path / "runs" / other).write_text("{}")  # stamped by the file system, now
+    ahead = time.time() + 3600
+    monkeypatch.setattr(time, "time", lambda: ahead)  # this host's clock is an hour ahead
+    assert store.run_alive(other)
+    os.utime(tmp_path / "runs" / other, (0, 0))
+    assert not store.run_alive(other)
+
+
 # -- python -m dispatcher.store -----------------------------------------------------------
 def _cli(*args) -> subprocess.CompletedProcess:
     return subprocess.run(
@@ -272,6 +294,7 @@ def test_the_command_lists_entries_by_function_and_prunes(tmp_path):
     )
     old = next(e for e in store.entries() if e.function == "sum")
     os.utime(store._entry(old.key), (0, 0))  # unused since 1970
+    (tmp_path / "entries" / "not-an-entry").mkdir()  # something else put there is left alone
     abandoned = tmp_path / "entries" / ".tmp.abab.1.x"
     abandoned.write_bytes(b"half")
     os.utime(abandoned, (0, 0))
@@ -281,6 +304,7 @@ def test_the_command_lists_entries_by_function_and_prunes(tmp_path):
     assert sorted(e.function for e in store.entries()) == ["scale"] * 3 and not abandoned.exists()
     assert "removed 3 entries" in _cli(tmp_path, "--function", "scale").stdout
     assert "no entries" in _cli(tmp_path).stdout
+    assert (tmp_path / "entries" / "not-an-entry").is_dir()
 
 
 def test_the_command_refuses_what_is_not_a_store(tmp_path):
@@ -296,3 +320,239 @@ def test_a_set_and_a_frozenset_argument_have_different_keys():
     nodes = [dp.Op(len, {1}), dp.Op(len, frozenset({1})), dp.Op(len, [{1}]), dp.Op(len, [frozenset({1})])]
     keys = keys_of(*nodes)
     assert len(set(keys.values())) == 4
+
+
+# -- what a key sees of code ----------------------------------------------------------------
+def _load_module(path, name: str, source: str):
+    """``source`` as the module ``name``, written to ``path`` and imported afresh."""
+    import importlib.util
+
+    file = path / f"{name}.py"
+    file.write_text(textwrap.dedent(source))
+    spec = importlib.util.spec_from_file_location(name, file)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        del sys.modules[name]
+    return module
+
+
+def _keys_in(module, *calls) -> list:
+    """The keys of ``Op(getattr(module, name), *args)`` for ``(name, args)``, all made by
+    one KeyMaker, in the order given (each function's token is then kept for the run)."""
+    keys: dict = {}
+    maker = KeyMaker(keys)
+    out = []
+    for name, args in calls:
+        func = module
+        for part in name.split("."):
+            func = getattr(func, part)
+        node = dp.Op(func, *args)
+        keys[node] = maker.key_of(node)
+        assert keys[node] is not None, maker.unkeyed[node]
+        out.append(keys[node])
+    return out
+
+
+EDITS = {
+    "mutual recursion": (
+        """
+        def is_even(n):
+            return True if n == 0 else is_odd(n - 1)
+
+        def is_odd(n):
+            return False if n == 0 else is_even(n - 1)
+        """,
+        ("return False if n == 0", "return True if n == 0 and False"),
+    ),
+    "a helper under lru_cache": (
+        """
+        import functools
+
+        @functools.lru_cache
+        def helper(n):
+            return n + 1
+
+        def is_even(n):
+            return helper(n) % 2 == 1
+
+        def is_odd(n):
+            return not is_even(n)
+        """,
+        ("return n + 1", "return n + 2"),
+    ),
+    "a class of its module": (
+        """
+        class Model:
+            def __init__(self, n):
+                self.n = n
+
+            def score(self):
+                return self.n * 2
+
+        def is_even(n):
+            return Model(n).score() % 4 == 0
+
+        def is_odd(n):
+            return not is_even(n)
+        """,
+        ("return self.n * 2", "return self.n * 3"),
+    ),
+    "a sibling method": (
+        """
+        class Model:
+            def fit(self, n):
+                return self.helper(n)
+
+            def helper(self, n):
+                return n
+
+        model = Model()
+        is_even = model.fit
+
+        def is_odd(n):
+            return not is_even(n)
+        """,
+        ("return n\n", "return -n\n"),
+    ),
+    "a tuple constant": (
+        """
+        LEVELS = (1, 2, (3, "x"))
+
+        def is_even(n):
+            return n in LEVELS
+
+        def is_odd(n):
+            return not is_even(n)
+        """,
+        ('(3, "x")', '(3, "y")'),
+    ),
+    "a class as the function": (
+        """
+        class is_even:
+            def __init__(self, n):
+                self.value = n % 2 == 0
+
+        def is_odd(n):
+            return not is_even(n).value
+        """,
+        ("n % 2 == 0", "n % 2 == 1"),
+    ),
+}
+
+
+@pytest.mark.parametrize("what", list(EDITS))
+def test_editing_code_a_function_reaches_changes_its_key_whatever_was_read_first(tmp_path, what):
+    source, (old, new) = EDITS[what]
+    assert old in source
+    before = _load_module(tmp_path, f"edits_{len(what)}a", source)
+    after = _load_module(tmp_path, f"edits_{len(what)}a", source.replace(old, new))
+    for order in ([("is_even", (4,)), ("is_odd", (4,))], [("is_odd", (4,)), ("is_even", (4,))]):
+        assert _keys_in(before, *order) == _keys_in(before, *order)  # deterministic
+        changed = [a != b for a, b in zip(_keys_in(before, *order), _keys_in(after, *order))]
+        assert changed == [True, True], order
+
+
+def test_code_is_read_the_same_in_another_interpreter(tmp_path):
+    """Mutual recursion and classes give the same keys in a process with another hash seed."""
+    source, _ = EDITS["mutual recursion"]
+    classes, _ = EDITS["a class of its module"]
+    _load_module(tmp_path, "same_a", source)
+    (tmp_path / "same_b.py").write_text(textwrap.dedent(classes))
+    script = textwrap.dedent(
+        """
+        import sys
+        sys.path.insert(0, sys.argv[1])
+        import dispatcher as dp, same_a, same_b
+        from dispatcher.store.keys import KeyMaker
+        keys = {}
+        maker = KeyMaker(keys)
+        for func in (same_a.is_odd, same_a.is_even, same_b.is_even, same_b.Model):
+            node = dp.Op(func, 4)
+            keys[node] = maker.key_of(node)
+            print(keys[node])
+        """
+    )
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", script, str(tmp_path)],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+        ).stdout.split()
+        for seed in ("1", "2")
+    ]
+    assert runs[0] == runs[1] and len(set(runs[0])) == 4 and "None" not in runs[0]
+
+
+def test_objects_that_share_a_name_or_a_wrapped_function_but_differ_have_different_tokens():
+    import datetime
+    import functools
+    import zoneinfo
+
+    def local_class(step):
+        class Step:
+            def apply(self, x):
+                return x + step
+
+        return Step
+
+    class Scaled:
+        def __init__(self, func, factor):
+            self.__wrapped__ = func
+            self.factor = factor
+
+        def __call__(self, x):
+            return self.__wrapped__(x) * self.factor
+
+    paris = zoneinfo.ZoneInfo("Europe/Paris")
+    winter = datetime.datetime(2026, 1, 5, 12, 0)
+    fixed = datetime.timezone(datetime.timedelta(hours=1))
+    assert winter.replace(tzinfo=paris).isoformat() == winter.replace(tzinfo=fixed).isoformat()
+    pairs = [
+        (local_class(1)(), local_class(2)()),  # one qualified name, two classes
+        (Scaled(scale, 2), Scaled(scale, 3)),  # one wrapped function, two states
+        (np.matrix([[1, 2]]), np.array([[1, 2]])),
+        (np.ma.masked_array([1, 2], mask=[0, 1]), np.ma.masked_array([1, 2], mask=[1, 0])),
+        (np.zeros(2, dtype=[("a", "i4"), ("b", "i4")]), np.zeros(2, dtype=[("a", "i4"), ("c", "i4")])),
+        (np.zeros(1, dtype=[("a", "i4"), ("b", "i4")])[0], np.zeros(1, dtype=[("b", "i4"), ("a", "i4")])[0]),
+        (winter.replace(tzinfo=paris), winter.replace(tzinfo=fixed)),
+        (winter.replace(fold=0), winter.replace(fold=1)),
+        (memoryview(b"abcd"), memoryview(b"abcd").cast("i")),
+        (functools.partial(scale, factor=2), functools.partial(scale, factor=3)),
+    ]
+    for a, b in pairs:
+        assert token(a) != token(b), (a, b)
+    assert token(local_class(1)()) == token(local_class(1)())
+
+
+def test_values_that_once_broke_keying_are_keyed_or_refused_clearly():
+    flags = enum.Flag("Flags", "A B")
+    assert token(flags(0)) != token(flags.A)  # a flag without a name
+    many = Tags(f"tag{i}" for i in range(50))
+    assert token(many) == token(Tags(sorted(many, reverse=True)))  # not in hash order
+
+    class Raises:
+        def __dask_tokenize__(self):
+            raise RuntimeError("no token today")
+
+    bad, fine = dp.Op(scale, Raises()), dp.Op(scale, 1)
+    keys: dict = {}
+    maker = KeyMaker(keys)
+    for n in (bad, fine):
+        keys[n] = maker.key_of(n)
+    assert keys[bad] is None and "RuntimeError: no token today" in maker.unkeyed[bad].reason
+    assert keys[fine] is not None
+
+
+def test_a_recursive_function_nested_in_another_is_keyed():
+    def outer(n):
+        def count(k):
+            return 0 if k == 0 else 1 + count(k - 1)
+
+        return count
+
+    assert keys_of(n := dp.Op(outer(3), 3))[n] is not None

@@ -14,7 +14,8 @@ these rules, which :class:`RunCache` carries out for its
 2. **Only what is needed is read.** The plan walks back from the outputs; a node
    whose entry is present is not run and its dependencies are not visited, so its
    value is loaded only if an output is that node or a node that runs needs it. A
-   fully stored graph reads only its outputs' entries. A damaged entry (cut short,
+   fully stored graph reads only its outputs' entries; with ``release``, a value
+   read is let go once no node needs it, as a computed one is. A damaged entry (cut short,
    altered) is logged, removed and computed again; a sound entry whose value this
    process cannot unpickle (a module missing here) is logged and computed again,
    and left for the processes that can read it until the new value replaces it.
@@ -28,8 +29,9 @@ these rules, which :class:`RunCache` carries out for its
    the run stores that function's further nodes without claiming them (two runs
    may then both compute such a node: a few milliseconds, and the same value).
 4. **Keep what succeeded.** A node's value is stored when the node finishes, by
-   the worker that made it where the executor's workers are other processes
-   (:class:`~dispatcher.store.worker.StoredCall`), otherwise here. Failures,
+   the worker that made it where the executor's workers are other processes and
+   the store is ``shared`` (:class:`~dispatcher.store.worker.StoredCall`),
+   otherwise here (a value that stayed on a dask worker is fetched to be stored). Failures,
    timeouts and light nodes (indexing, collecting) are never stored. A write that
    fails (a full disk) costs the entry, never the run: it is logged once per run.
    A store that cannot be written is only read.
@@ -43,14 +45,16 @@ import logging
 import time
 from typing import Any
 
+from ..graph import topological_order
 from ..nodes import DispatchNode, Op, function_key
+from ..results import ExecutorError
 from ..store import CorruptEntry, StoreError, UnreadableValue, open_store
 from ..store.keys import KeyMaker
 from ..store.worker import StoredCall
 from . import pipelining
 from .records import NodeState
 
-__all__ = ["CLAIMED_ELSEWHERE", "COMPUTE", "POLL_MAX", "Cached", "RunCache", "set_aside"]
+__all__ = ["CLAIMED_ELSEWHERE", "COMPUTE", "POLL_MAX", "Cached", "RunCache", "set_aside", "stored_needed"]
 
 logger = logging.getLogger("dispatcher")
 
@@ -74,14 +78,17 @@ class Cached:
 class RunCache:
     """What one run does with its store (see the module's docstring)."""
 
-    def __init__(self, store: Any, *, store_on_worker: bool):
+    def __init__(self, store: Any, *, store_on_worker: bool, fetch: Any = None):
         self.store = open_store(store)
-        self.store_on_worker = store_on_worker
+        # a worker writes only to a store whose copies reach the same entries
+        self.store_on_worker = store_on_worker and self.store.shared
+        self.fetch = fetch  # (node, handle) -> value: where the run holds handles to values
         self.keys: dict = {}  # node -> key, or None
         self.claimable: dict = {}  # node -> key: nodes this run may store (not light, keyed)
         self.storing: dict = {}  # node -> (key, function, time claimed or None): to store once it ends
         self.quick: set = set()  # the functions whose claimed calls took under CLAIM_MIN
         self.polls: dict = {}  # node -> the delay before its next look at a claim elsewhere
+        self.loaded: set = set()  # the nodes whose values the plan took from the store
         self.run: Any = None
         self.writable = True
         self._write_failed = False
@@ -102,6 +109,7 @@ class RunCache:
         for node in errors:
             keys[node] = None
         claimable, key_of = self.claimable, maker.key_of
+        expanded: set = set()  # nodes whose missing dependencies were pushed
         stack = [n for n in reversed(outputs) if n not in keys]
         while stack:  # depth first, each node after its dependencies
             node = stack[-1]
@@ -111,6 +119,10 @@ class RunCache:
             deps = deps_of(node)
             missing = [d for d in deps if d not in keys]
             if missing:
+                if node in expanded:  # its dependencies came back to it: a cycle
+                    topological_order([node], deps_of)  # raises, naming the nodes of the cycle
+                    raise ExecutorError("the graph has a cycle")  # pragma: no cover - raised above
+                expanded.add(node)
                 stack.extend(missing)
                 continue
             stack.pop()
@@ -130,9 +142,9 @@ class RunCache:
         reasons: dict = {}
         counts: collections.Counter = collections.Counter()
         for node, why in self.unkeyed.items():
-            if why.startswith("it depends on node") or why.startswith("it waits for") or "cache=False" in why:
+            if why.inherited:
                 continue
-            reasons.setdefault(node.label, why)
+            reasons.setdefault(node.label, why.reason)
             counts[node.label] += 1
         for label, why in reasons.items():
             count = counts[label]
@@ -153,6 +165,7 @@ class RunCache:
                 found = self._load(node, key)
                 if found is not None:
                     values[node] = node._outcome = found.value
+                    self.loaded.add(node)
                     continue
             for dep in deps_of(node):
                 if dep not in values and dep not in errors and dep not in seen:
@@ -200,6 +213,11 @@ class RunCache:
         store = self.store
         try:
             if not store.claim(key, self.run):
+                if store.contains(key):  # stored by its claimant, which may be gone since
+                    found = self._load(node, key)
+                    if found is not None:
+                        self.polls.pop(node, None)
+                        return found
                 return CLAIMED_ELSEWHERE
         except OSError as exc:
             logger.warning(
@@ -220,12 +238,13 @@ class RunCache:
         self.polls[node] = min(delay * 2, POLL_MAX)
         return delay
 
-    def wrap(self, node: DispatchNode, func: Any) -> Any:
-        """The function a worker runs for ``node``: it stores the value itself."""
+    def wrap(self, node: DispatchNode, func: Any, timeout: float | None) -> Any:
+        """The function a worker runs for ``node``: it stores the value itself,
+        unless the call outlived ``timeout`` (the run has failed it meanwhile)."""
         entry = self.storing.get(node)
         if entry is None or not self.store_on_worker:
             return func
-        return StoredCall(func, self.store, entry[0], node.label, node.nout)
+        return StoredCall(func, self.store, entry[0], node.label, node.nout, timeout)
 
     def finished(self, node: DispatchNode, value: Any) -> None:
         """``node`` finished with ``value``: store it (unless its worker did)."""
@@ -235,6 +254,8 @@ class RunCache:
         key, kind, claimed_at = entry
         if not self.store_on_worker:  # else its worker stored it (wrap)
             try:
+                if self.fetch is not None:  # the value stayed on a worker: bring it to store it
+                    value = self.fetch(node, value)
                 self.store.save(key, value, node.label)
             except Exception as exc:
                 if not self._write_failed:
@@ -276,6 +297,16 @@ class RunCache:
                 self.store.end_run(run)
             except OSError as exc:
                 logger.warning("could not end the run's lease in %r: %s", self.store, exc)
+
+
+def stored_needed(run: Any) -> None:
+    """With ``release``: count the run's nodes that need each value read from the
+    store, so that it is released, as a computed value is, once none needs it."""
+    needed, stored, deps_of = run.needed, run.stored, run.deps_of
+    for node in run.waiting:
+        for dep in deps_of(node):
+            if dep in stored:
+                needed[dep] = needed.get(dep, 0) + 1
 
 
 def set_aside(run: Any, node: DispatchNode, verdict: Any) -> None:

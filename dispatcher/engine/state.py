@@ -50,6 +50,7 @@ Fields of :class:`RunState`
     values: dict[node, value]         given and finished nodes' values (pipelined: handles, of sent ones too)
     errors: dict[node, DependencyError]  failed nodes, given or run
     needed: dict[node, int] | None    with release: how many dependents still need each value
+    stored: set[node]                 the nodes whose values were read from the store
     revoked: list[Task]               tasks whose work the driver should cancel now
     cache: RunCache | None            with a store: keys, claims and writes (engine.caching)
     remaining: int                    nodes not yet DONE or FAILED
@@ -73,7 +74,7 @@ from ..nodes import DispatchNode
 from ..outcomes import NEVER, RELEASED, Failure, Remote
 from ..results import DependencyError, DispatcherError, DispatchResult, format_exception
 from . import caching, failures, pipelining
-from .caching import COMPUTE, RunCache
+from .caching import COMPUTE, RunCache, stored_needed
 from .callbacks import notify
 from .clock import Timers
 from .plan import given_values, kids, make_plan, output_nodes
@@ -149,6 +150,9 @@ class RunState:
         self.state: dict = {}  # only nodes that have moved since the plan: see state_of
         self.total = self.remaining = len(self.waiting)
         self.needed = {n: len(kids(k)) for n, k in self.children.items()} if options.release else None
+        self.stored = cache.loaded if cache is not None else frozenset()  # values read from the store
+        if self.needed is not None and self.stored:
+            stored_needed(self)
         self.keep = set(self.outputs)
         self._get = self.values.__getitem__
 
@@ -236,7 +240,7 @@ class RunState:
                 if verdict is not COMPUTE:
                     caching.set_aside(self, node, verdict)  # -> CLAIMED, or DONE if stored meanwhile
                     continue
-                func = cache.wrap(node, func)
+                func = cache.wrap(node, func, timeout)
             if (inline_untimed and timeout is None) or (inline_light and node.light):
                 # READY -> DONE, BACKING_OFF or FAILED: the node's function is called here
                 if self.hooks:
@@ -447,7 +451,7 @@ class RunState:
             if n is None:
                 continue
             needed[dep] = n = n - 1
-            if n == 0 and dep not in self.keep and state.get(dep) is DONE:
+            if n == 0 and dep not in self.keep and (state.get(dep) is DONE or dep in self.stored):
                 self.values.pop(dep, None)
                 state[dep] = RELEASED_
                 dep._outcome = RELEASED

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import os
 import re
 import sys
@@ -84,7 +85,8 @@ def _prune(store: FileStore, older_than: float | None, functions: list, dry_run:
             removed += 1
             freed += os.path.getsize(path) if os.path.exists(path) else 0
             if not dry_run:
-                os.unlink(path)
+                with contextlib.suppress(FileNotFoundError):  # its writer ended it meanwhile
+                    os.unlink(path)
     verb = "would remove" if dry_run else "removed"
     print(f"{verb} {removed} entries ({_size(freed)}) from {store.path}", file=out)
 

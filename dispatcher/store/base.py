@@ -8,9 +8,13 @@ value the node had. A run with a store (``dp.run(..., store=...)``) asks it:
     CorruptEntry` if the entry cannot be read back: the run then recomputes it);
 ``save(key, value, function)``
     keep ``value`` (``function`` names what made it, for listings); never leave a
-    half-written entry: a reader sees the whole entry or none. It may be called in
-    a worker process (the store is pickled to it), and by several processes at
-    once, for the same key too;
+    half-written entry: a reader sees the whole entry or none. It may be called by
+    several processes at once, for the same key too;
+``shared``
+    True if a copy of the store pickled to another process reads and writes the same
+    entries (a directory, a database server): the workers of process, MPI and dask
+    executors then write the values they make themselves. False (the default, right
+    for a store held in the driver's memory) keeps every write in the driver;
 ``contains(key)``
     whether an entry is there, without reading it;
 ``begin_run()`` / ``claim(key, run)`` / ``release(key, run)`` / ``end_run(run)``
@@ -56,6 +60,9 @@ class Entry:
 
 class Store(abc.ABC):
     """Base of persistent stores of node values (see the module docstring)."""
+
+    shared: bool = False
+    """Whether a copy pickled to a worker process reaches the same entries."""
 
     @abc.abstractmethod
     def load(self, key: str) -> Any:

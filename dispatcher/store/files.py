@@ -5,6 +5,7 @@ Layout::
     PATH/entries/abcdef...         one file per key (:mod:`~dispatcher.store.entries`)
     PATH/claims/abcdef...          a symbolic link to the run that computes the key
     PATH/runs/HOST.PID.TOKEN       one lease per live run, renewed while it runs
+    PATH/runs/.clock               touched to read the file system's clock
 
 Policy
 ------
@@ -18,7 +19,8 @@ Policy
   systems); another run that finds the claim waits for the entry. Each run renews
   the modification time of its lease file every quarter of :attr:`lease` seconds
   from a thread; a claim lapses when its run's lease is older than ``lease``
-  seconds, or at once when that run was on this host and its process has gone (a
+  seconds by the file system's clock (a file touched to read it: the hosts'
+  clocks need not agree), or at once when that run was on this host and its process has gone (a
   crashed or killed driver never blocks the others for long). A lapsed claim is
   taken over. Two runs may then, rarely, compute the same node (both store the
   same value); they never store a wrong one.
@@ -73,6 +75,8 @@ class FileStore(Store):
     >>> [e.function for e in store.entries()]
     ['pow']
     """
+
+    shared = True  # workers write to the directory themselves
 
     def __init__(self, path: str | os.PathLike, *, lease: float = 60.0):
         if not lease > 0:
@@ -146,8 +150,8 @@ class FileStore(Store):
                 raise StoreError(f"{self.path} is not a dispatcher store (it has no entries/ directory)")
             return
         for item in os.scandir(self._entries):
-            if item.name.startswith(_TEMP):
-                continue
+            if item.name.startswith(_TEMP) or not item.is_file(follow_symlinks=False):
+                continue  # a write under way, or something else put there: not an entry
             try:
                 stat = item.stat()
             except FileNotFoundError:  # removed meanwhile
@@ -166,7 +170,7 @@ class FileStore(Store):
         if not os.path.isdir(self._entries):
             return
         for item in os.scandir(self._entries):
-            if item.name.startswith(_TEMP):
+            if item.name.startswith(_TEMP) and item.is_file(follow_symlinks=False):
                 with contextlib.suppress(FileNotFoundError):
                     yield item.path, item.stat().st_mtime
 
@@ -234,12 +238,26 @@ class FileStore(Store):
             stat = os.stat(os.path.join(self._runs, run))
         except FileNotFoundError:
             return False
-        if time.time() - stat.st_mtime > self.lease:
+        if self._now() - stat.st_mtime > self.lease:
             return False
         host, pid, _ = run.rsplit(".", 2)
         if host == _HOST and pid.isdigit():
             return _process_alive(int(pid))
         return True
+
+    def _now(self) -> float:
+        """The time by the file system's clock, which stamps the leases (on a network
+        file system, the server's, whatever the clocks of the hosts say)."""
+        probe = os.path.join(self._runs, ".clock")
+        try:
+            try:
+                os.utime(probe)
+            except FileNotFoundError:
+                with open(probe, "a"):
+                    pass
+            return os.stat(probe).st_mtime
+        except OSError:
+            return time.time()
 
 
 def _process_alive(pid: int) -> bool:

@@ -28,13 +28,49 @@ from __future__ import annotations
 
 import hashlib
 
-from ..nodes import CONTAINERS, CollectNode, DataNode, DispatchNode, IndexNode, Op
-from .tokens import BY_TYPE, MAX_DEPTH, SCALARS, NotHashable, Tokens, str_token, token
+import attrs
 
-__all__ = ["SCHEME", "KeyMaker", "NotHashable", "token"]
+from ..nodes import CollectNode, DataNode, DispatchNode, IndexNode, Op
+from .tokens import SCALARS, NotHashable, Tokens, str_token, token
 
-SCHEME = b"dispatcher-key-1"
+__all__ = ["SCHEME", "KeyMaker", "NoKey", "NotHashable", "token"]
+
+SCHEME = b"dispatcher-key-2"
 """Changes when the encoding does, so that old entries are never read as new ones."""
+
+
+@attrs.frozen
+class NoKey:
+    """Why a node has no key: a reason of its own (an argument that cannot be read),
+    or ``inherited`` from a dependency without a key or ``cache=False``."""
+
+    reason: str
+    inherited: bool = False
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+class NodeTokens(Tokens):
+    """Tokens in which a node, wherever it is among the values, stands for the key
+    of its value (a dependency's key is computed before its dependants')."""
+
+    __slots__ = ("keys",)
+
+    def __init__(self, keys: dict):
+        super().__init__()
+        self.keys = keys
+
+    def _other(self, obj, depth: int) -> bytes:
+        if isinstance(obj, DispatchNode):
+            return self.dep(obj)
+        return super()._other(obj, depth)
+
+    def dep(self, node: DispatchNode) -> bytes:
+        key = self.keys.get(node)
+        if key is None:
+            raise _Unkeyed(f"it depends on node {node.label!r}, which has no key")
+        return b"k" + key.encode()
 
 
 class KeyMaker:
@@ -42,45 +78,53 @@ class KeyMaker:
 
     ``key_of(node)`` reads the keys of the node's dependencies from ``keys``
     (computed first, by the caller's walk); it returns None for a node that cannot
-    have one, and records why in :attr:`unkeyed` (node -> reason).
+    have one, and records why in :attr:`unkeyed` (node -> :class:`NoKey`).
     """
 
     def __init__(self, keys: dict):
         self.keys = keys
-        self.tokens = Tokens()
+        self.tokens = NodeTokens(keys)
         self.unkeyed: dict = {}
 
     def key_of(self, node, extra_deps=()) -> str | None:
         keys = self.keys
         kind = type(node)
+        tokens = self.tokens
         try:
             if kind is Op or isinstance(node, Op):
                 if node.cache is False:
-                    self.unkeyed[node] = "it is marked cache=False"
+                    self.unkeyed[node] = NoKey("it is marked cache=False", inherited=True)
                     return None
                 parts = [SCHEME, b"op", self.func_token(node.func)]
                 if node.version is not None:
-                    parts.append(b"version" + self.tokens.of(node.version))
+                    parts.append(b"version" + tokens.of(node.version))
                 parts.append(self.arguments(node._args, node._kwargs))
             elif kind is IndexNode:
-                parts = [SCHEME, b"index", self.dep(node.node), self.tokens.of(node.index)]
+                parts = [SCHEME, b"index", tokens.dep(node.node), tokens.of(node.index)]
             elif kind is CollectNode:
-                parts = [SCHEME, b"collect", *[self.dep(n) for n in node.nodes]]
+                parts = [SCHEME, b"collect", *[tokens.dep(n) for n in node.nodes]]
             elif kind is DataNode:
-                parts = [SCHEME, b"data", self.tokens.of(node.data)]
+                parts = [SCHEME, b"data", tokens.of(node.data)]
             else:
-                self.unkeyed[node] = f"it is a {kind.__name__}, which the store does not know how to key"
+                self.unkeyed[node] = NoKey(
+                    f"it is a {kind.__name__}, which the store does not know how to key"
+                )
                 return None
         except _Unkeyed as exc:
-            self.unkeyed[node] = exc.args[0]
+            self.unkeyed[node] = NoKey(exc.args[0], inherited=True)
             return None
         except NotHashable as exc:
-            self.unkeyed[node] = str(exc)
+            self.unkeyed[node] = NoKey(str(exc))
+            return None
+        except Exception as exc:  # reading a value raised: the node is computed, never taken
+            self.unkeyed[node] = NoKey(f"reading it raised {type(exc).__name__}: {exc}")
             return None
         for dep in extra_deps:  # a graph's edges that pass no value still order the work
             dep_key = keys.get(dep)
             if dep_key is None:
-                self.unkeyed[node] = f"it waits for node {dep.label!r}, which has no key"
+                self.unkeyed[node] = NoKey(
+                    f"it waits for node {dep.label!r}, which has no key", inherited=True
+                )
                 return None
             parts.append(b"after" + dep_key.encode())
         return hashlib.blake2b(b"\0".join(parts), digest_size=16).hexdigest()
@@ -89,7 +133,7 @@ class KeyMaker:
         """The key of a value given to the run (``inputs``, ``input_map``): its contents."""
         try:
             return hashlib.blake2b(SCHEME + b"given" + self.tokens.of(value), digest_size=16).hexdigest()
-        except NotHashable:
+        except Exception:  # not NotHashable only: reading a value may raise anything
             return None
 
     def func_token(self, func) -> bytes:
@@ -98,18 +142,13 @@ class KeyMaker:
         except NotHashable as exc:
             raise NotHashable(f"its function: {exc}") from None
 
-    def dep(self, node) -> bytes:
-        key = self.keys.get(node)
-        if key is None:
-            raise _Unkeyed(f"it depends on node {node.label!r}, which has no key")
-        return b"k" + key.encode()
-
     def arguments(self, args: tuple, kwargs: dict | None) -> bytes:
-        by_type, tokens, arg = SCALARS, self.tokens, self._arg
+        by_type, tokens = SCALARS, self.tokens
+        of = tokens.of
         try:
-            out = [by_type[type(a)](tokens, a, 0) if type(a) in by_type else arg(a) for a in args]
+            out = [by_type[type(a)](tokens, a, 0) if type(a) in by_type else of(a) for a in args]
             if kwargs:
-                out.extend([str_token(k) + arg(v) for k, v in kwargs.items()])
+                out.extend([str_token(k) + of(v) for k, v in kwargs.items()])
         except NotHashable:
             self._blame(args, kwargs)
             raise
@@ -117,56 +156,17 @@ class KeyMaker:
 
     def _blame(self, args: tuple, kwargs: dict | None) -> None:
         """Raise :class:`NotHashable` naming the argument that cannot be hashed."""
+        of = self.tokens.of
         for i, a in enumerate(args):
             try:
-                self._arg(a)
+                of(a)
             except NotHashable as exc:
                 raise NotHashable(f"argument {i}: {exc}") from None
         for k, v in (kwargs or {}).items():
             try:
-                self._arg(v)
+                of(v)
             except NotHashable as exc:
                 raise NotHashable(f"keyword argument {k!r}: {exc}") from None
-
-    def _arg(self, value) -> bytes:
-        kind = type(value)
-        handler = BY_TYPE.get(kind)
-        if handler is not None and kind not in CONTAINERS:
-            return handler(self.tokens, value, 0)
-        if isinstance(value, DispatchNode):
-            return self.dep(value)
-        if kind in CONTAINERS:
-            return self._container(value, 1)
-        return self.tokens.of(value)
-
-    def _container(self, value, depth: int) -> bytes:
-        """A container that may hold nodes (as :mod:`dispatcher.nodes` finds them)."""
-        if depth > MAX_DEPTH:
-            raise NotHashable(f"it nests deeper than {MAX_DEPTH} levels")
-
-        def item(v):
-            if isinstance(v, DispatchNode):
-                return self.dep(v)
-            if type(v) in CONTAINERS:
-                return self._container(v, depth + 1)
-            return self.tokens.of(v, depth)
-
-        kind = type(value)
-        if kind is dict:
-            return (
-                b"D%d{" % len(value)
-                + b"".join([self.tokens.of(k) + item(v) for k, v in value.items()])
-                + b"}"
-            )
-        if kind is set or kind is frozenset:
-            return (
-                (b"S" if kind is set else b"Z")
-                + b"%d{" % len(value)
-                + b"".join(sorted(item(v) for v in value))
-                + b"}"
-            )
-        tag = b"t" if kind is tuple else b"l"
-        return tag + b"%d[" % len(value) + b"".join([item(v) for v in value]) + b"]"
 
 
 class _Unkeyed(Exception):
