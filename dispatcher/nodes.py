@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 
 import attrs
 
-from .outcomes import NEVER, RELEASED, Failure, Remote
+from .outcomes import NEVER, RELEASED, Failure, Remote, Stored
 from .results import DispatcherError
 
 __all__ = [
@@ -137,6 +137,8 @@ class DispatchNode:
             raise outcome.error
         if type(outcome) is Remote:
             return outcome.owner.fetch_value(self, outcome.handle)
+        if type(outcome) is Stored:
+            return outcome.load()
         return outcome
 
     def state(self) -> str:

@@ -2,19 +2,21 @@
 
 A node's ``_outcome`` is :data:`NEVER` before it runs, its value once it has, a
 :class:`Failure` holding its error if it failed, :data:`RELEASED` if a run dropped
-its value once no other node needed it, or :class:`Remote` if the value stayed
-where it was computed (on a dask worker). :meth:`DispatchNode.fetch
+its value once no other node needed it, :class:`Remote` if the value stayed
+where it was computed (on a dask worker), or :class:`Stored` if its worker wrote it
+to the run's store and sent only its key. :meth:`DispatchNode.fetch
 <dispatcher.DispatchNode.fetch>` reads it. The two markers survive pickling as
 themselves, so a node sent to a worker and back keeps its state.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-from .results import DependencyError
+from .results import DependencyError, DispatcherError
 
-__all__ = ["NEVER", "RELEASED", "Failure", "Remote"]
+__all__ = ["NEVER", "RELEASED", "Failure", "Remote", "Stored"]
 
 
 class _Marker:
@@ -61,3 +63,47 @@ class Remote:
     def __init__(self, handle: Any, owner: Any):
         self.handle = handle
         self.owner = owner
+
+
+class Stored:
+    """The value of a node that its worker wrote to the run's store and did not
+    send: the driver holds this reference, with the store and the key.
+
+    Pickled in the process that made it, it travels as itself (the worker's report
+    carries the key only); pickled anywhere else (the driver sending it to a worker
+    as a dependant's argument), it is read from the store on arrival, so that the
+    value goes from the worker that made it to the one that needs it through the
+    store (large arrays mapped from the file), never through the driver.
+    :meth:`load` reads it here (``node.fetch()`` does).
+    """
+
+    __slots__ = ("key", "label", "origin", "store")
+
+    def __init__(self, store: Any, key: str, label: str, origin: int):
+        self.store = store
+        self.key = key
+        self.label = label
+        self.origin = origin  # the pid of the process that made it
+
+    def load(self) -> Any:
+        return load_stored(self.store, self.key, self.label)
+
+    def __reduce__(self):
+        if os.getpid() == self.origin:
+            return (Stored, (self.store, self.key, self.label, self.origin))
+        return (load_stored, (self.store, self.key, self.label))
+
+    def __repr__(self) -> str:
+        return f"<Stored value of {self.label!r} ({self.key})>"
+
+
+def load_stored(store: Any, key: str, label: str) -> Any:
+    """The value of node ``label`` under ``key`` in ``store``; a clear error if it
+    cannot be read (pruned or damaged since it was written)."""
+    try:
+        return store.load(key)
+    except Exception as exc:
+        raise DispatcherError(
+            f"the value of node {label!r}, kept in {store!r} under {key}, cannot be read: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc

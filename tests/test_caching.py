@@ -15,7 +15,7 @@ import pytest
 
 import dispatcher as dp
 from dispatcher.engine.caching import RunCache
-from dispatcher.outcomes import RELEASED
+from dispatcher.outcomes import RELEASED, Stored
 from dispatcher.store import FileStore
 
 from .conftest import FileChannel
@@ -338,3 +338,73 @@ def test_a_store_that_is_not_shared_is_written_by_the_driver(executor, tmp_path)
     drained(calls)
     (again,) = dp.run(executor, graph(calls, 3)[0], store=store)
     assert again.value == 30 and drained(calls) == []
+
+
+class Traced:
+    """A large value that records, in a channel, each process that unpickles it."""
+
+    def __init__(self, data, seen):
+        self.data = data
+        self.seen = seen
+
+    def __reduce__(self):
+        return (_unpickled_traced, (self.data, self.seen))
+
+
+def _unpickled_traced(data, seen):
+    seen.put(os.getpid())
+    return Traced(data, seen)
+
+
+def make_traced(seen, i):
+    return Traced(np.full(100_000, i), seen)  # 800 kB
+
+
+def add_traced(seen, a, b):
+    return Traced(a.data + b.data, seen)
+
+
+def traced_sum(t):
+    return int(t.data.sum())
+
+
+def test_a_large_value_the_driver_does_not_need_stays_in_the_store(executor, tmp_path):
+    """Workers in other processes write it and report its key; the workers of its
+    dependants read it from the store; it never reaches the driver."""
+    seen = FileChannel()
+    a, b = dp.Op(make_traced, seen, 1), dp.Op(make_traced, seen, 2)
+    both = dp.Op(add_traced, seen, a, b)
+    small = dp.Op(record, FileChannel(), 5)
+    out = dp.Op(traced_sum, both)
+    (result, other) = dp.run(executor, [out, dp.Op(total, FileChannel(), small)], store=tmp_path)
+    assert result.value == 300_000 and other.value == 50
+    caps = executor.capabilities
+    if caps.store_on_worker and not caps.pipelines and not caps.in_process:
+        assert os.getpid() not in seen.items()  # neither a, b nor both came to the driver
+        assert all(type(n._outcome) is Stored for n in (a, b, both))
+        assert small._outcome == 50  # small: sent back with the report
+    assert int(both.fetch().data.sum()) == 300_000  # read from the store when asked for
+
+
+def test_a_value_the_driver_needs_is_sent_back(executor_factory, tmp_path):
+    ex = executor_factory()
+    seen = FileChannel()
+    pair = dp.op(nout=2)(lambda s: (make_traced(s, 1), make_traced(s, 2)))(seen)
+    first, _ = pair  # indexing runs in the driver where the executor inlines light nodes
+    watched = dp.Op(make_traced, seen, 3)
+
+    class Values(dp.Callback):
+        def __init__(self):
+            self.got = []
+
+        def on_finish(self, node, value):
+            self.got.append(type(value).__name__)
+
+    values = Values()
+    (a, b) = dp.run(
+        ex, [dp.Op(traced_sum, first), dp.Op(traced_sum, watched)], store=tmp_path, callbacks=[values]
+    )
+    assert (a.value, b.value) == (100_000, 300_000)
+    if not ex.capabilities.pipelines:  # (dask keeps every value on its workers)
+        assert "Stored" not in values.got and type(watched._outcome) is Traced
+        assert type(pair._outcome) is tuple

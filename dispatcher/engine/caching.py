@@ -31,7 +31,9 @@ these rules, which :class:`RunCache` carries out for its
 4. **Keep what succeeded.** A node's value is stored when the node finishes, by
    the worker that made it where the executor's workers are other processes and
    the store is ``shared`` (:class:`~dispatcher.store.worker.StoredCall`),
-   otherwise here (a value that stayed on a dask worker is fetched to be stored). Failures,
+   otherwise here (a value that stayed on a dask worker is fetched to be stored).
+   A worker reports only the key of a large value the driver has no use for
+   (:func:`driver_needs`); its dependants' workers read it from the store. Failures,
    timeouts and light nodes (indexing, collecting) are never stored. A write that
    fails (a full disk) costs the entry, never the run: it is logged once per run.
    A store that cannot be written is only read.
@@ -52,9 +54,19 @@ from ..store import CorruptEntry, StoreError, UnreadableValue, open_store
 from ..store.keys import KeyMaker
 from ..store.worker import StoredCall
 from . import pipelining
+from .plan import kids
 from .records import NodeState
 
-__all__ = ["CLAIMED_ELSEWHERE", "COMPUTE", "POLL_MAX", "Cached", "RunCache", "set_aside", "stored_needed"]
+__all__ = [
+    "CLAIMED_ELSEWHERE",
+    "COMPUTE",
+    "POLL_MAX",
+    "Cached",
+    "RunCache",
+    "driver_needs",
+    "set_aside",
+    "stored_needed",
+]
 
 logger = logging.getLogger("dispatcher")
 
@@ -238,13 +250,15 @@ class RunCache:
         self.polls[node] = min(delay * 2, POLL_MAX)
         return delay
 
-    def wrap(self, node: DispatchNode, func: Any, timeout: float | None) -> Any:
+    def wrap(self, node: DispatchNode, func: Any, timeout: float | None, run: Any) -> Any:
         """The function a worker runs for ``node``: it stores the value itself,
-        unless the call outlived ``timeout`` (the run has failed it meanwhile)."""
+        unless the call outlived ``timeout`` (the run has failed it meanwhile), and
+        reports only its key if ``run``'s driver has no use for it."""
         entry = self.storing.get(node)
         if entry is None or not self.store_on_worker:
             return func
-        return StoredCall(func, self.store, entry[0], node.label, node.nout, timeout)
+        report_key = not driver_needs(run, node)
+        return StoredCall(func, self.store, entry[0], node.label, node.nout, timeout, report_key)
 
     def finished(self, node: DispatchNode, value: Any) -> None:
         """``node`` finished with ``value``: store it (unless its worker did)."""
@@ -297,6 +311,21 @@ class RunCache:
                 self.store.end_run(run)
             except OSError as exc:
                 logger.warning("could not end the run's lease in %r: %s", self.store, exc)
+
+
+def driver_needs(run: Any, node: DispatchNode) -> bool:
+    """Whether the driver of ``run`` has a use for ``node``'s value: it is an output,
+    a node the driver runs itself (a light one) takes it, a callback wants values,
+    or the run keeps values where they were made anyway (pipelined, on dask)."""
+    if run.pipelined or node in run.keep:
+        return True
+    if any(getattr(cb, "wants_values", True) for cb in run.callbacks):
+        return True
+    if run.inline_light:
+        entry = run.children.get(node)
+        if entry is not None and any(kid.light for kid in kids(entry)):
+            return True
+    return False
 
 
 def stored_needed(run: Any) -> None:

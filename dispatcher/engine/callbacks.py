@@ -22,7 +22,15 @@ class Callback:
     Every method is called where the run is driven (never from a worker), in the
     order the events happen. An exception raised by a callback ends the run with a
     :class:`DispatcherError` that names the callback and the node.
+
+    ``wants_values``: whether :meth:`on_finish` needs each node's value. A callback
+    that does not (a progress bar, a trace) sets it False, so that in a run with a
+    store the workers of other processes may keep a value the driver has no use
+    for in the store instead of sending it back; ``on_finish`` is then given a
+    :class:`~dispatcher.outcomes.Stored` reference for such a node.
     """
+
+    wants_values = True
 
     def on_start(self, total: int) -> None:
         """The run is about to start ``total`` nodes."""
@@ -57,6 +65,8 @@ def notify(callbacks: tuple, method: str, node: DispatchNode | None, *args: Any)
 
 class ProgressBar(Callback):
     """A tqdm progress bar on stderr, one step per finished or failed node."""
+
+    wants_values = False
 
     def __init__(self, **tqdm_options: Any):
         self.options = {"file": sys.stderr, "unit": "node", "desc": "dispatcher", **tqdm_options}

@@ -71,7 +71,7 @@ from ..checks import check_timeout, nout_error
 from ..coroutines import COROUTINE, finish
 from ..graph import DispatchGraph, _deps_of
 from ..nodes import DispatchNode
-from ..outcomes import NEVER, RELEASED, Failure, Remote
+from ..outcomes import NEVER, RELEASED, Failure, Remote, Stored
 from ..results import DependencyError, DispatcherError, DispatchResult, format_exception
 from . import caching, failures, pipelining
 from .caching import COMPUTE, RunCache, stored_needed
@@ -240,7 +240,7 @@ class RunState:
                 if verdict is not COMPUTE:
                     caching.set_aside(self, node, verdict)  # -> CLAIMED, or DONE if stored meanwhile
                     continue
-                func = cache.wrap(node, func, timeout)
+                func = cache.wrap(node, func, timeout, self)
             if (inline_untimed and timeout is None) or (inline_light and node.light):
                 # READY -> DONE, BACKING_OFF or FAILED: the node's function is called here
                 if self.hooks:
@@ -390,8 +390,12 @@ class RunState:
             if node._outcome is payload:
                 node._outcome = Remote(payload, self.owner)
             return
-        if node.nout is not None and self._wrong_nout(node, payload, task.attempt):
-            return
+        if (
+            node.nout is not None
+            and type(payload) is not Stored
+            and self._wrong_nout(node, payload, task.attempt)
+        ):
+            return  # (a Stored value was checked by the worker that stored it)
         self._finish_ok(node, payload)
 
     def _dependency_finished(self, kid) -> None:

@@ -9,7 +9,8 @@ value the node had. A run with a store (``dp.run(..., store=...)``) asks it:
 ``save(key, value, function)``
     keep ``value`` (``function`` names what made it, for listings); never leave a
     half-written entry: a reader sees the whole entry or none. It may be called by
-    several processes at once, for the same key too;
+    several processes at once, for the same key too. It returns the entry's size
+    in bytes, or None (a worker then always sends the value back with its report);
 ``shared``
     True if a copy of the store pickled to another process reads and writes the same
     entries (a directory, a database server): the workers of process, MPI and dask
@@ -69,8 +70,8 @@ class Store(abc.ABC):
         """The value stored under ``key``."""
 
     @abc.abstractmethod
-    def save(self, key: str, value: Any, function: str) -> None:
-        """Store ``value`` under ``key``, whole or not at all."""
+    def save(self, key: str, value: Any, function: str) -> int | None:
+        """Store ``value`` under ``key``, whole or not at all; its size in bytes."""
 
     @abc.abstractmethod
     def contains(self, key: str) -> bool:

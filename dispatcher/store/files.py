@@ -118,7 +118,7 @@ class FileStore(Store):
             os.utime(path)
         return value
 
-    def save(self, key: str, value: Any, function: str) -> None:
+    def save(self, key: str, value: Any, function: str) -> int:
         chunks = encode(value, function)
         path = self._entry(key)
         temp = f"{self._entries}/{_TEMP}{key}.{os.getpid()}.{next(_writes)}"
@@ -137,6 +137,7 @@ class FileStore(Store):
             with contextlib.suppress(OSError):
                 os.unlink(temp)
             raise
+        return sum(memoryview(c).nbytes for c in chunks)
 
     def delete(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):
