@@ -44,6 +44,10 @@ class Tags(set):
     pass
 
 
+class Marked(np.ndarray):
+    pass
+
+
 # -- keys -------------------------------------------------------------------------------
 SAMPLES = [
     0, 1, -5, 2**70, 1.5, float("nan"), 1j, "é", b"x", None, True, (1, "a"), [1, [2]], {"a": 1},
@@ -515,7 +519,7 @@ def test_objects_that_share_a_name_or_a_wrapped_function_but_differ_have_differe
     pairs = [
         (local_class(1)(), local_class(2)()),  # one qualified name, two classes
         (Scaled(scale, 2), Scaled(scale, 3)),  # one wrapped function, two states
-        (np.asmatrix([[1, 2]]), np.array([[1, 2]])),
+        (np.array([[1, 2]]).view(Marked), np.array([[1, 2]])),  # an array of another type
         (np.ma.masked_array([1, 2], mask=[0, 1]), np.ma.masked_array([1, 2], mask=[1, 0])),
         (np.zeros(2, dtype=[("a", "i4"), ("b", "i4")]), np.zeros(2, dtype=[("a", "i4"), ("c", "i4")])),
         (np.zeros(1, dtype=[("a", "i4"), ("b", "i4")])[0], np.zeros(1, dtype=[("b", "i4"), ("a", "i4")])[0]),
