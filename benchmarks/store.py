@@ -12,6 +12,13 @@ overhead
 joblib
     the same rerun beside ``joblib.Memory`` caching the same two functions (the
     no-op's calls, then the total), on its own directory.
+large
+    values that stay where they are made: a chain of ``--hops`` steps over an
+    array of ``--megabytes`` MB, and a fan-out of it to ``--readers`` nodes, on
+    ``ProcessExecutor(2)``: without a store; with an empty store where the driver
+    wants every value (a callback that takes values: each travels back to it);
+    with an empty store where it does not (each worker reports only the key, the
+    next reads the value from the store). Seconds, and the driver's peak memory.
 resume
     the pharmacometrics-style case: ``--fits`` fits of ``--fit-seconds`` each on
     ``ProcessExecutor(2)``, then a model selection over them; the driver is killed
@@ -29,6 +36,7 @@ import os
 import platform
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -37,7 +45,7 @@ import time
 
 import dispatcher as dp
 from dispatcher.bench.report import write_json
-from dispatcher.bench.timing import alternate
+from dispatcher.bench.timing import PeakMemory, alternate
 
 
 def noop(i):
@@ -53,16 +61,21 @@ def graph(n: int):
     return dp.Op(count, *parts), parts
 
 
+def _remove(folder: str, prefix: str) -> None:
+    """Remove the stores of ``folder`` whose names start with ``prefix``."""
+    for name in os.listdir(folder):
+        if name.startswith(prefix):
+            shutil.rmtree(os.path.join(folder, name))
+
+
 def bench_overhead(n: int, repeat: int, folder: str) -> dict:
     full = os.path.join(folder, "full")
     dp.execute(graph(n)[0], store=full)
     rounds = iter(range(10**9))
     ex = dp.SerialExecutor()
 
-    def fresh():
-        path = os.path.join(folder, f"fresh-{next(rounds)}")
-        dp.run(ex, [graph(n)[0]], store=path)
-        shutil.rmtree(path)
+    def fresh():  # a new store each time, removed before the next run, untimed
+        dp.run(ex, [graph(n)[0]], store=os.path.join(folder, f"fresh-{next(rounds)}"))
 
     contenders = {
         "no store": lambda: dp.run(ex, [graph(n)[0]]),
@@ -70,7 +83,8 @@ def bench_overhead(n: int, repeat: int, folder: str) -> dict:
         "full store, output read": lambda: dp.run(ex, [graph(n)[0]], store=full),
         "full store, every node read": lambda: dp.run(ex, graph(n)[1], store=full),
     }
-    return {name: t / n * 1e6 for name, t in alternate(contenders, repeat).items()}
+    times = alternate(contenders, repeat, before=lambda: _remove(folder, "fresh-"))
+    return {name: t / n * 1e6 for name, t in times.items()}
 
 
 def bench_joblib(n: int, repeat: int, folder: str) -> dict:
@@ -91,6 +105,77 @@ def bench_joblib(n: int, repeat: int, folder: str) -> dict:
         "joblib.Memory, every call cached": joblib_run,
     }
     return {name: t / n * 1e6 for name, t in alternate(contenders, repeat).items()}
+
+
+def make_array(megabytes: int, seed: int):
+    import numpy as np
+
+    return np.full(megabytes * 131072, float(seed))  # 8-byte floats
+
+
+def step(a):
+    return a + 1.0
+
+
+def first_value(a):
+    return float(a[0])
+
+
+def total(*values):
+    return sum(values)
+
+
+class WantsValues(dp.Callback):
+    """A callback that takes each value: the driver needs them all."""
+
+    def on_finish(self, node, value):
+        pass
+
+
+def bench_large(megabytes: int, hops: int, readers: int, repeat: int, folder: str) -> dict:
+    rounds = iter(range(10**9))
+
+    def chain():
+        node = dp.Op(make_array, megabytes, 0)
+        for _ in range(hops):
+            node = dp.Op(step, node)
+        return [dp.Op(first_value, node)]
+
+    def fan_out():
+        source = dp.Op(make_array, megabytes, 1)
+        return [dp.Op(total, *[dp.Op(first_value, dp.Op(step, source)) for _ in range(readers)])]
+
+    results = {}
+    with dp.ProcessExecutor(2) as ex:
+        ex.start()
+        for name, make in (("chain", chain), ("fan-out", fan_out)):
+
+            def run(store=False, callbacks=(), make=make):
+                path = os.path.join(folder, f"large-{next(rounds)}") if store else None
+                with PeakMemory() as peak:
+                    dp.run(ex, make(), store=path, callbacks=list(callbacks))
+                return peak.rise
+
+            peaks: dict = {}
+
+            def contender(label, peaks=peaks, **options):
+                def go():
+                    peaks.setdefault(label, []).append(run(**options))
+
+                return go
+
+            contenders = {
+                "no store": contender("no store"),
+                "store, values sent back": contender(
+                    "store, values sent back", store=True, callbacks=[WantsValues()]
+                ),
+                "store, keys only": contender("store, keys only", store=True),
+            }
+            times = alternate(contenders, repeat, before=lambda: _remove(folder, "large-"))
+            for label, t in times.items():
+                results[f"{name}: {label}, s"] = t
+                results[f"{name}: {label}, driver MB"] = statistics.median(peaks[label]) / 1e6
+    return results
 
 
 FITS = """
@@ -157,7 +242,10 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--fits", type=int, default=20)
     parser.add_argument("--fit-seconds", type=float, default=0.5)
-    parser.add_argument("--only", choices=["overhead", "joblib", "resume"])
+    parser.add_argument("--megabytes", type=int, default=50)
+    parser.add_argument("--hops", type=int, default=5)
+    parser.add_argument("--readers", type=int, default=20)
+    parser.add_argument("--only", choices=["overhead", "joblib", "large", "resume"])
     parser.add_argument(
         "--dir", default=".", help="where the stores go (default: here; a store's cost is its file system's)"
     )
@@ -175,6 +263,10 @@ def main() -> None:
             results["overhead, µs per node"] = bench_overhead(args.nodes, args.repeat, folder)
         if args.only in (None, "joblib"):
             results["cached rerun, µs per node"] = bench_joblib(args.nodes, args.repeat, folder)
+        if args.only in (None, "large"):
+            results["large values"] = bench_large(
+                args.megabytes, args.hops, args.readers, args.repeat, folder
+            )
         if args.only in (None, "resume"):
             results["resume"] = bench_resume(args.fits, args.fit_seconds, folder)
     finally:

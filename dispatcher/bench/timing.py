@@ -46,12 +46,16 @@ def sample(fn, repeat: int) -> tuple[float, float, float]:
     return statistics.median(times), min(times), max(times)
 
 
-def alternate(contenders: dict, repeat: int) -> dict:
+def alternate(contenders: dict, repeat: int, before=None) -> dict:
     """``{name: median seconds}`` of ``repeat`` rounds in which each ``fn()`` of
-    ``contenders`` runs once, in turn: the machine's noise falls on all alike."""
+    ``contenders`` runs once, in turn: the machine's noise falls on all alike.
+    ``before()``, if given, is called before each, untimed (to clear what the last
+    one left)."""
     times: dict = {name: [] for name in contenders}
     for _ in range(repeat):
         for name, fn in contenders.items():
+            if before is not None:
+                before()
             times[name].append(seconds(fn))
     return {name: statistics.median(t) for name, t in times.items()}
 

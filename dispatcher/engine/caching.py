@@ -14,7 +14,8 @@ these rules, which :class:`RunCache` carries out for its
 2. **Only what is needed is read.** The plan walks back from the outputs; a node
    whose entry is present is not run and its dependencies are not visited, so its
    value is loaded only if an output is that node or a node that runs needs it. A
-   fully stored graph reads only its outputs' entries; with ``release``, a value
+   fully stored graph reads only its outputs' entries (a run that looks for many
+   entries asks the store for all its keys at once, when that costs less); with ``release``, a value
    read is let go once no node needs it, as a computed one is. A damaged entry (cut short,
    altered) is logged, removed and computed again; a sound entry whose value this
    process cannot unpickle (a module missing here) is logged and computed again,
@@ -73,6 +74,7 @@ logger = logging.getLogger("dispatcher")
 POLL_MAX = 2.0  # seconds between two looks at a node claimed by another run
 CLAIM_MIN = 0.005  # seconds: a function whose calls are quicker is stored without claims
 _POLL_FIRST = 0.02
+_ASK_ONE_BY_ONE = 64  # entries looked for one by one before the store is asked for them all
 
 COMPUTE = "compute"
 CLAIMED_ELSEWHERE = "claimed elsewhere"
@@ -164,7 +166,8 @@ class RunCache:
             logger.warning("node %r%s is not stored: %s; nor is anything downstream of it", label, more, why)
 
     def _load_needed(self, outputs, deps_of, values, errors) -> None:
-        claimable = self.claimable
+        claimable, store = self.claimable, self.store
+        contains, asked = store.contains, 0
         seen: set = set()
         stack = [n for n in outputs if n not in values and n not in errors]
         while stack:
@@ -173,7 +176,15 @@ class RunCache:
                 continue
             seen.add(node)
             key = claimable.get(node)
-            if key is not None and self.store.contains(key):
+            if key is None:
+                pass
+            elif asked < _ASK_ONE_BY_ONE:
+                asked += 1
+                if asked == _ASK_ONE_BY_ONE:  # many to ask: all at once, if that is cheaper
+                    present = store.present_keys(len(claimable))
+                    if present is not None:
+                        contains = present.__contains__
+            if key is not None and contains(key):
                 found = self._load(node, key)
                 if found is not None:
                     values[node] = node._outcome = found.value

@@ -17,7 +17,9 @@ value the node had. A run with a store (``dp.run(..., store=...)``) asks it:
     executors then write the values they make themselves. False (the default, right
     for a store held in the driver's memory) keeps every write in the driver;
 ``contains(key)``
-    whether an entry is there, without reading it;
+    whether an entry is there, without reading it; ``present_keys(lookups)``
+    optionally gives every key at once where that costs less than ``lookups``
+    calls of ``contains`` (a run about to look for many);
 ``begin_run()`` / ``claim(key, run)`` / ``release(key, run)`` / ``end_run(run)``
     the coordination of several runs sharing the store: a run claims a node before
     computing it, and ``claim`` is False while another live run holds it (the run
@@ -76,6 +78,11 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def contains(self, key: str) -> bool:
         """Whether ``key`` has an entry."""
+
+    def present_keys(self, lookups: int) -> set | None:
+        """The keys of all entries, if reading them at once costs less than
+        ``lookups`` calls of :meth:`contains`; None (the default) otherwise."""
+        return None
 
     @abc.abstractmethod
     def entries(self) -> Iterator[Entry]:

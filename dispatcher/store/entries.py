@@ -26,6 +26,7 @@ value cannot be unpickled in this process raises :class:`UnreadableValue`.
 
 from __future__ import annotations
 
+import functools
 import mmap
 import os
 import pickle
@@ -34,6 +35,7 @@ import time
 from typing import Any
 
 import xxhash
+from xxhash import xxh3_64_intdigest
 
 __all__ = [
     "MAGIC",
@@ -80,38 +82,53 @@ def _pad(n: int) -> int:
     return -n % _ALIGN
 
 
+@functools.lru_cache(maxsize=1024)
+def _name_field(function: str) -> bytes:
+    """The function's name as an entry's header ends it (its length, then UTF-8)."""
+    name = function.encode("utf-8", "replace")[:65535]
+    return _COUNT.pack(len(name)) + name
+
+
 def encode(value: Any, function: str) -> list:
     """The chunks (bytes and buffers) of an entry holding ``value``; raises what
     pickling raises."""
-    # the wire's pickler, imported here: the executors package imports the engine,
-    # which imports the store
-    from ..executors._procworker import dumps
-
-    if type(value) in _SIMPLE:
-        payload, buffers = pickle.dumps(value, protocol=5), []
-    else:
-        payload, buffers = dumps(value)
+    if type(value) in _SIMPLE:  # no buffer to keep out of band: one chunk
+        payload = pickle.dumps(value, protocol=5)
+        head = (
+            MAGIC
+            + _FIXED.pack(time.time(), xxh3_64_intdigest(payload), len(payload), 0)
+            + _name_field(function)
+        )
+        return [head + b"\0" * _pad(len(head)) + payload]
+    payload, buffers = _wire_dumps()(value)
     digest = xxhash.xxh3_64(payload)
     for buf in buffers:
         digest.update(buf)
-    name = function.encode("utf-8", "replace")[:65535]
     head = b"".join(
         [
             MAGIC,
             _FIXED.pack(time.time(), digest.intdigest(), len(payload), len(buffers)),
             *[struct.pack("!Q", buf.nbytes) for buf in buffers],
-            _COUNT.pack(len(name)),
-            name,
+            _name_field(function),
         ]
     )
-    chunks: list = [head, b"\0" * _pad(len(head)), payload]
-    offset = len(head) + _pad(len(head)) + len(payload)
+    chunks: list = [head + b"\0" * _pad(len(head)) + payload]
+    offset = len(chunks[0])
     for buf in buffers:
         chunks.append(b"\0" * _pad(offset))
         offset += _pad(offset)
         chunks.append(buf)
         offset += buf.nbytes
     return chunks
+
+
+@functools.cache
+def _wire_dumps():
+    """The wire's pickler (:func:`~dispatcher.executors._procworker.dumps`), imported
+    on first use: the executors package imports the engine, which imports the store."""
+    from ..executors._procworker import dumps
+
+    return dumps
 
 
 def read_header(data) -> tuple[EntryHeader, int]:

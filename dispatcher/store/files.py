@@ -57,6 +57,17 @@ _HOST = socket.gethostname()
 _TEMP = ".tmp."
 _writes = itertools.count()  # names the temporary files of this process's writes
 _IOV_MAX = 1024
+_DIRENT_BYTES = 20  # the fewest bytes a name adds to the size of a directory
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+_PID = os.getpid()  # of this process: a fork gets its own (see _after_fork)
+
+
+def _after_fork() -> None:
+    global _PID
+    _PID = os.getpid()
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 class FileStore(Store):
@@ -104,6 +115,17 @@ class FileStore(Store):
     def contains(self, key: str) -> bool:
         return os.path.exists(self._entry(key))
 
+    def present_keys(self, lookups: int) -> set | None:
+        # a name costs about a tenth of a look-up to list; a directory's size grows
+        # by some 20 bytes (tmpfs) to 45 (ext4) per name: estimate high
+        try:
+            size = os.stat(self._entries).st_size
+        except FileNotFoundError:
+            return set()
+        if size > _DIRENT_BYTES * 10 * lookups:
+            return None
+        return {name for name in os.listdir(self._entries) if not name.startswith(_TEMP)}
+
     def load(self, key: str) -> Any:
         path = self._entry(key)
         try:
@@ -120,24 +142,24 @@ class FileStore(Store):
 
     def save(self, key: str, value: Any, function: str) -> int:
         chunks = encode(value, function)
-        path = self._entry(key)
-        temp = f"{self._entries}/{_TEMP}{key}.{os.getpid()}.{next(_writes)}"
+        entries = self._entries
+        temp = f"{entries}/{_TEMP}{key}.{_PID}.{next(_writes)}"
         try:
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            fd = os.open(temp, _CREATE, 0o644)
         except FileNotFoundError:
-            os.makedirs(self._entries, exist_ok=True)
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            os.makedirs(entries, exist_ok=True)
+            fd = os.open(temp, _CREATE, 0o644)
         try:
             try:
-                _write_all(fd, chunks)
+                size = _write_all(fd, chunks)
             finally:
                 os.close(fd)
-            os.rename(temp, path)
+            os.rename(temp, f"{entries}/{key}")
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(temp)
             raise
-        return sum(memoryview(c).nbytes for c in chunks)
+        return size
 
     def delete(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -271,14 +293,18 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def _write_all(fd: int, chunks: list) -> None:
-    """Write every chunk (bytes or buffers) to ``fd``; a short write goes on."""
-    if len(chunks) == 3:  # no out-of-band buffer: one write
-        data = b"".join(chunks)
+def _write_all(fd: int, chunks: list) -> int:
+    """Write every chunk (bytes or buffers) to ``fd``; a short write goes on. The
+    number of bytes written."""
+    if len(chunks) == 1:  # no out-of-band buffer: one write
+        data = chunks[0]
         n = os.write(fd, data)
         if n == len(data):
-            return
+            return n
         chunks = [memoryview(data)[n:]]
+        size = len(data)
+    else:
+        size = sum(memoryview(c).nbytes for c in chunks)
     views = [v for v in (memoryview(c).cast("B") for c in chunks) if v.nbytes]
     while views:
         n = os.writev(fd, views[:_IOV_MAX])
@@ -289,3 +315,4 @@ def _write_all(fd: int, chunks: list) -> None:
             views.pop(0)
         if n:
             views[0] = views[0][n:]
+    return size
