@@ -30,6 +30,7 @@ from .executors import (
     ThreadExecutor,
 )
 from .graph import DispatchGraph
+from .node_allocation import Allocation, allocation
 from .nodes import CollectNode, DataNode, DispatchNode, IndexNode, Op
 from .results import (
     DependencyError,
@@ -45,6 +46,7 @@ from .store import FileStore, Store
 __version__ = "0.1.0"
 
 __all__ = [
+    "Allocation",
     "AsyncExecutor",
     "Backoff",
     "Callback",
@@ -72,6 +74,7 @@ __all__ = [
     "Store",
     "ThreadExecutor",
     "WorkerLostError",
+    "allocation",
     "execute",
     "is_worker_lost",
     "op",

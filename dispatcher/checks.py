@@ -12,7 +12,15 @@ import math
 import numbers
 from typing import Any
 
-__all__ = ["check_nout", "check_retries", "check_timeout", "nout_error", "retry_predicates"]
+__all__ = [
+    "check_budget",
+    "check_cores",
+    "check_nout",
+    "check_retries",
+    "check_timeout",
+    "nout_error",
+    "retry_predicates",
+]
 
 
 def check_timeout(timeout: Any, where: str = "timeout") -> float | None:
@@ -44,6 +52,36 @@ def check_nout(nout: Any, where: str = "nout") -> int:
     if isinstance(nout, bool) or not isinstance(nout, numbers.Integral) or nout < 0:
         raise ValueError(f"{where} must be a non-negative int, got {type(nout).__name__}: {nout!r:.80}")
     return int(nout)
+
+
+def _count(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, numbers.Integral) and value >= 1
+
+
+def check_cores(cores: Any, where: str = "cores") -> tuple[int, int | None] | None:
+    """A node's ``cores``: None (it asks for none), ``k`` (exactly k, a positive
+    int) or ``(lo, hi)`` (from lo to hi; hi None: as many as are free), as
+    ``(lo, hi)``."""
+    if cores is None:
+        return None
+    if _count(cores):
+        return (int(cores), int(cores))
+    if type(cores) in (tuple, list) and len(cores) == 2:
+        lo, hi = cores
+        if _count(lo) and (hi is None or (_count(hi) and hi >= lo)):
+            return (int(lo), None if hi is None else int(hi))
+    raise ValueError(
+        f"{where} must be a positive int (exactly that many cores) or a pair (lo, hi) "
+        f"with 1 <= lo <= hi (hi None: as many as are free), got {type(cores).__name__}: {cores!r:.80}"
+    )
+
+
+def check_budget(cores: Any, where: str = "cores") -> int | None:
+    """An executor's ``cores``: None (what the machine or the allocation gives) or
+    a positive int."""
+    if cores is None or _count(cores):
+        return None if cores is None else int(cores)
+    raise ValueError(f"{where} must be a positive int, got {type(cores).__name__}: {cores!r:.80}")
 
 
 def nout_error(label: str, nout: int, value: Any) -> ValueError | None:

@@ -1,9 +1,10 @@
 """The ``@op`` decorator: calling a decorated function makes an :class:`~dispatcher.Op`.
 
 Policy: the decorator's options (``label``, ``nout``, ``retries``, ``retry_on``,
-``timeout``, ``cache``, ``version``) belong to the nodes it makes, never to the function's own keyword
-arguments, and each is checked when the function is decorated, so that a wrong one
-raises at once, naming it. Decorating a decorated function replaces its options.
+``timeout``, ``cache``, ``version``, ``cores``) belong to the nodes it makes,
+never to the function's own keyword arguments, and each is checked when the
+function is decorated, so that a wrong one raises at once, naming it. Decorating
+a decorated function replaces its options.
 """
 
 from __future__ import annotations
@@ -12,12 +13,12 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-from .checks import check_nout, check_retries, check_timeout, retry_predicates
+from .checks import check_cores, check_nout, check_retries, check_timeout, retry_predicates
 from .nodes import Op, _func_name
 
 __all__ = ["OpFunction", "op"]
 
-_OPTIONS = ("label", "nout", "retries", "retry_on", "timeout", "cache", "version")
+_OPTIONS = ("label", "nout", "retries", "retry_on", "timeout", "cache", "version", "cores")
 
 
 class OpFunction:
@@ -43,6 +44,7 @@ class OpFunction:
             node.timeout = options.get("timeout")
             node.cache = options.get("cache", True)
             node.version = options.get("version")
+            node.cores = options.get("cores")
         return node
 
     def __get__(self, obj: Any, objtype: Any = None) -> Any:
@@ -63,6 +65,7 @@ def op(
     timeout: float | None = None,
     cache: bool = True,
     version: Any = None,
+    cores: Any = None,
 ) -> Any:
     """Make calling ``func`` return an :class:`Op` instead of running it.
 
@@ -76,7 +79,10 @@ def op(
     (``dp.run(..., store=...)``), ``cache=False`` keeps the nodes out of it (for a
     function whose value changes from run to run: random numbers, the clock, I/O)
     and ``version`` (any value) becomes part of their keys, to make them run again
-    by hand.
+    by hand. ``cores`` is what each node asks of the executor's cores: ``k``
+    (exactly k) or ``(lo, hi)`` (from lo to hi, as many as are free when it
+    starts); inside the node, :func:`dispatcher.allocation` says what it got (see
+    :mod:`dispatcher.engine.cores`).
 
     >>> import dispatcher as dp
     >>> @dp.op(nout=2)
@@ -102,6 +108,7 @@ def op(
         "timeout": timeout,
         "cache": None if cache is True else cache,
         "version": version,
+        "cores": cores,
     }
     return wrap if func is None else wrap(func)
 
@@ -119,6 +126,8 @@ def _op_options(name: str, options: dict) -> dict:
         options["timeout"] = check_timeout(options["timeout"], f"timeout {where}")
     if "retry_on" in options:
         options["retry_on"] = retry_predicates(options["retry_on"], f"retry_on {where}")
+    if "cores" in options:
+        options["cores"] = check_cores(options["cores"], f"cores {where}")
     if "cache" in options and options["cache"] is not False:
         raise TypeError(f"cache {where} must be True or False, got {options['cache']!r}")
     return options

@@ -9,11 +9,10 @@ exactly those types, is a dependency and is replaced by its value before the cal
 Nodes are slotted attrs classes that compare and hash by identity, so a million of
 them fit in memory and a graph of them builds in seconds. The dependency scan runs
 once, when the node is made (or its arguments are replaced), and records where the
-nodes sit, so that running a node only touches the arguments that need it.
-
-Each node remembers the outcome of its latest run (:mod:`dispatcher.outcomes`),
-which :meth:`DispatchNode.fetch` returns (or raises). The :func:`~dispatcher.op`
-decorator that makes ``Op`` nodes of calls is in :mod:`dispatcher.decorator`.
+nodes sit, so that running a node only touches the arguments that need it. Each
+node remembers the outcome of its latest run (:mod:`dispatcher.outcomes`), which
+:meth:`DispatchNode.fetch` returns (or raises); :func:`~dispatcher.op` is in
+:mod:`dispatcher.decorator`.
 """
 
 from __future__ import annotations
@@ -37,6 +36,7 @@ __all__ = [
     "Op",
 ]
 
+_ELSEWHERE = (Remote, Stored)  # outcomes whose value is fetched from where it stayed
 CONTAINERS = frozenset((list, tuple, set, frozenset, dict))
 """The types searched for nodes among a node's arguments (exactly these, not subclasses)."""
 
@@ -72,6 +72,8 @@ class DispatchNode:
     nout: ClassVar[int | None] = None
     """How many values the node's function returns, when declared (``@op(nout=k)``):
     a run fails the node if its value does not hold exactly that many."""
+    cores: ClassVar[tuple | None] = None
+    """The cores it asks for, ``(lo, hi)`` (:mod:`dispatcher.engine.cores`), or None."""
 
     def __init__(self, label: str | None = None):
         """Subclasses call this first (or set the same three slots)."""
@@ -135,10 +137,8 @@ class DispatchNode:
             )
         if type(outcome) is Failure:
             raise outcome.error
-        if type(outcome) is Remote:
-            return outcome.owner.fetch_value(self, outcome.handle)
-        if type(outcome) is Stored:
-            return outcome.load()
+        if type(outcome) in _ELSEWHERE:  # the value stayed on a worker, or in a store
+            return outcome.fetch(self)
         return outcome
 
     def state(self) -> str:
@@ -265,9 +265,9 @@ class Op(DispatchNode):
     Nodes among the arguments (also nested in lists, tuples, dict values, sets) are
     dependencies, replaced by their values before the call. The default label is
     the function's name. ``retries``, ``retry_on`` and ``timeout`` override the
-    executor's defaults for this node; ``nout`` allows ``a, b = node``. In a run
-    with a store, ``cache=False`` keeps the node out of it and ``version`` is part
-    of its key (see :mod:`dispatcher.store`).
+    executor's defaults for this node; ``nout`` allows ``a, b = node``; ``cores``
+    is what it asks of the executor's cores. In a run with a store, ``cache=False``
+    keeps it out of the store and ``version`` is part of its key.
 
     >>> import dispatcher as dp
     >>> total = dp.Op(sum, [dp.Op(len, "abc"), 4])
@@ -287,6 +287,7 @@ class Op(DispatchNode):
     timeout: float | None
     cache: bool
     version: Any
+    cores: tuple | None
 
     def __init__(self, func: Callable, /, *args: Any, **kwargs: Any):
         if not callable(func):
@@ -303,6 +304,7 @@ class Op(DispatchNode):
         self.timeout = None
         self.cache = True
         self.version = None
+        self.cores = None
         self._set_call(args, kwargs or None)
 
     def _set_call(self, args: tuple, kwargs: dict | None) -> None:

@@ -64,6 +64,9 @@ class Remote:
         self.handle = handle
         self.owner = owner
 
+    def fetch(self, node) -> Any:
+        return self.owner.fetch_value(node, self.handle)
+
 
 class Stored:
     """The value of a node that its worker wrote to the run's store and did not
@@ -87,6 +90,9 @@ class Stored:
 
     def load(self) -> Any:
         return load_stored(self.store, self.key, self.label)
+
+    def fetch(self, node) -> Any:
+        return self.load()
 
     def __reduce__(self):
         if os.getpid() == self.origin:

@@ -7,7 +7,7 @@ graph is planned and checked before the executor is opened, so a mistake in the
 graph starts no workers. A blocking run of an executor whose tasks need an event
 loop runs the asyncio driver to its end here; every run waits inside the
 executor's ``lend_worker`` so that a node may start a nested run on the executor
-that runs it.
+that runs it, and lends that node's cores meanwhile (:func:`~dispatcher.engine.cores.lend_cores`).
 
 This module does not check that ``executor`` is one: :mod:`dispatcher.api` does,
 and :meth:`Executor.run <dispatcher.executors.base.Executor.run>` is one.
@@ -22,6 +22,7 @@ from typing import Any
 from .coroutines import run_to_end
 from .engine import Callback, ProgressBar, RunOptions, RunState, drive, drive_async
 from .engine.caching import RunCache
+from .engine.cores import lend_cores
 from .graph import DispatchGraph
 from .nodes import DispatchNode
 from .results import DispatchResult
@@ -42,14 +43,15 @@ async def run_graph_async(executor: Any, outputs: Any, inputs: Iterable = (), **
     async def run():
         state = _state(executor, outputs, inputs, **options)
         async with executor.lend_worker_async():
-            return await drive_async(state, executor)
+            with lend_cores(executor._budget):
+                return await drive_async(state, executor)
 
     return await executor.wrap_run_async(outputs, run)
 
 
 def _run(executor, outputs, inputs, options) -> list[DispatchResult]:
     state = _state(executor, outputs, inputs, **options)
-    with executor.lend_worker():
+    with executor.lend_worker(), lend_cores(executor._budget):
         if executor.capabilities.needs_loop:
             return run_to_end(drive_async(state, executor))
         return drive(state, executor)
@@ -99,12 +101,21 @@ def _state(
         on_timeout=capabilities.on_timeout,
         timeout_grace=capabilities.timeout_grace,
         pipelined=capabilities.pipelines,
+        in_process=capabilities.in_process,
     )
     cache = None
     if store is not None:
         # a pipelined run holds handles: a value the driver stores is fetched first
         fetch = executor.fetch_value if capabilities.pipelines else None
         cache = RunCache(store, store_on_worker=capabilities.store_on_worker, fetch=fetch)
-    state = RunState(outputs, inputs, input_map=input_map, options=options, owner=executor, cache=cache)
+    state = RunState(
+        outputs,
+        inputs,
+        input_map=input_map,
+        options=options,
+        owner=executor,
+        cache=cache,
+        budget=executor.core_budget,
+    )
     executor.open()  # after the graph is checked: a mistake in it starts no workers
     return state

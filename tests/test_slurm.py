@@ -1,11 +1,11 @@
-"""Reading a Slurm allocation from the environment (``executors/_slurm.py``) and
+"""Reading a Slurm allocation from the environment (``dispatcher/slurm.py``) and
 the worker counts the MPI executors take from it."""
 
 from __future__ import annotations
 
 import os
 
-from dispatcher.executors import _slurm
+from dispatcher import slurm as _slurm
 from dispatcher.executors.mpi import _default_workers
 
 

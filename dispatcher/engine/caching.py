@@ -15,11 +15,12 @@ these rules, which :class:`RunCache` carries out for its
    whose entry is present is not run and its dependencies are not visited, so its
    value is loaded only if an output is that node or a node that runs needs it. A
    fully stored graph reads only its outputs' entries (a run that looks for many
-   entries asks the store for all its keys at once, when that costs less); with ``release``, a value
-   read is let go once no node needs it, as a computed one is. A damaged entry (cut short,
-   altered) is logged, removed and computed again; a sound entry whose value this
-   process cannot unpickle (a module missing here) is logged and computed again,
-   and left for the processes that can read it until the new value replaces it.
+   entries asks the store for all its keys at once, when that costs less); with
+   ``release``, a value read is let go once no node needs it, as a computed one is
+   (:mod:`~dispatcher.engine.release`). A damaged entry (cut short, altered) is
+   logged, removed and computed again; a sound entry whose value this process
+   cannot unpickle (a module missing here) is logged and computed again, and left
+   for the processes that can read it until the new value replaces it.
 3. **Claim, then compute.** Before a node runs, the run claims its key in the
    store, so that runs sharing the store compute each node once: a node claimed by
    another live run waits (state CLAIMED, polled with a growing delay up to
@@ -66,7 +67,6 @@ __all__ = [
     "RunCache",
     "driver_needs",
     "set_aside",
-    "stored_needed",
 ]
 
 logger = logging.getLogger("dispatcher")
@@ -337,16 +337,6 @@ def driver_needs(run: Any, node: DispatchNode) -> bool:
         if entry is not None and any(kid.light for kid in kids(entry)):
             return True
     return False
-
-
-def stored_needed(run: Any) -> None:
-    """With ``release``: count the run's nodes that need each value read from the
-    store, so that it is released, as a computed value is, once none needs it."""
-    needed, stored, deps_of = run.needed, run.stored, run.deps_of
-    for node in run.waiting:
-        for dep in deps_of(node):
-            if dep in stored:
-                needed[dep] = needed.get(dep, 0) + 1
 
 
 def set_aside(run: Any, node: DispatchNode, verdict: Any) -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import queue
 import threading
@@ -48,6 +49,10 @@ logger = logging.getLogger("dispatcher")
 SETTLE_SECONDS = 10.0
 
 
+WAKE_UP = Task(object(), None, (), None, 1, None)
+"""A report of no node's task: it wakes the driver, which looks again for work."""
+
+
 @attrs.frozen
 class Gather:
     """A request of the loop to its adapter: bring back these handles' values as
@@ -59,6 +64,8 @@ class Gather:
 def _steps(state: RunState, executor: Any, report) -> Generator[float | Gather | None, Any, list]:
     """The one driver loop; ``report(task, ok, payload)`` is what the executor calls."""
     synchronous = executor.capabilities.synchronous
+    if not synchronous:  # another run that frees cores wakes this one with a report of nothing
+        state.wake = functools.partial(report, WAKE_UP, True, None)
     try:
         state.start()
         while True:

@@ -1,10 +1,11 @@
 """A failed attempt: the node runs again after a delay, or fails for good.
 
-Two transitions of :class:`~dispatcher.engine.RunState`, kept apart as the
+Transitions of :class:`~dispatcher.engine.RunState`, kept apart as the
 pipelining ones are: :func:`failed_attempt` decides by the rules of
 :mod:`~dispatcher.engine.retries` (and fails a node whose options set by hand are
 wrong), :func:`back_off` puts a node to wait for its next attempt (BACKING_OFF),
-telling the log and the callbacks.
+telling the log and the callbacks; :func:`wrong_nout` and :func:`checked_timeout`
+fail a node whose value or hand-set timeout is not what it must be.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from ..checks import check_timeout, nout_error
 from ..results import DependencyError, format_exception
 from . import pipelining
 from .callbacks import notify
 from .records import NodeState
 from .retries import retry_limits, should_retry
 
-__all__ = ["back_off", "failed_attempt"]
+__all__ = ["back_off", "checked_timeout", "failed_attempt", "wrong_nout"]
 
 logger = logging.getLogger("dispatcher")
 
@@ -61,3 +63,21 @@ def failed_attempt(run: Any, node, exc, tb, attempt: int) -> None:
     error.__cause__ = exc
     logger.info("node %r failed: %s: %s", node.label, type(exc).__name__, exc)
     run._finish_error(node, error)
+
+
+def wrong_nout(run: Any, node, value, attempt: int) -> bool:
+    """Fail ``node`` if ``value`` does not hold its declared ``nout`` values."""
+    wrong = nout_error(node.label, node.nout, value)
+    if wrong is not None:
+        failed_attempt(run, node, wrong, format_exception(wrong), attempt)
+    return wrong is not None
+
+
+def checked_timeout(run: Any, node, value) -> float | None:
+    """The ``timeout`` set by hand on ``node``, as a number of seconds; None when
+    it is wrong, and the node failed with an error naming it (READY -> FAILED)."""
+    try:
+        return check_timeout(value, f"the timeout of node {node.label!r}")
+    except (TypeError, ValueError) as exc:
+        run._finish_error(node, DependencyError(exc, format_exception(exc), node))
+        return None

@@ -122,6 +122,7 @@ def withdraw(run: Any, node) -> None:
         task = running.pop(n, None)
         if task is not None:
             run.revoked.append(task)
+            run._cores_back(task.cores)
         run.parked.pop(n, None)
         if values.pop(n, _NONE) is _NONE:
             continue  # never sent: no node was sent on it

@@ -79,6 +79,9 @@ class RunOptions:
     pipelined: bool = False
     """A node is sent once its dependencies are *sent*, with their handles as
     arguments (see :mod:`dispatcher.engine.pipelining`)."""
+    in_process: bool = False
+    """Tasks run in the driver's process (its threads, its event loop), which they
+    share: a node's cores do not set the process's thread variables."""
 
 
 class Task:
@@ -88,6 +91,7 @@ class Task:
         "after",
         "args",
         "attempt",
+        "cores",
         "expired",
         "func",
         "handle",
@@ -110,6 +114,7 @@ class Task:
         self.started: float | None = None  # when its work began (time.monotonic), if the executor says
         self.expired = False  # the engine failed it at its deadline (then cancels its work)
         self.where: str | None = None  # where it runs, if the executor says ("pid 12 on node3")
+        self.cores: int | None = None  # the cores it holds of the executor's budget
 
     def call(self) -> Any:
         """The node's function called with its arguments (a coroutine for an ``async def``)."""

@@ -67,16 +67,16 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ..checks import check_timeout, nout_error
 from ..coroutines import COROUTINE, finish
 from ..graph import DispatchGraph, _deps_of
 from ..nodes import DispatchNode
-from ..outcomes import NEVER, RELEASED, Failure, Remote, Stored
+from ..outcomes import NEVER, Failure, Remote, Stored
 from ..results import DependencyError, DispatcherError, DispatchResult, format_exception
-from . import caching, failures, pipelining
-from .caching import COMPUTE, RunCache, stored_needed
+from . import caching, failures, pipelining, release
+from .caching import COMPUTE, RunCache
 from .callbacks import notify
 from .clock import Timers
+from .cores import CoreBudget, RunCores, wait_for_cores
 from .plan import given_values, kids, make_plan, output_nodes
 from .records import NodeState, RunOptions, Task, timeout_error
 
@@ -110,6 +110,7 @@ class RunState:
         options: RunOptions | None = None,
         owner: Any = None,
         cache: RunCache | None = None,
+        budget: Callable[[], CoreBudget] | None = None,
         clock: Callable[[], float] = time.monotonic,
         rand: Callable[[], float] = random.random,
         **option_fields: Any,
@@ -136,6 +137,10 @@ class RunState:
         value_of = functools.partial(pipelining.given_value, self)  # an input node's value
         given_values(inputs, input_map, self.values, self.errors, value_of)
         self.cache = cache
+        self.get_budget = budget  # gives the executor's cores (its workers may have to start first)
+        self.budget: CoreBudget | None = None  # those cores, once a node asks for some
+        self.cores: RunCores | None = None  # made when a node asks for cores
+        self.wake: Callable[[], None] | None = None  # wakes the driver when another run frees cores
         if cache is not None:  # the nodes found in the store become given values
             if isinstance(graph_or_nodes, DispatchGraph):
                 cache.plan(
@@ -149,10 +154,8 @@ class RunState:
         self.edges_pass_values = plan.edges_pass_values
         self.state: dict = {}  # only nodes that have moved since the plan: see state_of
         self.total = self.remaining = len(self.waiting)
-        self.needed = {n: len(kids(k)) for n, k in self.children.items()} if options.release else None
         self.stored = cache.loaded if cache is not None else frozenset()  # values read from the store
-        if self.needed is not None and self.stored:
-            stored_needed(self)
+        self.needed = release.needed(self) if options.release else None
         self.keep = set(self.outputs)
         self._get = self.values.__getitem__
 
@@ -204,17 +207,19 @@ class RunState:
         default_timeout = self.options.timeout
         cache = self.cache
         while self.error is None:
-            if pipelined:
-                if resolved:
-                    pipelining.resolve(self, resolved.pop())
-                    continue
-                if not ready:
-                    return None
+            grant = None
+            if pipelined and resolved:
+                pipelining.resolve(self, resolved.pop())
+                continue
+            if ready:
                 node = ready.pop()
-                if self.state_of(node) is not READY:
+                if pipelined and self.state_of(node) is not READY:
                     continue  # a stale entry: withdrawn, or already sent
-            elif ready:
-                node = ready.pop()
+            elif self.cores is not None and self.cores.queue:  # all ready nodes seen: share the cores
+                picked = self.cores.next()
+                if picked is None:
+                    return None
+                node, grant = picked
             else:
                 return None
             if poison and node in poison:
@@ -223,24 +228,32 @@ class RunState:
                 else:
                     self._finish_error(node, poison.pop(node))
                 continue
+            if grant is None and node.cores is not None:
+                wait_for_cores(self, node)  # -> the queue of the nodes waiting for cores (or FAILED)
+                continue
             try:
                 func, args, kwargs = node.prepare(get)
             except Exception as exc:  # a malformed node: fail it, do not crash the run
+                self._cores_back(grant)
                 failures.failed_attempt(self, node, exc, format_exception(exc), self._attempt(node))
                 continue
             timeout = node.timeout
             if timeout is None:
                 timeout = default_timeout
             elif (type(timeout) is not float and type(timeout) is not int) or not 0 < timeout < math.inf:
-                timeout = self._checked_timeout(node, timeout)  # set by hand on the node
+                timeout = failures.checked_timeout(self, node, timeout)  # set by hand on the node
                 if timeout is None:
+                    self._cores_back(grant)
                     continue
             if cache is not None and not node.light:
                 verdict = cache.before_start(node)
                 if verdict is not COMPUTE:
+                    self._cores_back(grant)
                     caching.set_aside(self, node, verdict)  # -> CLAIMED, or DONE if stored meanwhile
                     continue
                 func = cache.wrap(node, func, timeout, self)
+            if grant is not None:
+                func = self.cores.allocated(func, grant)
             if (inline_untimed and timeout is None) or (inline_light and node.light):
                 # READY -> DONE, BACKING_OFF or FAILED: the node's function is called here
                 if self.hooks:
@@ -252,15 +265,19 @@ class RunState:
                 except KeyboardInterrupt:
                     raise  # Ctrl-C, here in the thread that drives the run: the run ends
                 except BaseException as exc:  # SystemExit too: it fails the node
+                    self._cores_back(grant)
                     failures.failed_attempt(self, node, exc, format_exception(exc), self._attempt(node))
                     continue
-                if node.nout is not None and self._wrong_nout(node, value, self._attempt(node)):
+                if grant is not None:
+                    self._cores_back(grant)
+                if node.nout is not None and failures.wrong_nout(self, node, value, self._attempt(node)):
                     continue
                 self._finish_ok(node, value)
                 continue
             if self.hooks:  # before the task exists: a callback that raises leaves nothing running
                 self._submitted(node)
             task = Task(node, func, args, kwargs, self.attempts.get(node, 1) if self.attempts else 1, timeout)
+            task.cores = grant
             self.running[node] = task
             if self.pipelined:
                 if not self.edges_pass_values:  # a graph's edges: some may pass no value
@@ -292,6 +309,8 @@ class RunState:
         if running.get(node) is not task:
             return  # a late answer from an attempt that timed out, was revoked or superseded
         del running[node]
+        if task.cores is not None:
+            self._cores_back(task.cores)
         if self.error is not None:
             return  # the run is ending; running tasks are only awaited
         if pipelined and self.state.get(node) is SENT:
@@ -322,6 +341,7 @@ class RunState:
             if type(what) is Task:
                 node = what.node
                 del self.running[node]
+                self._cores_back(what.cores)
                 what.expired = True
                 expired.append(what)
                 why = self.options.on_timeout.format(where=what.where)
@@ -359,6 +379,8 @@ class RunState:
         tell the callbacks it is over."""
         if self.cache is not None:
             self.cache.end()
+        if self.cores is not None:
+            self.cores.end(self)
         if self.needed is not None:
             for node, value in self.values.items():
                 if node in self.waiting and node not in self.keep:
@@ -370,13 +392,6 @@ class RunState:
     def _attempt(self, node) -> int:
         """The number of ``node``'s attempt about to run (1 unless it was retried)."""
         return self.attempts.get(node, 1) if self.attempts else 1
-
-    def _wrong_nout(self, node, value, attempt) -> bool:
-        """Fail ``node`` if ``value`` does not hold its declared ``nout`` values."""
-        wrong = nout_error(node.label, node.nout, value)
-        if wrong is not None:
-            failures.failed_attempt(self, node, wrong, format_exception(wrong), attempt)
-        return wrong is not None
 
     def _take(self, task: Task, ok: bool, payload: Any) -> None:
         """The report of a RUNNING (or PARKED) node's task."""
@@ -393,7 +408,7 @@ class RunState:
         if (
             node.nout is not None
             and type(payload) is not Stored
-            and self._wrong_nout(node, payload, task.attempt)
+            and failures.wrong_nout(self, node, payload, task.attempt)
         ):
             return  # (a Stored value was checked by the worker that stored it)
         self._finish_ok(node, payload)
@@ -446,19 +461,7 @@ class RunState:
                         state[kid] = READY
                         ready.append(kid)
         if self.needed is not None:
-            self._release_deps(node)
-
-    def _release_deps(self, node) -> None:
-        needed, state = self.needed, self.state
-        for dep in self.deps_of(node):
-            n = needed.get(dep)
-            if n is None:
-                continue
-            needed[dep] = n = n - 1
-            if n == 0 and dep not in self.keep and (state.get(dep) is DONE or dep in self.stored):
-                self.values.pop(dep, None)
-                state[dep] = RELEASED_
-                dep._outcome = RELEASED
+            release.after(self, node)
 
     def _finish_error(self, node, error) -> None:
         """-> FAILED, and every node downstream fails with the same error."""
@@ -482,16 +485,11 @@ class RunState:
                     poison[kid] = error
                 self._dependency_finished(kid)
         if self.needed is not None:
-            self._release_deps(node)
+            release.after(self, node)
 
-    def _checked_timeout(self, node, value) -> float | None:
-        """The ``timeout`` set by hand on ``node``, as a number of seconds; None when
-        it is wrong, and the node failed with an error naming it (READY -> FAILED)."""
-        try:
-            return check_timeout(value, f"the timeout of node {node.label!r}")
-        except (TypeError, ValueError) as exc:
-            self._finish_error(node, DependencyError(exc, format_exception(exc), node))
-            return None
+    def _cores_back(self, grant: int | None) -> None:
+        if grant is not None:
+            self.budget.give_back(grant)
 
     def _submitted(self, node) -> None:
         if self.debug:

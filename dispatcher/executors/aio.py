@@ -136,6 +136,9 @@ class AsyncExecutor(Executor):
         finally:
             await permit.acquire()
 
+    def slots(self) -> int | None:
+        return self.max_concurrency
+
     def start_task(self, task, done) -> None:
         loop = asyncio.get_running_loop()
         in_thread = self.sync == "threads" or task.timeout is not None

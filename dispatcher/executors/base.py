@@ -53,11 +53,13 @@ from typing import Any
 import attrs
 
 from .. import daskgraph
-from ..checks import check_retries, check_timeout, retry_predicates
+from ..checks import check_budget, check_retries, check_timeout, retry_predicates
 from ..engine import Backoff, Task
+from ..engine.cores import CoreBudget
 from ..futures import Submissions
 from ..results import ExecutorError
 from ..running import run_graph
+from ..slurm import this_host, usable_cores
 
 __all__ = ["Capabilities", "Executor"]
 
@@ -116,6 +118,10 @@ class Executor(cf.Executor):
         backoff: the delays between attempts (:class:`~dispatcher.Backoff`).
         timeout: seconds after which any node fails with ``TimeoutError``, unless
             the node has a ``timeout`` of its own (default: no limit).
+        cores: the executor's budget of cores for the nodes that ask for cores
+            (``@dp.op(cores=...)``; :mod:`dispatcher.engine.cores`); default: what
+            it reaches (:meth:`reachable_cores`: the usable CPUs of this machine,
+            or of the Slurm job on it).
     """
 
     capabilities = Capabilities()
@@ -130,6 +136,7 @@ class Executor(cf.Executor):
         retry_on: Any = None,
         backoff: Backoff | None = None,
         timeout: float | None = None,
+        cores: int | None = None,
     ):
         retries = check_retries(retries)
         timeout = check_timeout(timeout)
@@ -139,8 +146,32 @@ class Executor(cf.Executor):
         self.retry_on = () if retry_on is None else retry_predicates(retry_on)
         self.backoff = backoff if backoff is not None else Backoff()
         self.timeout = timeout
+        self._cores = check_budget(cores)
+        self._budget: CoreBudget | None = None
         self.closed = False
         self._submitted = Submissions(self)
+
+    # -- cores ----------------------------------------------------------------------
+    @property
+    def cores(self) -> int:
+        """The executor's budget of cores: its ``cores=``, else :meth:`reachable_cores`."""
+        return self.core_budget().total
+
+    def core_budget(self) -> CoreBudget:
+        """The budget every run on this executor draws on (made on first use)."""
+        if self._budget is None:
+            self._budget = CoreBudget(self._cores or self.reachable_cores(), this_host(), self.slots())
+        return self._budget
+
+    def reachable_cores(self) -> int:
+        """The cores the executor's nodes may use when it was not given ``cores=``:
+        the usable CPUs of this machine, or of the Slurm job here."""
+        return usable_cores()
+
+    def slots(self) -> int | None:
+        """How many nodes the executor runs at once (its workers; None: no limit
+        it knows), among which a run shares the free cores."""
+        return getattr(self, "max_workers", None)
 
     # -- what each executor says (see the module's docstring) ---------------------
     def start_task(self, task: Task, done) -> None:

@@ -132,9 +132,10 @@ class DaskExecutor(Executor):
         retry_on: Any = None,
         backoff: Any = None,
         timeout: float | None = None,
+        cores: int | None = None,
         **cluster_options: Any,
     ):
-        super().__init__(retries=retries, retry_on=retry_on, backoff=backoff, timeout=timeout)
+        super().__init__(retries=retries, retry_on=retry_on, backoff=backoff, timeout=timeout, cores=cores)
         if client is not None and address is not None:
             raise ValueError("give DaskExecutor a client or a scheduler address, not both")
         if cluster_options and (client is not None or address is not None):

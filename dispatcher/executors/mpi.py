@@ -47,11 +47,11 @@ import functools
 import logging
 import os
 
+from ..slurm import SlurmAllocation, slurm_allocation
 from ._jobs import check_worker_options
 from ._launch import cpu_count
 from ._mpilaunch import START_TIMEOUT, MPILauncher, import_mpi, in_mpi_job, require_mpi4py
 from ._mpiworld import TIMEOUT_SLACK, WORLD_LATE, WorldRanks, world_pool
-from ._slurm import SlurmAllocation, slurm_allocation
 from .base import Capabilities, Executor
 from .codec import dumps_initializer
 from .pooled import PooledExecutor, PoolHandle
@@ -64,7 +64,7 @@ LAUNCH_OPTIONS = ("python_exe", "python_args", "env", "wdir")  # passed to the m
 
 
 def _base_options(options: dict) -> dict:
-    return {k: options.pop(k) for k in ("retries", "retry_on", "backoff", "timeout") if k in options}
+    return {k: options.pop(k) for k in ("retries", "retry_on", "backoff", "timeout", "cores") if k in options}
 
 
 class MPIExecutor(PooledExecutor):

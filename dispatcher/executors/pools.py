@@ -117,6 +117,9 @@ class PoolExecutor(Executor):
             in_process=self._over_threads, store_on_worker=not self._over_threads
         )
 
+    def slots(self) -> int | None:
+        return getattr(self.pool, "_max_workers", None)  # concurrent.futures' pools say so
+
     def start_task(self, task, done) -> None:
         if self.cloudpickle:
             payload = dumps_call(task.node.label, task.func, task.args, task.kwargs)

@@ -41,6 +41,9 @@ class SerialExecutor(Executor):
 
     capabilities = Capabilities(synchronous=True, runs_inline=True, in_process=True)
 
+    def slots(self) -> int:
+        return 1  # one node at a time: each takes all the cores it may
+
     def start_task(self, task, done) -> None:
         # The engine calls untimed nodes itself (runs_inline); the rest come here.
         if task.timeout is None:

@@ -214,6 +214,9 @@ class SerialMPIExecutor(Executor):
                 exc.add_note(f"(raised on rank {first} of {self.size})")
         return False, (exc, f"raised on rank {first} of {self.size}:\n{tb}")
 
+    def slots(self) -> int:
+        return 1  # one node at a time, on every rank
+
     def start_task(self, task, done) -> None:  # rank 0 only
         label = task.node.label
         if self.size > 1:

@@ -3,19 +3,30 @@
 Inside a job (``sbatch``, ``salloc``, ``srun``) Slurm sets ``SLURM_JOB_ID``, the
 number of tasks (``SLURM_NTASKS``, older ``SLURM_NPROCS``, or, failing both, the
 tasks per node ``SLURM_TASKS_PER_NODE`` such as ``"2(x3),1"``), the nodes
-(``SLURM_JOB_NODELIST`` such as ``"node[01-03,07],gpu1"``) and the CPUs per task
-(``SLURM_CPUS_PER_TASK``). :func:`slurm_allocation` reads them without calling
-any Slurm command, so it works on compute nodes and in tests alike.
+(``SLURM_JOB_NODELIST`` such as ``"node[01-03,07],gpu1"``), the CPUs of the job
+on each node (``SLURM_JOB_CPUS_PER_NODE``, in the same form as the tasks per
+node), on this node (``SLURM_CPUS_ON_NODE``) and per task (``SLURM_CPUS_PER_TASK``),
+and the name of this node (``SLURMD_NODENAME``). :func:`slurm_allocation` reads
+them without calling any Slurm command, so it works on compute nodes and in tests
+alike; :func:`usable_cores` gives the cores a process may use, in a job or not.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import socket
 
 import attrs
 
-__all__ = ["SlurmAllocation", "expand_nodelist", "slurm_allocation", "tasks_per_node"]
+__all__ = [
+    "SlurmAllocation",
+    "expand_nodelist",
+    "slurm_allocation",
+    "tasks_per_node",
+    "this_host",
+    "usable_cores",
+]
 
 
 @attrs.frozen
@@ -26,6 +37,21 @@ class SlurmAllocation:
     ntasks: int | None
     nodes: tuple[str, ...]
     cpus_per_task: int | None
+    cpus_per_node: tuple[int, ...] = ()
+    """The job's CPUs on each of ``nodes``, in order (empty if Slurm did not say)."""
+    cpus_on_node: int | None = None
+    """The job's CPUs on the node this process runs on."""
+    node_name: str | None = None
+    """The name of the node this process runs on, as Slurm knows it."""
+    in_step: bool = False
+    """This process is a task of a job step (``srun``), not the batch script."""
+
+    @property
+    def hosts(self) -> tuple[tuple[str, int], ...]:
+        """``(node, CPUs)`` of each node of the job, for a host or parameter file."""
+        if len(self.cpus_per_node) != len(self.nodes):
+            return tuple((node, self.cpus_on_node or 1) for node in self.nodes)
+        return tuple(zip(self.nodes, self.cpus_per_node))
 
     def describe(self) -> str:
         more = len(self.nodes) - 4
@@ -76,7 +102,8 @@ def expand_nodelist(nodelist: str) -> list[str]:
 
 
 def tasks_per_node(spec: str) -> list[int]:
-    """Tasks on each node from ``SLURM_TASKS_PER_NODE``: ``"2(x3),1"`` gives ``[2, 2, 2, 1]``.
+    """Tasks (or CPUs) on each node from ``SLURM_TASKS_PER_NODE`` (or
+    ``SLURM_JOB_CPUS_PER_NODE``): ``"2(x3),1"`` gives ``[2, 2, 2, 1]``.
 
     >>> tasks_per_node("2(x3),1")
     [2, 2, 2, 1]
@@ -101,9 +128,10 @@ def _int(environ, *names: str) -> int | None:
 def slurm_allocation(environ=None) -> SlurmAllocation | None:
     """The Slurm job this process runs in, or None outside Slurm.
 
-    >>> slurm_allocation({"SLURM_JOB_ID": "42", "SLURM_TASKS_PER_NODE": "4(x2)",
-    ...                   "SLURM_JOB_NODELIST": "cn[07-08]"})
-    SlurmAllocation(job_id='42', ntasks=8, nodes=('cn07', 'cn08'), cpus_per_task=None)
+    >>> job = slurm_allocation({"SLURM_JOB_ID": "42", "SLURM_TASKS_PER_NODE": "4(x2)",
+    ...                         "SLURM_JOB_NODELIST": "cn[07-08]", "SLURM_JOB_CPUS_PER_NODE": "8,4"})
+    >>> job.ntasks, job.nodes, job.hosts
+    (8, ('cn07', 'cn08'), (('cn07', 8), ('cn08', 4)))
     """
     env = os.environ if environ is None else environ
     job_id = env.get("SLURM_JOB_ID") or env.get("SLURM_JOBID")
@@ -120,4 +148,52 @@ def slurm_allocation(environ=None) -> SlurmAllocation | None:
         nodes = tuple(expand_nodelist(nodelist)) if nodelist else ()
     except ValueError:
         nodes = (nodelist,)
-    return SlurmAllocation(job_id, ntasks, nodes, _int(env, "SLURM_CPUS_PER_TASK"))
+    try:
+        per_node = (
+            tuple(tasks_per_node(env["SLURM_JOB_CPUS_PER_NODE"]))
+            if env.get("SLURM_JOB_CPUS_PER_NODE")
+            else ()
+        )
+    except ValueError:
+        per_node = ()
+    return SlurmAllocation(
+        job_id,
+        ntasks,
+        nodes,
+        _int(env, "SLURM_CPUS_PER_TASK"),
+        cpus_per_node=per_node,
+        cpus_on_node=_int(env, "SLURM_CPUS_ON_NODE"),
+        node_name=env.get("SLURMD_NODENAME") or None,
+        in_step=bool(env.get("SLURM_STEP_ID")),
+    )
+
+
+def _affinity() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def usable_cores(environ=None) -> int:
+    """The cores this process may use: its CPU affinity, and in a Slurm job no more
+    than the job has on this node (``SLURM_CPUS_ON_NODE``), nor, in a task of a
+    job step, than each task has (``SLURM_CPUS_PER_TASK``).
+
+    >>> usable_cores({"SLURM_JOB_ID": "1", "SLURM_CPUS_ON_NODE": "1"})
+    1
+    """
+    usable = _affinity()
+    alloc = slurm_allocation(environ)
+    if alloc is None:
+        return usable
+    limits = [alloc.cpus_on_node]
+    if alloc.in_step:
+        limits.append(alloc.cpus_per_task)
+    return max(1, min([usable] + [n for n in limits if n]))
+
+
+def this_host(environ=None) -> str:
+    """This node's name: Slurm's name for it in a job, else the short host name."""
+    env = os.environ if environ is None else environ
+    return env.get("SLURMD_NODENAME") or socket.gethostname().split(".")[0]
