@@ -15,6 +15,7 @@ executor.
 """
 
 from .api import execute, run, run_async
+from .command import CommandError, CommandResult, command
 from .decorator import op
 from .engine import Backoff, Callback, ProgressBar
 from .executors import (
@@ -51,6 +52,8 @@ __all__ = [
     "Backoff",
     "Callback",
     "CollectNode",
+    "CommandError",
+    "CommandResult",
     "DaskExecutor",
     "DataNode",
     "DependencyError",
@@ -75,6 +78,7 @@ __all__ = [
     "ThreadExecutor",
     "WorkerLostError",
     "allocation",
+    "command",
     "execute",
     "is_worker_lost",
     "op",

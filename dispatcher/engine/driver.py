@@ -147,8 +147,11 @@ def _start(state: RunState, executor, task: Task, report) -> bool:
 
 
 def _cancel_all(executor, tasks) -> None:
+    in_process = executor.capabilities.in_process
     for task in tasks:
         executor.cancel_task(task)
+        if in_process:  # a thread cannot be killed: ask the call itself to stop
+            _settle_quietly(task.stop)
 
 
 def _settle_quietly(step, *args) -> None:

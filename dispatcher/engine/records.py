@@ -125,6 +125,18 @@ class Task:
         """:meth:`call`, with a coroutine it returns run to its end (see :mod:`dispatcher.coroutines`)."""
         return finish(self.call())
 
+    def stop(self) -> None:
+        """The run gave this attempt up while it runs in this process: a function
+        that can stop its work says how with ``__dispatcher_stop__`` (a program a
+        :func:`dispatcher.command` runs is ended); others run on."""
+        func = self.func
+        while func is not None:
+            stop = getattr(type(func), "__dispatcher_stop__", None)
+            if stop is not None:
+                stop(func)
+                return
+            func = getattr(func, "__wrapped__", None)
+
     def __repr__(self) -> str:
         return f"<Task {self.node.label!r} attempt {self.attempt}>"
 
