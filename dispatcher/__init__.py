@@ -15,7 +15,7 @@ executor.
 """
 
 from .api import execute, run, run_async
-from .command import CommandError, CommandResult, command
+from .programs import CommandError, CommandResult, command
 from .decorator import op
 from .engine import Backoff, Callback, ProgressBar
 from .executors import (

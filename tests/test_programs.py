@@ -1,4 +1,4 @@
-"""Nodes that run programs (:mod:`dispatcher.command`): exit codes, the error
+"""Nodes that run programs (:mod:`dispatcher.programs`): exit codes, the error
 stream in the error, placeholders, and no program left running however the node
 ends."""
 

@@ -189,7 +189,7 @@ def command(
     retry_on: Any = None,
 ) -> Op:
     """A node that runs the program ``args`` and gives its :class:`CommandResult`
-    (see :mod:`dispatcher.command`). ``cores`` is what it asks of the executor's
+    (see :mod:`dispatcher.programs`). ``cores`` is what it asks of the executor's
     cores (``k`` or ``(lo, hi)``), ``timeout`` the seconds after which the program
     and all it started are killed and the node fails; ``label`` names the node
     (default: the program's name); ``retries`` and ``retry_on`` are those of
