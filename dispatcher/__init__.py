@@ -15,7 +15,6 @@ executor.
 """
 
 from .api import execute, run, run_async
-from .programs import CommandError, CommandResult, command
 from .decorator import op
 from .engine import Backoff, Callback, ProgressBar
 from .executors import (
@@ -33,6 +32,7 @@ from .executors import (
 from .graph import DispatchGraph
 from .node_allocation import Allocation, allocation
 from .nodes import CollectNode, DataNode, DispatchNode, IndexNode, Op
+from .programs import CommandError, CommandResult, command
 from .results import (
     DependencyError,
     DispatcherError,
