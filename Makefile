@@ -55,6 +55,8 @@ bench-detail: $(STAMP)
 	$(BIN)/python benchmarks/dask_executor.py
 	$(BIN)/python benchmarks/mpi_executor.py
 	$(BIN)/python benchmarks/futures_and_dask.py
+	$(BIN)/python benchmarks/cores.py
+	$(BIN)/python benchmarks/store.py --dir /dev/shm
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/mpiexec -n 3 $(BIN)/python benchmarks/mpi_executor.py --spmd
 
 clean:
