@@ -186,3 +186,28 @@ def test_the_budget_and_hosts_come_from_a_slurm_allocation(monkeypatch):
     monkeypatch.setenv("SLURM_CPUS_ON_NODE", "8")
     monkeypatch.setenv("SLURM_CPUS_PER_TASK", "1")
     assert usable_cores() == 1
+
+
+def on_worker(log, i, seconds=0.2):
+    from distributed import get_worker
+
+    cores = busy(log, i, seconds)
+    log.put(["worker", i, get_worker().address])
+    return cores
+
+
+def test_dask_places_nodes_by_the_cores_its_workers_declare():
+    log = FileChannel()
+    with dp.DaskExecutor(n_workers=2, threads_per_worker=2) as ex:
+        assert ex.cores == 4 and ex.core_budget().most == 2
+        assert dp.execute([dp.op(cores=2)(on_worker)(log, i) for i in range(6)], ex) == [2] * 6
+        assert dp.execute(dp.op(cores=(1, 8))(on_worker)(log, 9), ex) == 2  # at most one worker's
+        with pytest.raises(dp.DependencyError, match="asks for 3 cores but its largest worker has 2"):
+            dp.execute(dp.op(cores=3)(busy)(log, 0), ex)
+    items = log.items()
+    where = {item[1]: item[2] for item in items if item[0] == "worker"}
+    calls = [item for item in items if item[0] != "worker"]
+    for address in set(where.values()):  # never more cores at once on a worker than it has
+        assert most_at_once([c for c in calls if where[c[0]] == address]) <= 2
+    for *_, threads, _hosts in calls:
+        assert threads == dict.fromkeys(THREAD_VARIABLES, "2")

@@ -11,8 +11,9 @@ Policy
   else what it reaches (the usable CPUs of this machine or of the Slurm job here,
   :func:`dispatcher.slurm.usable_cores`; the worker ranks of an MPI executor; the
   threads of a dask cluster). Every run on the executor draws on the same budget.
-* A node that asks for more than the whole budget (``k``, or ``lo``) fails at once
-  with an error naming what it asked and the budget.
+* A node that asks for more than the whole budget (``k``, or ``lo``), or than the
+  largest worker has where the budget spans several (a dask cluster), fails at
+  once with an error naming what it asked and what there is.
 * The ready nodes of a run that ask for cores wait in a queue (:class:`RunCores`),
   in the order they became ready. The first starts as soon as the cores it needs
   are free; while it cannot, the cores that come free are kept for it, and the
@@ -50,13 +51,15 @@ class CoreBudget:
     """The cores of one executor, shared by the runs on it (thread-safe).
 
     ``total`` cores on ``host``, for at most ``slots`` nodes at once (None: no
-    limit known)."""
+    limit known); one node gets at most ``most`` of them (the cores of the largest
+    worker, where the budget spans several; default: all)."""
 
-    def __init__(self, total: int, host: str, slots: int | None = None):
+    def __init__(self, total: int, host: str, slots: int | None = None, most: int | None = None):
         self.total = total
         self.free = total
         self.host = host
         self.slots = slots
+        self.most = total if most is None else min(most, total)
         self._lock = threading.Lock()
         self._waiting: dict = {}  # run -> its wake-up call, while it has nodes waiting
 
@@ -110,10 +113,15 @@ class RunCores:
     def enqueue(self, run: Any, node) -> bool:
         """``node`` is ready and asks for cores: it waits in the queue (False: it
         asks for more than the budget has, and failed)."""
-        lo = node.cores[0]
-        if lo > self.budget.total:
+        lo, budget = node.cores[0], self.budget
+        if lo > budget.most:
+            has = (
+                f"the executor has {budget.total}"
+                if budget.most == budget.total
+                else f"its largest worker has {budget.most}"
+            )
             exc = ExecutorError(
-                f"node {node.label!r} asks for {lo} cores but the executor has {self.budget.total} "
+                f"node {node.label!r} asks for {lo} cores but {has} "
                 "(give the executor cores=..., or ask for fewer)"
             )
             run._finish_error(node, DependencyError(exc, format_exception(exc), node))
@@ -132,7 +140,8 @@ class RunCores:
         if lo > free:
             return None  # the first waits: what comes free is kept for it
         sharers = len(queue) if budget.slots is None else min(len(queue), budget.slots)
-        grant = min(free if hi is None else min(hi, free), max(lo, free // sharers))
+        top = min(free, budget.most) if hi is None else min(hi, free, budget.most)
+        grant = min(top, max(lo, free // sharers))
         if not budget.take(grant):
             return None  # taken meanwhile by another run
         queue.popleft()

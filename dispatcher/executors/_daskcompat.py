@@ -77,13 +77,14 @@ def send_graph(client, graph: dict) -> None:
     client.get(LLGExpr(graph, _determ_token=uuid.uuid4().hex), list(graph), sync=False)
 
 
-def submit_one(client, key: str, func, fixed: tuple, args: list, kwargs: dict, after: tuple):
-    """The public fallback of :meth:`GraphBurst.add`: submit the task now; its future."""
+def submit_one(client, key: str, func, fixed: tuple, args: list, kwargs: dict, after: tuple, resources=None):
+    """The public fallback of :meth:`GraphBurst.add`, and the way of a task that
+    needs worker ``resources``: submit the task now; its future."""
     if _holds_specials(args, kwargs):
         make_set = functools.partial(_frozenset_future, client)
         args = [_frozensets(a, None, make_set) for a in args]
         kwargs = {k: _frozensets(v, None, make_set) for k, v in kwargs.items()}
-    return client.submit(func, *fixed, args, kwargs, *after, key=key, pure=False)
+    return client.submit(func, *fixed, args, kwargs, *after, key=key, pure=False, resources=resources)
 
 
 async def status_of(future) -> tuple[str, BaseException | None, Any]:

@@ -18,7 +18,10 @@ from ..checks import nout_error
 from ..coroutines import finish
 from ._procworker import failure, pickle_dumps
 
-__all__ = ["NodeExit", "by_value", "call_node"]
+__all__ = ["CORES", "NodeExit", "by_value", "call_node", "declare_cores"]
+
+CORES = "cores"
+"""The dask worker resource that counts a worker's cores, for the nodes that ask for cores."""
 
 
 class NodeExit(Exception):
@@ -55,3 +58,9 @@ def by_value(func):
     if isinstance(func, types.FunctionType) and (func.__module__ == "__main__" or "<" in func.__qualname__):
         return pickle_dumps(func)
     return func
+
+
+async def declare_cores(dask_worker) -> None:
+    """Run on each worker of the embedded cluster: its threads are its cores, a
+    resource the nodes that ask for cores take."""
+    await dask_worker.set_resources(**{CORES: dask_worker.state.nthreads})

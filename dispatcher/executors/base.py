@@ -160,13 +160,20 @@ class Executor(cf.Executor):
     def core_budget(self) -> CoreBudget:
         """The budget every run on this executor draws on (made on first use)."""
         if self._budget is None:
-            self._budget = CoreBudget(self._cores or self.reachable_cores(), this_host(), self.slots())
+            self._budget = CoreBudget(
+                self._cores or self.reachable_cores(), this_host(), self.slots(), self.cores_per_worker()
+            )
         return self._budget
 
     def reachable_cores(self) -> int:
         """The cores the executor's nodes may use when it was not given ``cores=``:
         the usable CPUs of this machine, or of the Slurm job here."""
         return usable_cores()
+
+    def cores_per_worker(self) -> int | None:
+        """The most cores one node can have: those of the largest worker, where the
+        budget spans several (None: the whole budget)."""
+        return None
 
     def slots(self) -> int | None:
         """How many nodes the executor runs at once (its workers; None: no limit

@@ -71,7 +71,7 @@ from typing import Any
 
 from ..results import DispatcherError, ExecutorError, WorkerLostError, format_exception, is_worker_lost
 from . import _daskcompat as compat
-from ._daskwork import NodeExit, by_value, call_node
+from ._daskwork import CORES, NodeExit, by_value, call_node, declare_cores
 from .base import Capabilities, Executor
 from .codec import decode_outcome, dumps_call
 
@@ -161,6 +161,7 @@ class DaskExecutor(Executor):
         self._chained_handler = None  # a handler of the "all" topic the client had before
         self._subscribed = None  # the client whose "all" topic this executor follows
         self._lock = threading.Lock()
+        self._placed_by_cores = False  # the workers declare their cores: dask places by them
 
     # -- starting and stopping ---------------------------------------------------------
     def start(self, timeout: float | None = 60.0) -> DaskExecutor:
@@ -218,12 +219,48 @@ class DaskExecutor(Executor):
             self.stop_workers()
             raise
         self.dashboard_link = self.client.dashboard_link
+        self._declare_cores()
         logger.info(
             "started a dask LocalCluster (%s, %d workers); dashboard at %s",
             self.cluster.scheduler_address,
             len(self.cluster.workers),
             self.dashboard_link,
         )
+
+    def _declare_cores(self) -> None:
+        """The embedded cluster's workers count their threads as their cores (a dask
+        resource), also when the nanny restarts one."""
+        for spec in getattr(self.cluster, "worker_spec", {}).values():
+            options = spec.setdefault("options", {})
+            if "nthreads" in options:
+                options["resources"] = {CORES: options["nthreads"], **options.get("resources", {})}
+        self.client.run(declare_cores)
+
+    def _workers(self) -> dict:
+        """``{address: (threads, cores)}`` of the cluster's workers (cores: the
+        resource they declare, None if they do not)."""
+        info = self.client.scheduler_info(n_workers=-1)["workers"] if self.client is not None else {}
+        return {a: (w["nthreads"], (w.get("resources") or {}).get(CORES)) for a, w in info.items()}
+
+    def reachable_cores(self) -> int:
+        """The cores of the cluster's workers: the resource they declare, else their threads."""
+        self.open()
+        workers = self._workers()
+        self._placed_by_cores = bool(workers) and all(c is not None for _, c in workers.values())
+        if workers and not self._placed_by_cores:
+            logger.warning(
+                "the dask workers do not declare their cores (start them with --resources "
+                "'cores=N'): nodes that ask for cores are counted against the cluster's threads, "
+                "but dask does not place them by their cores"
+            )
+        return max(1, sum(int(c if self._placed_by_cores else t) for t, c in workers.values()))
+
+    def cores_per_worker(self) -> int | None:
+        workers = self._workers()
+        return max((int(c if self._placed_by_cores else t) for t, c in workers.values()), default=None)
+
+    def slots(self) -> int | None:
+        return sum(t for t, _ in self._workers().values()) or None
 
     def _follow_events(self) -> None:
         """Follow the scheduler's ``"all"`` topic (lost workers), keeping a handler
@@ -261,9 +298,16 @@ class DaskExecutor(Executor):
         fixed = (by_value(task.func), task.node.nout, task.node.label)
         args, kwargs = list(task.args), task.kwargs or {}
         # task.after: graph edges that pass no value still order the tasks
-        if self._burst is None:
+        resources = None
+        if task.cores is not None and self._placed_by_cores:  # a worker with the cores free runs it
+            resources = {CORES: task.cores}
+            if self._new:
+                self.flush_tasks()  # the nodes it may take the handles of go first
+        if self._burst is None or resources is not None:
             try:
-                future = compat.submit_one(self.client, key, call_node, fixed, args, kwargs, task.after)
+                future = compat.submit_one(
+                    self.client, key, call_node, fixed, args, kwargs, task.after, resources
+                )
             except Exception:
                 dumps_call(task.node.label, task.func, task.args, task.kwargs)  # names what will not pickle
                 raise
