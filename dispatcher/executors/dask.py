@@ -42,12 +42,10 @@ that call runs on in the background. A call that cannot be pickled fails its nod
 with the same message as :class:`~dispatcher.ProcessExecutor`'s.
 
 The embedded ``LocalCluster`` keeps its workers quiet (``silence_logs=CRITICAL``:
-the library reports node failures itself, dask's "Compute Failed" blocks would
-repeat them) and takes a free port for its dashboard (``dashboard_address=":0"``);
-``cluster_options`` override both. Its scheduler never reruns a task whose worker
-died (``allowed_failures=0``): the executor's retries do, so each attempt costs
-at most one worker. On a cluster of your own, dask may already have started such
-a task again on another worker when the executor cancels it.
+the library reports failures itself), takes a free port for its dashboard, never
+reruns a task whose worker died (``allowed_failures=0``: the executor's retries
+do) and has its workers declare their threads as their ``cores`` resource, by
+which dask places the nodes that ask for cores (:mod:`~dispatcher.engine.cores`).
 
 Nodes keep their values on the cluster: ``node.fetch()`` of an intermediate node
 gathers it then, while the executor is open (``release=True`` lets dask free
@@ -236,31 +234,31 @@ class DaskExecutor(Executor):
                 options["resources"] = {CORES: options["nthreads"], **options.get("resources", {})}
         self.client.run(declare_cores)
 
-    def _workers(self) -> dict:
-        """``{address: (threads, cores)}`` of the cluster's workers (cores: the
-        resource they declare, None if they do not)."""
+    def _worker_cores(self) -> list:
+        """The cores of each worker: the resource they all declare (dask then places
+        the nodes that ask for cores), else their threads."""
         info = self.client.scheduler_info(n_workers=-1)["workers"] if self.client is not None else {}
-        return {a: (w["nthreads"], (w.get("resources") or {}).get(CORES)) for a, w in info.items()}
+        declared = [(w.get("resources") or {}).get(CORES) for w in info.values()]
+        self._placed_by_cores = bool(info) and None not in declared
+        return [int(c) for c in declared] if self._placed_by_cores else [w["nthreads"] for w in info.values()]
 
     def reachable_cores(self) -> int:
-        """The cores of the cluster's workers: the resource they declare, else their threads."""
         self.open()
-        workers = self._workers()
-        self._placed_by_cores = bool(workers) and all(c is not None for _, c in workers.values())
-        if workers and not self._placed_by_cores:
+        cores = self._worker_cores()
+        if cores and not self._placed_by_cores:
             logger.warning(
                 "the dask workers do not declare their cores (start them with --resources "
                 "'cores=N'): nodes that ask for cores are counted against the cluster's threads, "
                 "but dask does not place them by their cores"
             )
-        return max(1, sum(int(c if self._placed_by_cores else t) for t, c in workers.values()))
+        return max(1, sum(cores))
 
     def cores_per_worker(self) -> int | None:
-        workers = self._workers()
-        return max((int(c if self._placed_by_cores else t) for t, c in workers.values()), default=None)
+        return max(self._worker_cores(), default=None)
 
     def slots(self) -> int | None:
-        return sum(t for t, _ in self._workers().values()) or None
+        info = self.client.scheduler_info(n_workers=-1)["workers"] if self.client is not None else {}
+        return sum(w["nthreads"] for w in info.values()) or None
 
     def _follow_events(self) -> None:
         """Follow the scheduler's ``"all"`` topic (lost workers), keeping a handler
