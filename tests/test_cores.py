@@ -211,3 +211,10 @@ def test_dask_places_nodes_by_the_cores_its_workers_declare():
         assert most_at_once([c for c in calls if where[c[0]] == address]) <= 2
     for *_, threads, _hosts in calls:
         assert threads == dict.fromkeys(THREAD_VARIABLES, "2")
+
+
+def test_an_mpi_executor_counts_one_core_per_worker_rank():
+    with dp.MPIExecutor(2) as ex:
+        assert ex.cores == 2
+        assert dp.execute([dp.op(cores=(1, 8))(busy)(FileChannel(), i, 0) for i in range(2)], ex) == [1, 1]
+        assert dp.execute(dp.op(cores=(1, 8))(busy)(FileChannel(), 0, 0), ex) == 2

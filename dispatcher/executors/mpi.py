@@ -173,6 +173,10 @@ class MPIExecutor(PooledExecutor):
         return [host for host, _ in self._workers.workers_info()]
 
     # -- the executor's part (the rest is PooledExecutor's) ----------------------------
+    def reachable_cores(self) -> int:
+        """One core per worker rank (the ranks may span hosts)."""
+        return self.max_workers
+
     def open(self) -> None:
         if self.spawns:
             super().open()
