@@ -12,6 +12,7 @@ themselves, so a node sent to a worker and back keeps its state.
 from __future__ import annotations
 
 import os
+import uuid
 from typing import Any
 
 from .results import DependencyError, DispatcherError
@@ -68,6 +69,18 @@ class Remote:
         return self.owner.fetch_value(node, self.handle)
 
 
+PROCESS = uuid.uuid4().hex
+"""Names this process among all the processes of a run, on any host (a pid does not)."""
+
+
+def _new_process() -> None:
+    global PROCESS
+    PROCESS = uuid.uuid4().hex
+
+
+os.register_at_fork(after_in_child=_new_process)
+
+
 class Stored:
     """The value of a node that its worker wrote to the run's store and did not
     send: the driver holds this reference, with the store and the key.
@@ -82,11 +95,11 @@ class Stored:
 
     __slots__ = ("key", "label", "origin", "store")
 
-    def __init__(self, store: Any, key: str, label: str, origin: int):
+    def __init__(self, store: Any, key: str, label: str, origin: str):
         self.store = store
         self.key = key
         self.label = label
-        self.origin = origin  # the pid of the process that made it
+        self.origin = origin  # the process that made it (its PROCESS)
 
     def load(self) -> Any:
         return load_stored(self.store, self.key, self.label)
@@ -95,7 +108,7 @@ class Stored:
         return self.load()
 
     def __reduce__(self):
-        if os.getpid() == self.origin:
+        if self.origin == PROCESS:
             return (Stored, (self.store, self.key, self.label, self.origin))
         return (load_stored, (self.store, self.key, self.label))
 

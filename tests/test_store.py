@@ -16,6 +16,7 @@ import pytest
 import dispatcher as dp
 from dispatcher.store import CorruptEntry, FileStore, StoreError
 from dispatcher.store.keys import KeyMaker, NoKey, NotHashable, token
+from dispatcher.store.tokens import Tokens
 
 
 def keys_of(*nodes) -> dict:
@@ -262,6 +263,24 @@ def test_the_claim_of_a_run_whose_lease_is_old_lapses(tmp_path):
         store.end_run(run)
 
 
+def test_a_claim_lapses_by_its_holders_lease_not_the_readers(tmp_path):
+    """A run with a long lease, renewing rarely, is alive for a reader with a short one."""
+    import time
+
+    holder = FileStore(tmp_path, lease=600)
+    run = holder.begin_run()
+    try:
+        remote = run.replace(run.split(".")[0], "elsewhere-host", 1)  # as if from another host
+        os.rename(tmp_path / "runs" / run, tmp_path / "runs" / remote)
+        old = time.time() - 120  # renewed two minutes ago: within 600 s
+        os.utime(tmp_path / "runs" / remote, (old, old))
+        assert FileStore(tmp_path, lease=60).run_alive(remote)
+        os.utime(tmp_path / "runs" / remote, (0, 0))
+        assert not FileStore(tmp_path, lease=60).run_alive(remote)
+    finally:
+        holder.end_run(run)
+
+
 def test_a_lease_is_aged_by_the_file_systems_clock_not_this_hosts(tmp_path, monkeypatch):
     """On a shared file system the hosts' clocks may differ: a lease another host
     renewed just now is alive, whatever this host's clock says."""
@@ -433,6 +452,113 @@ EDITS = {
         """,
         ('(3, "x")', '(3, "y")'),
     ),
+    "a static method against a class method": (
+        """
+        class A:
+            @staticmethod
+            def f(x, *rest):
+                return x
+
+        def is_even(n):
+            return A.f(n) == n
+
+        def is_odd(n):
+            return not is_even(n)
+        """,
+        ("@staticmethod", "@classmethod"),
+    ),
+    "an enum member's value": (
+        """
+        import enum
+
+        class Colour(enum.Enum):
+            RED = 1
+
+        def is_even(n):
+            return Colour.RED.value * n % 2 == 0
+
+        def is_odd(n):
+            return not is_even(n)
+        """,
+        ("RED = 1", "RED = 2"),
+    ),
+    "a partial method's arguments": (
+        """
+        import functools
+
+        def _scaled(self, x, k):
+            return x * k
+
+        class A:
+            h = functools.partialmethod(_scaled, k=2)
+
+        def is_even(n):
+            return A().h(n) % 4 == 0
+
+        def is_odd(n):
+            return not is_even(n)
+        """,
+        ("k=2", "k=3"),
+    ),
+    "a name bound to another module's function": (
+        """
+        from math import sqrt as op
+
+        def is_even(n):
+            return op(n) > 1
+
+        def is_odd(n):
+            return not is_even(n)
+        """,
+        ("sqrt as op", "exp as op"),
+    ),
+    "a partial of the module": (
+        """
+        import functools
+
+        def base(k, x):
+            return x * k
+
+        helper = functools.partial(base, 2)
+
+        def is_even(n):
+            return helper(n) % 4 == 0
+
+        def is_odd(n):
+            return not is_even(n)
+        """,
+        ("partial(base, 2)", "partial(base, 3)"),
+    ),
+    "a class of the module held in a default": (
+        """
+        class Model:
+            def predict(self, x):
+                return x + 1
+
+        def is_even(n, cls=Model):
+            return cls().predict(n) % 2 == 0
+
+        def is_odd(n):
+            return not is_even(n)
+        """,
+        ("x + 1", "x + 2"),
+    ),
+    "a class attribute against a module global": (
+        """
+        class A:
+            b = 1
+
+        def is_even(n):
+            try:
+                return A.b == 1
+            except AttributeError:
+                return False
+
+        def is_odd(n):
+            return not is_even(n)
+        """,
+        ("            b = 1\n", "            pass\n\n        b = 1\n"),
+    ),
     "a class as the function": (
         """
         class is_even:
@@ -457,6 +583,52 @@ def test_editing_code_a_function_reaches_changes_its_key_whatever_was_read_first
         assert _keys_in(before, *order) == _keys_in(before, *order)  # deterministic
         changed = [a != b for a, b in zip(_keys_in(before, *order), _keys_in(after, *order))]
         assert changed == [True, True], order
+
+
+def test_a_key_does_not_depend_on_what_was_keyed_before_it(tmp_path):
+    """Mutual recursion through an alias: keying another node first changes nothing,
+    and rebinding the alias changes the key whatever was keyed first."""
+    source = """
+        def a(x):
+            return x
+
+        def q(x):
+            return r(x) + 100
+
+        def r(x):
+            return a(x) + b(x)
+
+        def b(x):
+            return c(x)
+
+        def c(x):
+            return h(x + 10) if x < 0 else 0
+
+        h = r
+        """
+    before = _load_module(tmp_path, "alias_a", source)
+    after = _load_module(tmp_path, "alias_a", source.replace("h = r", "h = q"))
+    orders = [
+        [("q", (-1,))],
+        [("a", (1,)), ("q", (-1,))],
+        [("b", (1,)), ("q", (-1,))],
+        [("c", (1,)), ("q", (-1,))],
+    ]
+    keys_before = {_keys_in(before, *order)[-1] for order in orders}
+    keys_after = {_keys_in(after, *order)[-1] for order in orders}
+    assert len(keys_before) == 1 and len(keys_after) == 1 and keys_before != keys_after
+
+
+def test_functions_that_all_call_each_other_are_keyed_at_once(tmp_path):
+    """Twenty-five functions each calling all the others: one component, read once."""
+    names = [f"f{i}" for i in range(25)]
+    body = " + ".join(f"{n}(x - 1)" for n in names)
+    source = "\n".join(f"def {n}(x):\n    return 0 if x <= 0 else {body}\n" for n in names)
+    module = _load_module(tmp_path, "dense", source)
+    keys = _keys_in(module, *[(n, (1,)) for n in names])
+    assert len(set(keys)) == 25
+    tokens = Tokens()
+    assert all(len(tokens.function(getattr(module, n))) == 17 for n in names)  # a hash, not the code
 
 
 def test_code_is_read_the_same_in_another_interpreter(tmp_path):

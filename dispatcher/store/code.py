@@ -2,106 +2,101 @@
 
 Policy
 ------
-A **function**'s token holds its module and qualified name and its code (bytecode,
+A **function** is read as its module and qualified name, its code (bytecode,
 constants, names, nested functions' code, but not its file or line numbers, so
 moving a function in its file keeps its token), its default arguments, the values
 it closes over, the class it is a method of, and what its code names in its own
-module: functions, classes, bound methods, functions wrapped by a decorator
-(``functools.lru_cache``, ``@dp.op``) and plain constants (numbers, strings,
-bytes, and tuples and frozensets of them). A **class** read by content (a node's
-function, a class of the same module named by a function, the class of a method
-or of a callable object, a class defined inside a function) holds its name, its
-methods, properties and plain constants, and its bases of the same module. A bound
-method adds its object, a ``functools.partial`` its arguments, a callable object
-its class and its state.
+module: functions, classes, bound methods, ``functools.partial`` objects and
+callable objects of the module (``functools.lru_cache`` and ``@dp.op`` wrappers
+among them) by content, plain constants (numbers, strings, bytes, and tuples and
+frozensets of them) by value, and every other callable or module it names by its
+name (``from math import sqrt as op``: the binding counts). A **class** read by
+content (a node's function, a class of the same module met in code or among the
+values it holds, the class of a method or of a callable object, a class defined
+inside a function) is read as its name, its bases of the same module, and its
+methods (static and class methods told apart), properties, enum members, plain
+constants and other callables, and its metaclass. Mutable state (a module-level
+dict or object, a class's list) and docstrings are not read.
 
-Functions and classes that refer to one another (mutual recursion, a method and
-its class) are read as one graph, depth first: each has an index in the order
-met; one met again while still open (a cycle) is written as its distance from the
-one being read, so that a change to any of them changes the token of each. A
-token is kept for the run only once it refers to nothing opened before it (it
-holds its whole cycle); the others are read again when asked for on their own.
+Code refers to other code, in cycles too (mutual recursion, a method and its
+class). Each function or class is first read on its own, with its references to
+other code left as markers (its *local part*, read once per run); then the
+graph of references is split into strongly connected components (Tarjan's
+algorithm), and each component is hashed as a whole, after the components it
+refers to: its members in an order given by their own contents, each reference
+inside the component written as the position of its target, each reference out of
+it as the target's token. A member's token is the component's hash and its
+position. So a change anywhere in a cycle changes every member's token, and a
+token is the same whatever was read first in the run, and is 17 bytes however
+much code it covers. A run keeps every token (:class:`CodeTokens`), by identity.
 """
 
 from __future__ import annotations
 
+import enum
 import functools
 import hashlib
-import sys
+import os
 import types
 from typing import Any
 
-from .encoding import MAX_DEPTH, NotHashable, bytes_token, is_plain, name_token, str_token
+from .encoding import NotHashable, bytes_token, is_plain, name_token, str_token
 
-__all__ = ["CodeTokens", "is_local"]
+__all__ = ["CodeTokens", "is_code", "is_local"]
 
 _MISSING = object()
-_FAR = sys.maxsize  # no index referred to
-_CLASS_NOISE = frozenset(("__dict__", "__weakref__", "__module__", "__doc__", "__qualname__", "__slots__"))
+_CLASS_NOISE = frozenset(
+    (
+        "__dict__",
+        "__weakref__",
+        "__module__",
+        "__doc__",
+        "__qualname__",
+        "__firstlineno__",  # where the class is in its file, as of Python 3.13
+        "__static_attributes__",
+    )
+)
+_REF = b"\x00@" + os.urandom(16)  # marks a reference in a local part (never hashed as such)
+
+
+def _hash(data: bytes) -> bytes:
+    return hashlib.blake2b(data, digest_size=16).digest()
 
 
 class CodeTokens:
     """The half of :class:`~dispatcher.store.tokens.Tokens` that reads code; the
     other half reads values (``of``, ``reduced``, ``sequence``, ``mapping``)."""
 
-    __slots__ = ("_current", "_lowest", "_next", "_open", "_stack", "functions")
+    __slots__ = ("_locals", "_module", "_refs", "functions")
 
     def __init__(self):
         self.functions: dict = {}  # id() of a callable or class -> (it, its token), once complete
-        self._open: dict = {}  # id() of a function or class being read -> its index
-        self._stack: list = []  # the ids of _open, in the order of their indices
-        self._next = 0  # the index of the next function or class met
-        self._current = -1  # the index of the innermost function or class being read
-        self._lowest = _FAR  # the lowest index referred to by what is being read
+        self._locals: dict = {}  # id() of a function or class -> (it, its local part, its references)
+        self._refs: list | None = None  # while a local part is read: the code it refers to
+        self._module: str | None = None  # while a local part is read: its module
 
+    # -- entry points --------------------------------------------------------------
     def function(self, func: Any, depth: int = 0) -> bytes:
-        """A callable or a class, by content: kept for the run, by identity, once
-        complete (see the class's docstring)."""
+        """The token of a callable or a class, by content. Inside a local part, a
+        function or class is a reference, written as a marker."""
         known = self.functions.get(id(func))
         if known is not None:
             return known[1]
-        index = self._open.get(id(func))
-        if index is not None:  # met again while open: a cycle
-            if index < self._lowest:
-                self._lowest = index
-            return b"^%d;" % (self._current - index)
-        if depth > MAX_DEPTH:
-            raise NotHashable(f"it nests deeper than {MAX_DEPTH} levels")
-        start, lowest_before = self._next, self._lowest
-        self._lowest = _FAR
-        try:
-            made = self._function(func, depth)
-        except BaseException:
-            self._close(start)
-            raise
-        finally:
-            lowest = self._lowest
-            self._lowest = min(lowest_before, lowest)
-        if lowest >= start:  # it refers to nothing opened before it: complete
-            self._close(start)
-            self.functions[id(func)] = (func, made)  # by identity: equal objects may differ
+        if is_code(func):
+            refs = self._refs
+            if refs is not None:
+                refs.append(func)
+                return _REF + b"%d;" % (len(refs) - 1)
+            return self._code_token(func)
+        made = self._function(func, depth)
+        if self._refs is None:  # made of complete tokens only: kept
+            self.functions[id(func)] = (func, made)
         return made
 
-    def _opening(self, code_owner: Any) -> int:
-        """Open a function or class for reading: its index, now the current one."""
-        index = self._next
-        self._next += 1
-        self._open[id(code_owner)] = index
-        self._stack.append(id(code_owner))
-        previous, self._current = self._current, index
-        return previous
-
-    def _close(self, start: int) -> None:
-        """Forget the open functions and classes of index ``start`` and above."""
-        stack, opened = self._stack, self._open
-        while stack and opened[stack[-1]] >= start:
-            del opened[stack.pop()]
-
     def _function(self, func: Any, depth: int) -> bytes:
-        if isinstance(func, types.FunctionType):
-            return self.python_function(func, depth)
-        if isinstance(func, type):
-            return self.class_(func, depth)
+        """A callable that is not itself code: made of the tokens of what it holds."""
+        if isinstance(func, type):  # a class of the standard library
+            return b"T" + name_token(func)
         if isinstance(func, types.MethodType):
             return b"m" + self.function(func.__func__, depth + 1) + self.of(func.__self__, depth + 1)
         if isinstance(func, functools.partial):
@@ -125,98 +120,176 @@ class CodeTokens:
         out.append(self.reduced(func, depth))
         return b"".join(out)
 
-    def python_function(self, func: types.FunctionType, depth: int) -> bytes:
-        ident = self._enter(func, depth)
-        previous = self._opening(func)
-        try:
-            out = [b"F", name_token(func), self.code(func.__code__)]
-            of = self.of
-            if func.__defaults__:
-                out.append(of(func.__defaults__, depth + 1))
-            if func.__kwdefaults__:
-                out.append(of(func.__kwdefaults__, depth + 1))
-            if func.__closure__:
-                for name, cell in zip(func.__code__.co_freevars, func.__closure__):
-                    try:
-                        value = cell.cell_contents
-                    except ValueError:  # an empty cell
-                        continue
-                    try:
-                        out.append(str_token(name) + of(value, depth + 1))
-                    except NotHashable as exc:
-                        raise NotHashable(f"the value it closes over as {name!r}: {exc}") from None
-            owner = _owner_class(func)
-            if owner is not None:
-                out.append(b"<" + self.function(owner, depth + 1))
-            out.append(self.module_globals(func.__code__, func.__module__, func.__globals__, depth))
-            return b"".join(out)
-        finally:
-            self._current = previous
-            self.in_progress.discard(ident)
+    # -- the graph of code, and its components ---------------------------------------
+    def _code_token(self, root: Any) -> bytes:
+        """Read the code ``root`` reaches, close its components (Tarjan's algorithm,
+        without recursion), and return ``root``'s token."""
+        index: dict = {id(root): 0}
+        low: dict = {id(root): 0}
+        stack, on_stack = [root], {id(root)}
+        frames = [[root, 0]]  # each: the code being walked, and its next reference
+        while frames:
+            frame = frames[-1]
+            node = frame[0]
+            refs = self._local(node)[1]
+            if frame[1] < len(refs):
+                ref = refs[frame[1]]
+                frame[1] += 1
+                key = id(ref)
+                if key in self.functions:
+                    continue  # closed earlier: its token is known
+                if key not in index:
+                    index[key] = low[key] = len(index)
+                    stack.append(ref)
+                    on_stack.add(key)
+                    frames.append([ref, 0])
+                elif key in on_stack:
+                    low[id(node)] = min(low[id(node)], index[key])
+                continue
+            frames.pop()
+            if frames:
+                parent = id(frames[-1][0])
+                low[parent] = min(low[parent], low[id(node)])
+            if low[id(node)] == index[id(node)]:
+                members = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(id(member))
+                    members.append(member)
+                    if member is node:
+                        break
+                self._close(members)
+        return self.functions[id(root)][1]
 
-    def class_(self, cls: type, depth: int) -> bytes:
-        """A class by content: its name, the classes of its module it derives from,
-        and its methods, properties and plain constants (other attributes, such as
-        mutable class-level state, are not read)."""
-        if cls.__module__ == "builtins":
-            return b"T" + name_token(cls)
-        previous = self._opening(cls)
-        try:
-            module = cls.__module__
-            out = [b"K", name_token(cls)]
-            for base in cls.__bases__:
-                out.append(
-                    self.function(base, depth + 1) if base.__module__ == module else b"T" + name_token(base)
-                )
-            for name, attr in sorted(vars(cls).items()):
-                if name in _CLASS_NOISE:
-                    continue
-                part = self._class_attribute(attr, module, depth)
-                if part is not None:
-                    out.append(str_token(name) + part)
-            return b"".join(out)
-        finally:
-            self._current = previous
+    def _close(self, members: list) -> None:
+        """Hash a component whose references out of it all have tokens."""
+        tokens = self.functions
+        if len(members) == 1 and not any(r is members[0] for r in self._local(members[0])[1]):
+            code = members[0]
+            local, refs = self._local(code)
+            text = _fill(local, [tokens[id(r)][1] for r in refs])
+            tokens[id(code)] = (code, b"F" + _hash(text))
+            return
+        inside = {id(m) for m in members}
+        # the members in an order of their own contents (the references inside
+        # left out); members that read alike may come in any order: a miss at worst
+        order = sorted(
+            members,
+            key=lambda m: _fill(
+                self._local(m)[0], [b"*" if id(r) in inside else tokens[id(r)][1] for r in self._local(m)[1]]
+            ),
+        )
+        position = {id(m): i for i, m in enumerate(order)}
+        texts = []
+        for member in order:
+            local, refs = self._local(member)
+            filled = [b"#%d;" % position[id(r)] if id(r) in inside else tokens[id(r)][1] for r in refs]
+            text = _fill(local, filled)
+            texts.append(b"%d:" % len(text) + text)
+        component = _hash(b"S%d;" % len(order) + b"".join(texts))
+        for member in order:
+            tokens[id(member)] = (member, b"F" + _hash(component + b"%d" % position[id(member)]))
 
-    def _class_attribute(self, attr: Any, module: str, depth: int) -> bytes | None:
-        if isinstance(attr, (staticmethod, classmethod)):
-            attr = attr.__func__
+    def _local(self, code: Any) -> tuple[bytes, list]:
+        """The local part of a function or class and the code it refers to, in the
+        order of its markers (read once per run)."""
+        known = self._locals.get(id(code))
+        if known is not None:
+            return known[1], known[2]
+        saved = self._refs, self._module
+        self._refs, self._module = [], getattr(code, "__module__", None)
+        try:
+            if isinstance(code, types.FunctionType):
+                local = self._function_local(code)
+            else:
+                local = self._class_local(code)
+            refs = self._refs
+        finally:
+            self._refs, self._module = saved
+        self._locals[id(code)] = (code, local, refs)
+        return local, refs
+
+    def _function_local(self, func: types.FunctionType) -> bytes:
+        of = self.of
+        out = [b"f", name_token(func), self.code(func.__code__)]
+        out.append(b"d" + of(func.__defaults__, 1) if func.__defaults__ else b"d-")
+        out.append(b"k" + of(func.__kwdefaults__, 1) if func.__kwdefaults__ else b"k-")
+        cells = []
+        for name, cell in zip(func.__code__.co_freevars, func.__closure__ or ()):
+            try:
+                value = cell.cell_contents
+            except ValueError:  # an empty cell
+                cells.append(str_token(name) + b"-")
+                continue
+            try:
+                cells.append(str_token(name) + of(value, 1))
+            except NotHashable as exc:
+                raise NotHashable(f"the value it closes over as {name!r}: {exc}") from None
+        out.append(b"c%d;" % len(cells) + b"".join(cells))
+        owner = _owner_class(func)
+        out.append(b"o" + self.function(owner) if owner is not None else b"o-")
+        out.append(self._module_names(func.__code__, func.__module__, func.__globals__))
+        return b"".join(out)
+
+    def _class_local(self, cls: type) -> bytes:
+        module = cls.__module__
+        bases = [self.function(b) if b.__module__ == module else b"T" + name_token(b) for b in cls.__bases__]
+        meta = type(cls)
+        out = [b"K", name_token(cls), b"b%d;" % len(bases), *bases]
+        if meta is not type:  # a metaclass: its code makes the class's instances too
+            out.append(b"m" + (self.function(meta) if meta.__module__ == module else name_token(meta)))
+        attributes = []
+        for name, attr in sorted(vars(cls).items()):
+            if name in _CLASS_NOISE:
+                continue
+            part = self._class_attribute(attr, module)
+            if part is not None:
+                attributes.append(str_token(name) + part)
+        out.append(b"a%d;" % len(attributes))
+        out.extend(attributes)
+        return b"".join(out)
+
+    def _class_attribute(self, attr: Any, module: str) -> bytes | None:
+        if isinstance(attr, staticmethod):
+            return b"s" + self.function(attr.__func__)
+        if isinstance(attr, classmethod):
+            return b"k" + self.function(attr.__func__)
         if isinstance(attr, property):
             return b"y" + b"".join(
-                [
-                    self.function(f, depth + 1) if f is not None else b"n"
-                    for f in (attr.fget, attr.fset, attr.fdel)
-                ]
+                [self.function(f) if f is not None else b"-" for f in (attr.fget, attr.fset, attr.fdel)]
             )
-        if isinstance(attr, types.FunctionType):
-            return self.function(attr, depth + 1)
+        if isinstance(attr, enum.Enum):
+            return b"E" + self.of(attr._value_, 1)
         if isinstance(attr, type):
-            return self.function(attr, depth + 1) if attr.__module__ == module else b"T" + name_token(attr)
+            return self.function(attr) if attr.__module__ == module else b"T" + name_token(attr)
         if is_plain(attr):
-            return self.of(attr, depth + 1)
-        inner = getattr(attr, "func", None)  # functools.cached_property, partialmethod
-        if isinstance(inner, types.FunctionType):
-            return b"f" + self.function(inner, depth + 1)
-        if callable(attr) and getattr(attr, "__wrapped__", None) is not None:
-            return self.function(attr, depth + 1)
-        return None
+            return self.of(attr, 1)
+        if isinstance(attr, functools.partialmethod):
+            return b"P" + self.function(attr.func) + self.of(attr.args, 1) + self.of(attr.keywords, 1)
+        inner = getattr(attr, "func", None)  # functools.cached_property
+        if isinstance(inner, types.FunctionType) and not callable(attr):
+            return b"c" + self.function(inner)
+        if callable(attr):
+            return self.function(attr)
+        return None  # other state: not read
 
-    def module_globals(self, code: types.CodeType, module: str, glob: dict, depth: int) -> bytes:
-        """What a function's code names in its own module: functions, classes,
-        decorated functions and plain constants."""
+    def _module_names(self, code: types.CodeType, module: str, glob: dict) -> bytes:
+        """What a function's code names in its own module (see the module's docstring)."""
         out = []
-        for name in _names(code):
+        for name in dict.fromkeys(_names(code)):
             value = glob.get(name, _MISSING)
             if value is _MISSING:
                 continue
             if is_plain(value):
-                out.append(str_token(name) + self.of(value, depth))
-            elif getattr(value, "__module__", None) == module and (
-                isinstance(value, (types.FunctionType, type, types.MethodType))
-                or (callable(value) and getattr(value, "__wrapped__", None) is not None)
-            ):
-                out.append(str_token(name) + self.function(value, depth + 1))
-        return b"".join(out)
+                out.append(str_token(name) + self.of(value, 1))
+            elif isinstance(value, types.ModuleType):
+                out.append(str_token(name) + b"M" + str_token(value.__name__))
+            elif callable(value):
+                if isinstance(value, functools.partial) or _module_of(value) == module:
+                    out.append(str_token(name) + self.function(value))
+                else:
+                    out.append(str_token(name) + b"N" + name_token(value))
+        return b"g%d;" % len(out) + b"".join(out)
 
     @staticmethod
     @functools.lru_cache(maxsize=4096)
@@ -233,8 +306,36 @@ class CodeTokens:
             code.co_freevars,
             code.co_cellvars,
         )
-        body = code.co_code + b"\0" + b"\0".join(consts) + b"\0" + repr(fields).encode()
-        return b"c" + bytes_token(hashlib.blake2b(body, digest_size=16).digest(), b"b")
+        body = b"\0".join(
+            [code.co_code, getattr(code, "co_exceptiontable", b""), *consts, repr(fields).encode()]
+        )
+        return b"c" + bytes_token(_hash(body), b"b")
+
+
+def is_code(obj: Any) -> bool:
+    """A function, or a class not of the interpreter itself: read by content."""
+    return type(obj) is types.FunctionType or (isinstance(obj, type) and obj.__module__ != "builtins")
+
+
+def _module_of(value: Any) -> str | None:
+    try:
+        module = getattr(value, "__module__", None)
+    except Exception:  # an object whose attributes raise
+        return None
+    return module if isinstance(module, str) else None
+
+
+def _fill(local: bytes, tokens: list) -> bytes:
+    """A local part with its markers replaced by ``tokens``, in order."""
+    if not tokens:
+        return local
+    parts = local.split(_REF)
+    out = [parts[0]]
+    for part in parts[1:]:
+        number, rest = part.split(b";", 1)
+        out.append(tokens[int(number)])
+        out.append(rest)
+    return b"".join(out)
 
 
 def is_local(cls: type) -> bool:

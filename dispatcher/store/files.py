@@ -19,9 +19,10 @@ Policy
   systems); another run that finds the claim waits for the entry. Each run renews
   the modification time of its lease file every quarter of :attr:`lease` seconds
   from a thread; a claim lapses when its run's lease is older than ``lease``
-  seconds by the file system's clock (a file touched to read it: the hosts'
-  clocks need not agree), or at once when that run was on this host and its process has gone (a
-  crashed or killed driver never blocks the others for long). A lapsed claim is
+  seconds (its own lease, which its run file records) by the file system's clock
+  (a file touched to read it: the hosts' clocks need not agree), or, for a run on
+  this host, as soon as its process has gone (a crashed or killed driver never
+  blocks the others for long). A lapsed claim is
   taken over. Two runs may then, rarely, compute the same node (both store the
   same value); they never store a wrong one.
 * **One run at a time, or many.** Any number of drivers, on any hosts that see the
@@ -204,7 +205,7 @@ class FileStore(Store):
             for folder in (self._entries, self._claims, self._runs):
                 os.makedirs(folder, exist_ok=True)
             with open(os.path.join(self._runs, run), "x") as f:
-                json.dump({"host": _HOST, "pid": os.getpid(), "started": time.time()}, f)
+                json.dump({"host": _HOST, "pid": os.getpid(), "started": time.time(), "lease": self.lease}, f)
         except OSError as exc:
             raise StoreError(f"the store {self.path} cannot be written: {exc.strerror or exc}") from exc
         stop = threading.Event()
@@ -257,16 +258,18 @@ class FileStore(Store):
 
     def run_alive(self, run: str) -> bool:
         """Whether the run ``run`` still holds its claims (see the module docstring)."""
+        path = os.path.join(self._runs, run)
         try:
-            stat = os.stat(os.path.join(self._runs, run))
+            stat = os.stat(path)
         except FileNotFoundError:
             return False
-        if self._now() - stat.st_mtime > self.lease:
-            return False
         host, pid, _ = run.rsplit(".", 2)
-        if host == _HOST and pid.isdigit():
-            return _process_alive(int(pid))
-        return True
+        if host == _HOST and pid.isdigit() and not _process_alive(int(pid)):
+            return False
+        lease = self.lease  # the holder's own, which its run file records
+        with contextlib.suppress(OSError, ValueError, TypeError, KeyError), open(path) as f:
+            lease = float(json.load(f)["lease"])
+        return self._now() - stat.st_mtime <= lease
 
     def _now(self) -> float:
         """The time by the file system's clock, which stamps the leases (on a network

@@ -100,9 +100,7 @@ class Tokens(CodeTokens):
 
     def _other(self, obj: Any, depth: int) -> bytes:
         if isinstance(obj, type):
-            if is_local(obj):  # its name does not tell one such class from another
-                return self.function(obj, depth)
-            return b"T" + name_token(obj)
+            return self.type_token(obj) if self._by_content(obj) else b"T" + name_token(obj)
         if isinstance(obj, enum.Enum):
             return b"E" + name_token(type(obj)) + self.of(obj._value_, depth + 1)
         if isinstance(obj, pathlib.PurePath):
@@ -137,9 +135,13 @@ class Tokens(CodeTokens):
         return self.reduced(obj, depth)
 
     def type_token(self, cls: type) -> bytes:
-        """The class of an object among values: its name, or its content for a class
-        defined inside a function."""
-        return self.function(cls) if is_local(cls) else name_token(cls)
+        """The class of an object among values: its content for a class defined in a
+        function (its name is not unique) or in the module of the code being read,
+        else its name."""
+        return self.function(cls) if self._by_content(cls) else name_token(cls)
+
+    def _by_content(self, cls: type) -> bool:
+        return is_local(cls) or (self._module is not None and cls.__module__ == self._module)
 
     def reduced(self, obj: Any, depth: int) -> bytes:
         """Any other object, through what pickling would save of it."""
@@ -156,7 +158,7 @@ class Tokens(CodeTokens):
             parts = list(reduced[:5]) + [None] * (5 - len(reduced[:5]))
             rebuild, args, state, items, pairs = parts
             of = self.of
-            out = [b"R", self.type_token(type(obj)), self.callablename_token(rebuild), of(args, depth + 1)]
+            out = [b"R", self.type_token(type(obj)), self.rebuild_token(rebuild), of(args, depth + 1)]
             if state is not None:
                 out.append(of(state, depth + 1))
             if items is not None:
@@ -167,7 +169,7 @@ class Tokens(CodeTokens):
         finally:
             self.in_progress.discard(ident)
 
-    def callablename_token(self, func: Any) -> bytes:
+    def rebuild_token(self, func: Any) -> bytes:
         """How pickling rebuilds an object: ``copyreg.__newobj__``, a class, a function."""
         if isinstance(func, type):
             return b"C" + self.type_token(func)

@@ -23,10 +23,10 @@ the entry.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from typing import Any
 
+from .. import outcomes
 from ..checks import nout_error
 from ..coroutines import finish
 from ..outcomes import Stored
@@ -58,7 +58,7 @@ class StoredCall:
         nout: int | None,
         timeout: float | None = None,
         report_key: bool = False,
-        driver: int | None = None,
+        driver: str | None = None,
     ):
         self.__wrapped__ = func  # what the job queue's estimates are kept under
         self.store = store
@@ -67,7 +67,7 @@ class StoredCall:
         self.nout = nout
         self.timeout = timeout
         self.report_key = report_key
-        self.driver = os.getpid() if driver is None else driver
+        self.driver = outcomes.PROCESS if driver is None else driver
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         began = time.monotonic()
@@ -88,7 +88,7 @@ class StoredCall:
             )
             return value
         if self.report_key and size is not None and size >= REPORT_MIN:
-            here = os.getpid()
+            here = outcomes.PROCESS  # read now: a forked worker has its own
             if here != self.driver:
                 return Stored(self.store, self.key, self.label, here)
         return value
