@@ -24,6 +24,11 @@ import dispatcher as dp
 from dispatcher.executors import _mpisuper
 from dispatcher.executors.registry import EXECUTORS
 
+# The suite started in the background of a shell inherits Ctrl-C ignored, and so would
+# every script it starts: the Ctrl-C tests need it as a terminal gives it.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 EXECUTOR_NAMES = list(EXECUTORS)  # every executor of the registry runs the shared suites
 LOCAL_EXECUTOR_NAMES = [name for name, entry in EXECUTORS.items() if entry.local]  # share our memory
 
