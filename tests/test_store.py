@@ -619,6 +619,72 @@ def test_a_key_does_not_depend_on_what_was_keyed_before_it(tmp_path):
     assert len(keys_before) == 1 and len(keys_after) == 1 and keys_before != keys_after
 
 
+def test_what_was_read_outside_code_does_not_stand_in_for_it_inside(tmp_path):
+    """A partial keyed as a node's function first, then named by a function: its
+    module's class is read by content in the function, whatever was keyed first."""
+    source = """
+        import functools
+
+        class Foo:
+            def scale(self, x):
+                return x * 2
+
+        def g(foo, x):
+            return foo.scale(x)
+
+        p = functools.partial(g, Foo())
+
+        def f(x):
+            return p(x) + 100
+        """
+    before = _load_module(tmp_path, "partial_a", source)
+    after = _load_module(tmp_path, "partial_a", source.replace("x * 2", "x * 3"))
+    for order in ([("f", (1,))], [("p", (1,)), ("f", (1,))]):
+        assert _keys_in(before, *order)[-1] != _keys_in(after, *order)[-1]
+    assert _keys_in(before, ("f", (1,)))[-1] == _keys_in(before, ("p", (1,)), ("f", (1,)))[-1]
+
+
+def test_a_bound_method_is_read_with_the_class_of_its_object(tmp_path):
+    source = """
+        class Base:
+            def run(self, x):
+                return self.step(x)
+
+            def step(self, x):
+                return x
+
+        class Child(Base):
+            def step(self, x):
+                return x * 2
+
+        child = Child()
+        """
+    before = _load_module(tmp_path, "bound_a", source)
+    after = _load_module(tmp_path, "bound_a", source.replace("x * 2", "x * 3"))
+    key = lambda module: keys_of(n := dp.Op(module.child.run, 1))[n]  # noqa: E731
+    assert key(before) != key(after) and key(before) == key(before)
+
+
+def test_code_read_in_a_value_being_read_is_keyed(tmp_path):
+    """A callable object holding a function that names the object itself."""
+    source = """
+        class Call:
+            def __init__(self, fn):
+                self.fn = fn
+
+            def __call__(self, x):
+                return self.fn(x)
+
+        def g(x):
+            return x if obj is None else x + 1
+
+        obj = Call(g)
+        """
+    module = _load_module(tmp_path, "holding_a", source)
+    first = _keys_in(module, ("obj", (1,)))
+    assert first == _keys_in(module, ("g", (1,)), ("obj", (1,)))[-1:]
+
+
 def test_functions_that_all_call_each_other_are_keyed_at_once(tmp_path):
     """Twenty-five functions each calling all the others: one component, read once."""
     names = [f"f{i}" for i in range(25)]
@@ -636,7 +702,23 @@ def test_code_is_read_the_same_in_another_interpreter(tmp_path):
     source, _ = EDITS["mutual recursion"]
     classes, _ = EDITS["a class of its module"]
     _load_module(tmp_path, "same_a", source)
-    (tmp_path / "same_b.py").write_text(textwrap.dedent(classes))
+    (tmp_path / "same_b.py").write_text(
+        textwrap.dedent(classes)
+        + textwrap.dedent(
+            """
+            import dataclasses
+
+            @dataclasses.dataclass(frozen=True)
+            class Tag:
+                name: str
+
+            TAGS = frozenset({Tag("alpha"), Tag("beta"), Tag("gamma")})
+
+            def tagged(n, tags=TAGS, funcs=frozenset({is_odd, is_even})):
+                return len(tags) + len(funcs) + n
+            """
+        )
+    )
     script = textwrap.dedent(
         """
         import sys
@@ -645,7 +727,7 @@ def test_code_is_read_the_same_in_another_interpreter(tmp_path):
         from dispatcher.store.keys import KeyMaker
         keys = {}
         maker = KeyMaker(keys)
-        for func in (same_a.is_odd, same_a.is_even, same_b.is_even, same_b.Model):
+        for func in (same_a.is_odd, same_a.is_even, same_b.is_even, same_b.Model, same_b.tagged):
             node = dp.Op(func, 4)
             keys[node] = maker.key_of(node)
             print(keys[node])
@@ -659,9 +741,9 @@ def test_code_is_read_the_same_in_another_interpreter(tmp_path):
             check=True,
             env={**os.environ, "PYTHONHASHSEED": seed},
         ).stdout.split()
-        for seed in ("1", "2")
+        for seed in ("1", "2", "3")
     ]
-    assert runs[0] == runs[1] and len(set(runs[0])) == 4 and "None" not in runs[0]
+    assert runs[0] == runs[1] == runs[2] and len(set(runs[0])) == 5 and "None" not in runs[0]
 
 
 def test_objects_that_share_a_name_or_a_wrapped_function_but_differ_have_different_tokens():
@@ -732,3 +814,68 @@ def test_a_recursive_function_nested_in_another_is_keyed():
         return count
 
     assert keys_of(n := dp.Op(outer(3), 3))[n] is not None
+
+
+def _closure_graphs(rng, count: int):
+    """Random graphs of closures of one code (a label, and an ordered list of the
+    closures they call): ``(functions, labels, successors)`` of each graph."""
+
+    def make(label, calls):
+        def node(x):
+            return [label] + [call(x) for call in calls]
+
+        return node
+
+    graphs = []
+    for _ in range(count):
+        n = rng.randint(1, 7)
+        calls: list = [[] for _ in range(n)]
+        labels = [rng.randint(0, 1) for _ in range(n)]
+        funcs = [make(labels[i], calls[i]) for i in range(n)]
+        succ = [[rng.randrange(n) for _ in range(rng.choice([0, 1, 1, 2, 2, 3]))] for _ in range(n)]
+        for i in range(n):
+            calls[i].extend(funcs[j] for j in succ[i])
+        graphs.append((funcs, labels, succ))
+    return graphs
+
+
+def test_tokens_of_code_in_cycles_are_equal_only_for_code_that_computes_alike():
+    """Closures of one code calling each other in random graphs: two get one token only
+    if they unfold alike (bisimilar), and a token does not depend on the keying order."""
+    import random
+
+    rng = random.Random(20261204)
+    graphs = _closure_graphs(rng, 300)
+    funcs, labels, succ = [], [], []
+    for g_funcs, g_labels, g_succ in graphs:
+        base = len(funcs)
+        funcs += g_funcs
+        labels += g_labels
+        succ += [[base + j for j in s] for s in g_succ]
+    classes = labels[:]  # bisimulation classes, by partition refinement
+    while True:
+        signature = [(classes[i], tuple(classes[j] for j in succ[i])) for i in range(len(funcs))]
+        numbers = {s: k for k, s in enumerate(sorted(set(signature)))}
+        refined = [numbers[s] for s in signature]
+        if len(set(refined)) == len(set(classes)):
+            break
+        classes = refined
+    shared = Tokens()
+    tokens = {}
+    for g_funcs, _, _ in graphs:
+        order = list(range(len(g_funcs)))
+        rng.shuffle(order)
+        reader = shared if rng.random() < 0.5 else Tokens()
+        for i in order:
+            tokens[id(g_funcs[i])] = reader.function(g_funcs[i])
+    first: dict = {}
+    for i, f in enumerate(funcs):
+        j = first.setdefault(tokens[id(f)], i)
+        assert classes[i] == classes[j], f"one token for code that computes otherwise: nodes {i} and {j}"
+    for g_funcs, _, _ in graphs[:100]:  # another order, another reader: the same tokens
+        order = list(range(len(g_funcs)))
+        rng.shuffle(order)
+        reader = Tokens()
+        assert {i: reader.function(g_funcs[i]) for i in order} == {
+            i: tokens[id(f)] for i, f in enumerate(g_funcs)
+        }

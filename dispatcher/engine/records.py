@@ -21,6 +21,8 @@ from .retries import Backoff
 
 __all__ = ["NodeState", "RunOptions", "Task", "timeout_error"]
 
+_WRAPPERS = 16  # wrappers looked through for a call's __dispatcher_stop__
+
 
 class NodeState(enum.Enum):
     """Where a node of a run is (the transitions are in :mod:`dispatcher.engine.state`)."""
@@ -130,7 +132,9 @@ class Task:
         that can stop its work says how with ``__dispatcher_stop__`` (a program a
         :func:`dispatcher.command` runs is ended); others run on."""
         func = self.func
-        while func is not None:
+        for _ in range(_WRAPPERS):  # a mock's __wrapped__ is another mock, and so on
+            if func is None:
+                return
             stop = getattr(type(func), "__dispatcher_stop__", None)
             if stop is not None:
                 stop(func)

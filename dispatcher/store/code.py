@@ -42,7 +42,7 @@ from typing import Any
 
 from .encoding import NotHashable, bytes_token, is_plain, name_token, str_token
 
-__all__ = ["CodeTokens", "is_code", "is_local"]
+__all__ = ["CodeTokens", "is_code", "is_local", "unordered_items"]
 
 _MISSING = object()
 _CLASS_NOISE = frozenset(
@@ -57,6 +57,8 @@ _CLASS_NOISE = frozenset(
     )
 )
 _REF = b"\x00@" + os.urandom(16)  # marks a reference in a local part (never hashed as such)
+_GROUP, _ITEM, _END = (b"\x00" + kind + os.urandom(16) for kind in (b"{", b",", b"}"))  # a set to sort
+_REFINE_ROUNDS = 64  # rounds of colour refinement of a component before it falls back to an order
 
 
 def _hash(data: bytes) -> bytes:
@@ -67,10 +69,11 @@ class CodeTokens:
     """The half of :class:`~dispatcher.store.tokens.Tokens` that reads code; the
     other half reads values (``of``, ``reduced``, ``sequence``, ``mapping``)."""
 
-    __slots__ = ("_locals", "_module", "_refs", "functions")
+    __slots__ = ("_callables", "_locals", "_module", "_refs", "functions")
 
     def __init__(self):
-        self.functions: dict = {}  # id() of a callable or class -> (it, its token), once complete
+        self.functions: dict = {}  # id() of a function or class -> (it, its token), once closed
+        self._callables: dict = {}  # id() of another callable read outside code -> (it, its token)
         self._locals: dict = {}  # id() of a function or class -> (it, its local part, its references)
         self._refs: list | None = None  # while a local part is read: the code it refers to
         self._module: str | None = None  # while a local part is read: its module
@@ -88,17 +91,26 @@ class CodeTokens:
                 refs.append(func)
                 return _REF + b"%d;" % (len(refs) - 1)
             return self._code_token(func)
-        made = self._function(func, depth)
-        if self._refs is None:  # made of complete tokens only: kept
-            self.functions[id(func)] = (func, made)
-        return made
+        if self._refs is not None:  # read in code: its module's classes count by content
+            return self._function(func, depth)
+        known = self._callables.get(id(func))
+        if known is None:
+            known = self._callables[id(func)] = (func, self._function(func, depth))
+        return known[1]
 
     def _function(self, func: Any, depth: int) -> bytes:
         """A callable that is not itself code: made of the tokens of what it holds."""
         if isinstance(func, type):  # a class of the standard library
             return b"T" + name_token(func)
-        if isinstance(func, types.MethodType):
-            return b"m" + self.function(func.__func__, depth + 1) + self.of(func.__self__, depth + 1)
+        if isinstance(func, types.MethodType):  # its object's class decides what it calls
+            owner = func.__self__
+            cls = owner if isinstance(owner, type) else type(owner)
+            return (
+                b"m"
+                + self.function(func.__func__, depth + 1)
+                + self.function(cls, depth + 1)
+                + self.of(owner, depth + 1)
+            )
         if isinstance(func, functools.partial):
             return (
                 b"p"
@@ -171,24 +183,33 @@ class CodeTokens:
             tokens[id(code)] = (code, b"F" + _hash(text))
             return
         inside = {id(m) for m in members}
-        # the members in an order of their own contents (the references inside
-        # left out); members that read alike may come in any order: a miss at worst
-        order = sorted(
-            members,
-            key=lambda m: _fill(
-                self._local(m)[0], [b"*" if id(r) in inside else tokens[id(r)][1] for r in self._local(m)[1]]
-            ),
-        )
-        position = {id(m): i for i, m in enumerate(order)}
-        texts = []
-        for member in order:
-            local, refs = self._local(member)
-            filled = [b"#%d;" % position[id(r)] if id(r) in inside else tokens[id(r)][1] for r in refs]
-            text = _fill(local, filled)
-            texts.append(b"%d:" % len(text) + text)
-        component = _hash(b"S%d;" % len(order) + b"".join(texts))
-        for member in order:
-            tokens[id(member)] = (member, b"F" + _hash(component + b"%d" % position[id(member)]))
+        parts = {id(m): self._local(m) for m in members}
+
+        def colours_from(colour) -> dict:
+            return {
+                key: _hash(_fill(local, [colour(r) if id(r) in inside else tokens[id(r)][1] for r in refs]))
+                for key, (local, refs) in parts.items()
+            }
+
+        # colour refinement: members that read alike, down to the members they refer
+        # to, get one colour (they compute alike); a colour tells apart no more than
+        # what the code says, whatever order the members were met in
+        colours = colours_from(lambda r: b"*")
+        for _ in range(_REFINE_ROUNDS):
+            refined = colours_from(lambda r, colours=colours: b"#" + colours[id(r)])
+            refined = {k: _hash(colours[k] + v) for k, v in refined.items()}
+            stable = len(set(refined.values())) == len(set(colours.values()))
+            colours = refined  # each colour now also names the colours its references have
+            if stable:  # the classes split no more: each colour says all its code says
+                break
+        else:  # not stable yet: tell the members apart by their positions in an order of colours
+            order = sorted(members, key=lambda m: colours[id(m)])
+            position = {id(m): b"%d" % i for i, m in enumerate(order)}
+            colours = colours_from(lambda r, position=position: b"@" + position[id(r)])
+            colours = {k: _hash(position[k] + v) for k, v in colours.items()}
+        component = _hash(b"S%d;" % len(members) + b"".join(sorted(colours.values())))
+        for member in members:
+            tokens[id(member)] = (member, b"F" + _hash(component + colours[id(member)]))
 
     def _local(self, code: Any) -> tuple[bytes, list]:
         """The local part of a function or class and the code it refers to, in the
@@ -196,8 +217,9 @@ class CodeTokens:
         known = self._locals.get(id(code))
         if known is not None:
             return known[1], known[2]
-        saved = self._refs, self._module
-        self._refs, self._module = [], getattr(code, "__module__", None)
+        # a local part depends on the code alone, not on the values being read around it
+        saved = self._refs, self._module, self.in_progress
+        self._refs, self._module, self.in_progress = [], getattr(code, "__module__", None), set()
         try:
             if isinstance(code, types.FunctionType):
                 local = self._function_local(code)
@@ -205,7 +227,7 @@ class CodeTokens:
                 local = self._class_local(code)
             refs = self._refs
         finally:
-            self._refs, self._module = saved
+            self._refs, self._module, self.in_progress = saved
         self._locals[id(code)] = (code, local, refs)
         return local, refs
 
@@ -325,17 +347,32 @@ def _module_of(value: Any) -> str | None:
     return module if isinstance(module, str) else None
 
 
+def unordered_items(items: list) -> bytes:
+    """The items of a set, in code: sorted once the references they hold are
+    filled in (:func:`_fill`), so that their order does not depend on the order the
+    references were met in."""
+    if not any(_REF in item for item in items):
+        return b"".join(sorted(items))
+    return _GROUP + b"".join(_ITEM + item for item in items) + _END
+
+
 def _fill(local: bytes, tokens: list) -> bytes:
-    """A local part with its markers replaced by ``tokens``, in order."""
-    if not tokens:
-        return local
-    parts = local.split(_REF)
-    out = [parts[0]]
-    for part in parts[1:]:
-        number, rest = part.split(b";", 1)
-        out.append(tokens[int(number)])
-        out.append(rest)
-    return b"".join(out)
+    """A local part with its markers replaced by ``tokens``, in order, and its sets
+    sorted."""
+    if tokens:
+        parts = local.split(_REF)
+        out = [parts[0]]
+        for part in parts[1:]:
+            number, rest = part.split(b";", 1)
+            out.append(tokens[int(number)])
+            out.append(rest)
+        local = b"".join(out)
+    while _GROUP in local:  # the innermost set first: the first end closes the last group before it
+        end = local.index(_END)
+        start = local.rindex(_GROUP, 0, end)
+        items = sorted(local[start + len(_GROUP) : end].split(_ITEM)[1:])
+        local = local[:start] + b"".join(b"%d:" % len(i) + i for i in items) + local[end + len(_END) :]
+    return local
 
 
 def is_local(cls: type) -> bool:
@@ -355,13 +392,17 @@ def _owner_class(func: types.FunctionType) -> type | None:
         owner = getattr(owner, part, None)
     if not isinstance(owner, type):
         return None
-    attr = vars(owner).get(name)
-    if isinstance(attr, (staticmethod, classmethod)):
-        attr = attr.__func__
-    if isinstance(attr, property):
-        return owner if func in (attr.fget, attr.fset, attr.fdel) else None
-    if attr is func or getattr(attr, "func", None) is func or getattr(attr, "__wrapped__", None) is func:
-        return owner
+    for cls in owner.__mro__:  # a class decorator may have made a new class on the old one
+        attr = vars(cls).get(name)
+        if isinstance(attr, (staticmethod, classmethod)):
+            attr = attr.__func__
+        if isinstance(attr, property):
+            if func in (attr.fget, attr.fset, attr.fdel):
+                return cls
+        elif (
+            attr is func or getattr(attr, "func", None) is func or getattr(attr, "__wrapped__", None) is func
+        ):
+            return cls
     return None
 
 

@@ -39,7 +39,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..nodes import CONTAINERS
-from .code import CodeTokens, is_local
+from .code import CodeTokens, is_local, unordered_items
 from .encoding import BIG_BUFFER, MAX_DEPTH, NotHashable, bytes_token, name_token, str_token
 
 __all__ = ["BIG_BUFFER", "BY_TYPE", "MAX_DEPTH", "SCALARS", "NotHashable", "Tokens", "str_token", "token"]
@@ -94,7 +94,7 @@ class Tokens(CodeTokens):
         ident = self._enter(obj, depth)
         try:
             of = self.of
-            return tag + b"%d{" % len(obj) + b"".join(sorted(of(v, depth + 1) for v in obj)) + b"}"
+            return tag + b"%d{" % len(obj) + unordered_items([of(v, depth + 1) for v in obj]) + b"}"
         finally:
             self.in_progress.discard(ident)
 
