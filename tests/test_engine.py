@@ -481,7 +481,25 @@ def test_exception_in_callback_ends_the_run_clearly(executor):
 def test_progress_bar_on_stderr(executor, capsys):
     dp.run(executor, [dp.Op(sum, [dp.Op(inc, i) for i in range(7)])], progress=True)
     err = capsys.readouterr().err
-    assert "8/8" in err and "dispatcher" in err
+    assert "8/8" in err and "dispatcher" in err and "running=0, failed=0" in err
+    dp.run(executor, [dp.Op(inc, 1), dp.op(retries=0)(boom)()], progress=True, throw_error=False)
+    assert "2/2" in (err := capsys.readouterr().err) and "failed=1" in err
+
+
+def test_progress_bar_counts_running_and_failed_nodes():
+    bar = dp.ProgressBar(disable=True)
+    a, b, c = dp.Op(inc, 1), dp.Op(inc, 2), dp.Op(inc, 3)
+    bar.on_start(3)
+    for node in (a, b, c):
+        bar.on_submit(node)
+    bar.on_finish(a, 2)
+    assert bar.bar.postfix == "running=2, failed=0"
+    bar.on_retry(b, ValueError(), 1, 0.1)
+    assert len(bar.running) == 1  # b waits to run again: it is not running
+    bar.on_submit(b)
+    bar.on_fail(b, None)
+    assert len(bar.running) == 1 and bar.bar.postfix == "running=1, failed=1"
+    bar.on_end()
 
 
 def test_logging(executor, caplog):

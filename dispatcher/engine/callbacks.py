@@ -64,26 +64,48 @@ def notify(callbacks: tuple, method: str, node: DispatchNode | None, *args: Any)
 
 
 class ProgressBar(Callback):
-    """A tqdm progress bar on stderr, one step per finished or failed node."""
+    """A tqdm progress bar (on stderr, or a notebook's widget where ``tqdm.auto``
+    finds one), one step per finished or failed node, with how many nodes are
+    running and how many failed beside done/total."""
 
     wants_values = False
 
     def __init__(self, **tqdm_options: Any):
         self.options = {"file": sys.stderr, "unit": "node", "desc": "dispatcher", **tqdm_options}
         self.bar = None
+        self.running: set = set()
+        self.failed = 0
 
     def on_start(self, total: int) -> None:
         from tqdm.auto import tqdm
 
+        self.running.clear()
+        self.failed = 0
         self.bar = tqdm(total=total, **self.options)
 
+    def _step(self, n: int) -> None:
+        bar = self.bar
+        bar.postfix = f"running={len(self.running)}, failed={self.failed}"
+        bar.update(n)
+
+    def on_submit(self, node) -> None:
+        self.running.add(node)
+
     def on_finish(self, node, value) -> None:
-        self.bar.update(1)
+        self.running.discard(node)
+        self._step(1)
+
+    def on_retry(self, node, error, attempt, delay) -> None:
+        self.running.discard(node)
 
     def on_fail(self, node, error) -> None:
-        self.bar.update(1)
+        self.running.discard(node)
+        self.failed += 1
+        self._step(1)
 
     def on_end(self) -> None:
         if self.bar is not None:  # None when an earlier callback's on_start failed
+            self.bar.postfix = f"running=0, failed={self.failed}"
             self.bar.close()
             self.bar = None
+        self.running.clear()
