@@ -55,7 +55,8 @@ bench-detail: $(STAMP)
 	$(BIN)/python benchmarks/dask_executor.py
 	$(BIN)/python benchmarks/mpi_executor.py
 	$(BIN)/python benchmarks/futures_and_dask.py
-	$(BIN)/python benchmarks/cores.py
+	$(BIN)/python -m dispatcher.bench --suites mixed --workers 8 --no-plot --out bench-results/mixed \
+		--executors python,serial,threads,processes,delayed-threads,futures-threads
 	$(BIN)/python benchmarks/store.py --dir /dev/shm
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/mpiexec -n 3 $(BIN)/python benchmarks/mpi_executor.py --spmd
 

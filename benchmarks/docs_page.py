@@ -113,7 +113,7 @@ def facts(d) -> dict:
 PAGE = """# Benchmarks: which executor, for my graph, on my machine?
 
 `make bench` (or `python -m dispatcher.bench`) answers it for your machine: it
-runs the graph shapes of `dispatcher/bench/suites.py`, each at three sizes, on every
+runs the graph shapes of `dispatcher/bench/suites.py`, each at two or three sizes, on every
 executor of the library that can start there and on the alternatives, side by
 side in one process, and writes a table, `bench-results/results.json`,
 `results.md` and the plot below. `--quick` takes under a minute; `--suites`,
@@ -132,6 +132,11 @@ roll every three, compare random pairs, reduce to the best (about `5 n` nodes) |
 | cpu | `n` calls of about 50 ms of pure-Python work (the GIL held; calibrated at the start), one reduce |
 | arrays | 10 hops passing an `n` MB numpy array, each making a new one |
 | io | `n` waits of 5 ms (`async def` on AsyncExecutor, `time.sleep` elsewhere), one reduce |
+| mixed | a tool of simulated fits on a budget of `c` cores (the pools' workers), a unit of work of `n` \
+ms: `3c` fits of 1 unit, then `max(1, c / 4)` refits of `c` units that scale to `c` cores, then `3c / 2` \
+fits of 1 unit, each round after the one before; every fit asks for `cores=(1, c)`, which the library's \
+executors grant (the others run every fit on one core, `serial` one fit at a time with all cores). \
+"x ideal" is the run's time over the total work divided by `c` |
 
 Contenders: `python` (plain calls in topological order, each value dropped after
 its last use: the floor), the library's `serial`, `async`, `threads`,
@@ -141,7 +146,8 @@ the baselines `dask.delayed` on the `sync`, `threads` and `processes` schedulers
 and on the same `LocalCluster` (`delayed-distributed`), and raw pools used as a
 user writes it, each call submitted in topological order once the futures it
 needs are done (`futures-threads`, `futures-processes`, `mpi4py`). Every pool
-has as many workers as the machine has usable CPUs.
+has as many workers as the machine has usable CPUs, and each of the library's
+executors a budget of as many cores.
 
 Method: a warm-up run whose outputs are checked against plain Python's, then the
 median of at least 3 timed runs (up to 25 for runs of milliseconds; a run over a

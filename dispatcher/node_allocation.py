@@ -18,9 +18,10 @@ Policy
 * Where the call runs in a process of its own for the time of the call (a worker
   process, an MPI rank, a dask worker), ``OMP_NUM_THREADS``, ``MKL_NUM_THREADS``
   and ``OPENBLAS_NUM_THREADS`` are set to its cores for the call and put back
-  after, so that numeric libraries and the programs it starts use what it was
-  given. In the driver's own process (threads, asyncio) the environment is shared
-  by every node and is left alone: pass ``alloc.cores`` on.
+  after (on each rank of an SPMD node, to its share: one core per rank), so
+  that numeric libraries and the programs it starts use what it was given. In
+  the driver's own process (threads, asyncio) the environment is shared by every
+  node and is left alone: pass ``alloc.cores`` on.
 * ``hosts`` lists ``(host, cores)``: for a node of an executor on one machine,
   this host and the node's cores; for an SPMD node of ``MPIExecutor``, the hosts of
   its ranks. ``comm`` is the node's MPI communicator, where it has one.
@@ -51,6 +52,14 @@ class Allocation:
     cores: int
     hosts: tuple[tuple[str, int], ...]
     comm: Any = attrs.field(default=None, eq=False)
+
+    @property
+    def threads(self) -> int:
+        """The cores of each process that calls the node: all of them, or, for an
+        SPMD node whose ``comm`` spans several ranks, an equal share per rank."""
+        if self.comm is None:
+            return self.cores
+        return max(1, self.cores // self.comm.Get_size())
 
     def hostfile(self, path: str, style: str = "mpich") -> str:
         """Write the hosts to ``path`` as an MPI host file, one host a line:
@@ -101,7 +110,7 @@ class Allocated:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         token = _current.set(self.allocation)
         lent = _lender.set((self.lender, self.allocation.cores) if self.lender is not None else None)
-        saved = _set_threads(self.allocation.cores) if self.environment else None
+        saved = _set_threads(self.allocation.threads) if self.environment else None
         try:
             value = self.__wrapped__(*args, **kwargs)
         finally:

@@ -18,7 +18,7 @@ from dispatcher.bench import _sizes, contenders, graphs, harness, report, timing
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 suites = harness.load_suites()
-SETTINGS = {"loops": 1000, "flavour": "sync"}
+SETTINGS = {"loops": 1000, "flavour": "sync", "workers": 2}
 
 
 def test_a_tiny_run_writes_table_json_markdown_and_plot(tmp_path):
@@ -139,6 +139,28 @@ def test_every_way_of_running_a_suite_gives_the_same_values(name):
     if suite.async_flavour:
         coros = suite.build(size, {**SETTINGS, "flavour": "async"})
         assert [r.value for r in dp.run(dp.AsyncExecutor(), graphs.to_ops(coros))] == expected
+
+
+def test_the_mixed_suite_asks_for_cores_and_is_measured_against_its_ideal():
+    graph = suites.SUITES["mixed"].build(10, {**SETTINGS, "workers": 4})
+    # 12 fits of 1 unit, 1 refit of 4 units, 6 fits of 1 unit, the sum of the last round
+    assert len(graph) == 12 + 1 + 6 + 1
+    assert graphs.run_plain(graph) == [pytest.approx(0.01 * 6)]
+    assert graph.ideal_s == pytest.approx(0.01 * (12 + 4 + 6) / 4)
+    fits = graphs.to_ops(graph)[0].args
+    assert {node.cores for node in fits} == {(1, 4)}
+    result = harness.measure(
+        suites, ["mixed", "wide"], ["serial"], sizes={"mixed": (1,), "wide": (10,)}, repeat=1
+    )
+    mixed, wide = result["rows"]
+    assert mixed["x_ideal"] == pytest.approx(mixed["run_s"] / mixed_ideal(result), rel=1e-6)
+    assert "x_ideal" not in wide
+    text = report.table(result)
+    assert text.count("x ideal") == 1  # a column only where the suite knows the ideal
+
+
+def mixed_ideal(result) -> float:
+    return suites.SUITES["mixed"].build(1, result["settings"]).ideal_s
 
 
 def test_a_contender_that_cannot_start_is_reported_and_the_rest_run(monkeypatch):

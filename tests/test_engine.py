@@ -405,13 +405,14 @@ def _spin(seconds):
 
 
 def test_timeout_then_retry_succeeds(executor_factory):
-    ex = executor_factory(timeout=0.5, retry_on=lambda e: isinstance(e, TimeoutError), backoff=FAST)
+    # 1 s: a second attempt on a worker restarted after the first, on a busy machine, is in time
+    ex = executor_factory(timeout=1.0, retry_on=lambda e: isinstance(e, TimeoutError), backoff=FAST)
     calls = FileChannel()
 
     def first_slow():
         calls.append(1)
         if len(calls) == 1:
-            time.sleep(1.5)
+            time.sleep(2.5)
         return "ok"
 
     assert dp.run(ex, [dp.Op(first_slow)])[0].value == "ok"

@@ -466,3 +466,170 @@ def test_serial_mpi_aborts_when_a_failed_rank_leaves_others_in_a_collective(tmp_
     assert "RuntimeError: rank 1 gives up" in proc.stderr
     assert "aborting the MPI job" in proc.stderr
     assert time.monotonic() - start < 60
+
+
+# -- SPMD nodes of MPIExecutor (cores=k on k worker ranks) ------------------------------
+
+GANG_SCRIPT = """
+import glob, json, os, time
+import dispatcher as dp
+from mpi4py import MPI
+
+def record(kind, i, comm, seconds):
+    alloc = dp.allocation()
+    start = time.time()
+    total = comm.allreduce(comm.Get_rank() + 1) if comm is not None else None
+    time.sleep(seconds)
+    rank = MPI.COMM_WORLD.Get_rank()
+    with open(f"call-{kind}-{i}-{rank}.json", "w") as f:
+        json.dump({"kind": kind, "i": i, "rank": rank, "start": start, "end": time.time(),
+                   "size": None if comm is None else comm.Get_size(), "total": total,
+                   "cores": alloc.cores, "hosts": [list(h) for h in alloc.hosts],
+                   "same": alloc.comm is comm, "omp": os.environ.get("OMP_NUM_THREADS")}, f)
+    return [kind, i, None if comm is None else comm.Get_rank()]
+
+@dp.op(cores=2)
+def spmd(i, comm):
+    return record("spmd", i, comm, 1.0)
+
+@dp.op(cores=(1, 8))
+def malleable(i, comm=None):
+    return record("malleable", i, comm, 0.0)
+
+def single(i):
+    return record("single", i, None, 0.2)
+
+@dp.op(cores=2)
+def fails_on_rank_1(comm):
+    if comm.Get_rank() == 1:
+        raise ValueError("rank 1 fails")
+    return "rank 0 is fine"
+
+@dp.op(cores=3, timeout=1.0)
+def too_slow(comm):
+    time.sleep(60)
+
+@dp.op(cores=2)
+def stored(comm):
+    with open(f"stored-{MPI.COMM_WORLD.Get_rank()}-{time.monotonic_ns()}", "w"):
+        pass
+    return comm.Get_rank()
+
+ex = dp.MPIExecutor(4, grace=5.0)
+out = {"cores": ex.cores}
+nodes = [spmd(0), spmd(1), dp.Op(single, 0), dp.Op(single, 1)]
+out["values"] = dp.execute(nodes, ex)
+out["lone"] = dp.execute(malleable(0), ex)
+failing = [("failure", fails_on_rank_1()), ("timeout", too_slow()), ("too_big", dp.op(cores=5)(single)(9))]
+for name, node in failing:
+    try:
+        dp.execute(node, ex)
+    except dp.DependencyError as err:
+        out[name] = [str(err), getattr(err.__cause__, "__notes__", [])]
+out["after"] = dp.execute(spmd(2), ex)
+out["stored"] = [dp.execute(stored(), ex, store="store") for _ in range(2)]
+out["writers"] = len(glob.glob("stored-*"))
+out["entries"] = len([p for p in glob.glob("store/**/*", recursive=True) if os.path.isfile(p)])
+out["calls"] = [json.load(open(p)) for p in sorted(glob.glob("call-*.json"))]
+report(out)
+"""
+
+
+@pytest.mark.parametrize("how", ["futures", "world", "spawn"])
+def test_spmd_nodes_run_side_by_side_on_disjoint_ranks(tmp_path, how):
+    out = reports(mpirun(tmp_path, GANG_SCRIPT, how, n=5), tmp_path)[0]
+    assert out["cores"] == 4  # one core per worker rank
+    assert out["values"] == [["spmd", 0, 0], ["spmd", 1, 0], ["single", 0, None], ["single", 1, None]]
+    calls = out["calls"]
+    spmd = [c for c in calls if c["kind"] == "spmd" and c["i"] in (0, 1)]
+    ranks = {i: {c["rank"] for c in spmd if c["i"] == i} for i in (0, 1)}
+    assert len(ranks[0]) == len(ranks[1]) == 2 and not ranks[0] & ranks[1]  # disjoint worker ranks
+    if how != "spawn":  # the ranks of the user's job: the driver is rank 0
+        assert 0 not in ranks[0] | ranks[1]
+    assert max(c["start"] for c in spmd) < min(c["end"] for c in spmd)  # both at once
+    for c in spmd:  # a communicator of the node's 2 ranks, an allreduce on it, the allocation
+        assert (c["size"], c["total"], c["cores"], c["same"], c["omp"]) == (2, 3, 2, True, "1")
+        assert sum(n for _, n in c["hosts"]) == 2
+    singles = [c for c in calls if c["kind"] == "single"]
+    assert len(singles) == 2 and all(c["size"] is None and c["cores"] == 1 for c in singles)
+    # a lone malleable node gets every worker rank
+    lone = [c for c in calls if c["kind"] == "malleable"]
+    assert out["lone"] == ["malleable", 0, 0]
+    assert len(lone) == 4 and {c["size"] for c in lone} == {4} and {c["total"] for c in lone} == {10}
+    message, notes = out["failure"]
+    assert message == "node 'fails_on_rank_1' failed: ValueError: rank 1 fails"
+    assert notes == ["(raised on rank 1 of the 2 ranks of the node)"]
+    assert "node 'too_slow' failed: TimeoutError" in out["timeout"][0]
+    assert "asks for 5 cores but the executor has 4" in out["too_big"][0]
+    assert out["after"] == ["spmd", 2, 0]  # the ranks serve on after a failure and a timeout
+    assert out["stored"] == [0, 0]  # rank 0's value, from the store the second time
+    assert out["writers"] == 2  # the second run called nobody
+    assert out["entries"] >= 1
+
+
+def test_a_failed_spmd_rank_aborts_the_job_when_the_others_stay_stuck(tmp_path):
+    code = """
+    import dispatcher as dp
+    @dp.op(cores=2)
+    def stuck_without_rank_1(comm):
+        if comm.Get_rank() == 1:
+            raise RuntimeError("rank 1 gives up")
+        return comm.allreduce(1)       # waits for rank 1 forever
+    ex = dp.MPIExecutor(grace=1.0)
+    dp.execute(stuck_without_rank_1(), ex)
+    print("should not get here", flush=True)
+    """
+    start = time.monotonic()
+    proc = mpirun(tmp_path, code, "futures", timeout=90)
+    assert proc.returncode != 0
+    assert "should not get here" not in proc.stdout
+    assert "node 'stuck_without_rank_1' failed on rank 1 of 2" in proc.stderr
+    assert "RuntimeError: rank 1 gives up" in proc.stderr
+    assert "aborting the MPI job" in proc.stderr
+    assert time.monotonic() - start < 60
+
+
+def test_a_spawning_executor_kills_the_rest_of_a_failed_spmd_node(tmp_path):
+    code = """
+    import os, signal, time
+    import dispatcher as dp
+
+    @dp.op(cores=2)
+    def stuck_without_rank_1(comm):
+        if comm.Get_rank() == 1:
+            raise RuntimeError("rank 1 gives up")
+        return comm.allreduce(1)       # waits for rank 1 forever: its rank is killed
+
+    @dp.op(cores=2)
+    def dies_once(comm):
+        if comm.Get_rank() == 1 and not os.path.exists("died"):
+            open("died", "w").close()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return comm.allreduce(1)
+
+    @dp.op(cores=3)
+    def three(comm):
+        return comm.Get_size()
+
+    ex = dp.MPIExecutor(3, retries=1)
+    out = {"pids": ex.start().worker_pids()}
+    start = time.monotonic()
+    try:
+        dp.execute(stuck_without_rank_1(), ex)
+    except dp.DependencyError as err:
+        out["stuck"] = [str(err), err.__cause__.__notes__, time.monotonic() - start]
+    out["retried"] = dp.execute(dies_once(), ex)
+    out["three"] = dp.execute(three(), ex)  # the ranks regrouped into one job of 3
+    out["two"] = dp.execute(dp.op(cores=2)(lambda comm: comm.Get_size())(), ex)
+    out["stats"] = dict(ex.stats)
+    ex.close()
+    report(out)
+    """
+    out = reports(mpirun(tmp_path, code, "spawn"), tmp_path)[0]
+    message, notes, seconds = out["stuck"]
+    assert message == "node 'stuck_without_rank_1' failed: RuntimeError: rank 1 gives up"
+    assert notes == ["(raised on rank 1 of the 2 ranks of the node)"]
+    assert seconds < 30  # the driver killed the stuck rank: no wait for a grace period
+    assert out["retried"] == 2  # a rank that died: WorkerLostError, retried on other ranks
+    assert out["three"] == 3
+    assert out["two"] == 2

@@ -73,7 +73,7 @@ class Library(Contender):
         self.ex = None
 
     def start(self, shared: Shared) -> None:
-        self.ex = self.make(shared)
+        self.ex = self.make(shared, cores=shared.workers)  # the budget the suites assume
         if hasattr(self.ex, "start"):
             self.ex.start()
 

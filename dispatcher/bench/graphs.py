@@ -27,11 +27,18 @@ def _subst(value, get):
 
 
 def to_ops(graph) -> list:
-    """The graph as ``Op`` nodes; returns the output nodes."""
+    """The graph as ``Op`` nodes, each asking for the cores its call asks for;
+    returns the output nodes."""
     nodes: list = []
     get = lambda ref: nodes[ref.index]  # noqa: E731
-    for func, args in graph.calls:
-        nodes.append(dp.Op(func, *_subst(args, get)))
+    sized: dict = {}  # (function, cores) -> its dp.op
+    for i, (func, args) in enumerate(graph.calls):
+        if i in graph.cores:
+            key = (func, graph.cores[i])
+            make = sized.get(key) or sized.setdefault(key, dp.op(cores=key[1])(func))
+            nodes.append(make(*_subst(args, get)))
+        else:
+            nodes.append(dp.Op(func, *_subst(args, get)))
     return [nodes[i] for i in graph.outputs]
 
 

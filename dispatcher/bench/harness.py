@@ -212,6 +212,9 @@ def _measure_group(
                     row.update(
                         suite=sname, size=size, unit=suite.unit, nodes=nodes, contender=c.name, kind=c.kind
                     )
+                    ideal = graphs["sync"].ideal_s
+                    if ideal and "error" not in row:
+                        row["x_ideal"] = row["run_s"] / ideal
                     report["rows"].append(row)
                     if "error" in row:
                         say(f"  {c.name}: {row['error']}")

@@ -15,8 +15,10 @@ COLUMNS = (
     ("µs/node", "us_per_node", "{:.1f}"),
     ("over plain µs/node", "overhead_us_per_node", "{:.1f}"),
     ("x serial", "speedup_vs_serial", "{:.2f}"),
+    ("x ideal", "x_ideal", "{:.2f}"),
     ("peak MB", "peak_bytes", "{:.1f}"),
 )
+OPTIONAL = {"x_ideal"}  # columns shown only where a row has them
 
 
 def _cell(row: dict, key: str, fmt: str) -> str:
@@ -67,9 +69,11 @@ def table(report: dict, markdown: bool = False) -> str:
         nodes = rows[0]["nodes"]
         what = f"{nodes} nodes" if info["unit"] == "nodes" else f"{size} {info['unit']}, {nodes} nodes"
         title = f"{suite} ({info['about']}): {what}"
-        cells = [[_cell(r, key, fmt) for _, key, fmt in COLUMNS] for r in rows]
+        # a column only where the case has it ("x ideal" where the suite knows the ideal)
+        columns = [c for c in COLUMNS if c[1] not in OPTIONAL or any(c[1] in r for r in rows)]
+        cells = [[_cell(r, key, fmt) for _, key, fmt in columns] for r in rows]
         errors = [f"{r['contender']}: {r['error']}" for r in rows if "error" in r]
-        heads = [h for h, _, _ in COLUMNS]
+        heads = [h for h, _, _ in columns]
         if markdown:
             lines += ["", f"**{title}**", ""]
             lines.append("| " + " | ".join(heads) + " |")

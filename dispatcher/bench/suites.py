@@ -31,13 +31,23 @@ class Ref:
 
 
 class Graph:
-    """Calls ``(func, args)`` in topological order; ``outputs`` are indices."""
+    """Calls ``(func, args)`` in topological order; ``outputs`` are indices.
+
+    ``cores`` maps the index of a call to the cores it asks for (``dp.op(cores=...)``
+    on the library's executors; the others run every call on one core).
+    ``ideal_s``, where a suite knows it, is the least time the machine allows for
+    the graph: the report then gives each run as a multiple of it.
+    """
 
     def __init__(self):
         self.calls: list[tuple] = []
         self.outputs: list[int] = []
+        self.cores: dict[int, object] = {}
+        self.ideal_s: float | None = None
 
-    def add(self, func, *args) -> Ref:
+    def add(self, func, *args, cores=None) -> Ref:
+        if cores is not None:
+            self.cores[len(self.calls)] = cores
         self.calls.append((func, args))
         return Ref(len(self.calls) - 1)
 
@@ -135,6 +145,17 @@ async def wait_io_async(seconds: float) -> float:
     return seconds
 
 
+def fit(seconds: float, limit: int, *previous) -> float:
+    """A simulated model fit: ``seconds`` of work on one core, done faster on up to
+    ``limit`` cores, as many as the node was given (``dp.allocation().cores``: one
+    where the node asked for none, or ran elsewhere). It sleeps, so that it takes
+    its time whatever else the machine runs."""
+    from ..node_allocation import allocation
+
+    time.sleep(seconds / min(allocation().cores, limit))
+    return seconds
+
+
 # -- the shapes -----------------------------------------------------------------------
 
 
@@ -213,8 +234,28 @@ def io(size: int, settings: dict) -> Graph:
     return g
 
 
+def mixed(size: int, settings: dict) -> Graph:
+    """A tool that switches between many small and few large calls, on a budget of
+    ``c = settings["workers"]`` cores, with a unit of work of ``size`` ms: ``3c``
+    fits of 1 unit that do not scale, then ``max(1, c // 4)`` refits of ``c`` units
+    that scale to ``c`` cores, then ``3c // 2`` fits of 1 unit, each round waiting
+    for the one before (on 8 cores: 24 fits, 2 refits of 8 units, 12 fits). Every
+    fit asks for ``(1, c)`` cores; ``ideal_s`` is the total work over ``c``."""
+    c = settings["workers"]
+    unit = size / 1000
+    rounds = ((3 * c, 1, 1), (max(1, c // 4), c, c), (max(1, 3 * c // 2), 1, 1))
+    g = Graph()
+    previous: list = []
+    for count, work, limit in rounds:
+        previous = [g.add(fit, unit * work, limit, *previous, cores=(1, c)) for _ in range(count)]
+    g.outputs = [g.add(add, *previous).index]
+    g.ideal_s = unit * sum(count * work for count, work, _ in rounds) / c
+    return g
+
+
 _MANUAL = "Dispatcher.jl's load/process/roll/compare/reduce graph"
 _IO = "fan-out of 5 ms I/O waits"
+_MIXED = "rounds of many 1-core fits and few fits that scale: makespan over the ideal"
 _CPU = "fan-out of pure-Python CPU work, 50 ms a call"
 
 SUITES = {
@@ -227,5 +268,6 @@ SUITES = {
         Suite("cpu", cpu, (2, 4, 8), (2,), unit="calls", about=_CPU),
         Suite("arrays", arrays, (1, 10, 50), (1,), unit="MB", about="10 hops passing a numpy array"),
         Suite("io", io, (10, 50, 200), (10,), unit="waits", about=_IO, async_flavour=True),
+        Suite("mixed", mixed, (20, 100), (20,), unit="ms of work", about=_MIXED),
     )
 }

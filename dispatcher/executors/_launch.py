@@ -93,6 +93,7 @@ class LocalLauncher(Launcher):
     """Starts each worker as a subprocess of this process, connected by a socket pair."""
 
     connects = False  # workers arrive at once, not by connecting back
+    spmd = False  # a node of several cores runs in one worker (with that many threads)
     what = "worker process"
     whats = "worker processes"
 

@@ -151,6 +151,7 @@ class MPILauncher(Launcher):
     """
 
     connects = True
+    spmd = True  # a node of k cores runs on k ranks of one job (see _pool)
     what = "worker rank"
     whats = "worker ranks"
 

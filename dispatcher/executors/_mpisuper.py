@@ -12,11 +12,17 @@ but the standard library) starts ``mpiexec`` and stays with it:
   ranks exit on their own when their connection to the driver closes; this is for
   a rank that cannot notice.
 * When ``mpiexec`` has ended, it removes the shared-memory files (``/dev/shm/
-  mpich_shm_*``) that the job created and that no live process maps any more:
-  MPICH removes them only in ``MPI_Finalize``, which ranks that are killed, or
-  that leave without it (a job with a dead rank cannot finalize), never reach.
+  mpich_shm_*``) that the job's processes used and that no live process maps any
+  more: MPICH removes them only in ``MPI_Finalize``, which ranks that are killed,
+  or that leave without it (a job with a dead rank cannot finalize), never reach.
   So with the topology files of Hydra's proxies (``/tmp/hydra_hwloc_xmlfile_*``),
-  which a proxy killed with its session leaves (see :data:`LEFT_BEHIND`).
+  which a proxy killed with its session leaves (see :data:`LEFT_BEHIND`). Which
+  files are the job's it learns by looking, while the job runs and before it
+  kills it, at what the processes descended from it map and hold open: another
+  job started meanwhile (a replacement) has files of its own, which it must not
+  touch. Of a job killed while it started (SIGUSR1, below), whose processes may
+  not have been seen with their files, it also removes the files that appeared
+  between its start and its end and that nothing uses.
 * SIGTERM, SIGINT and SIGHUP are passed on to ``mpiexec``; one that is still
   running :data:`GRACE` seconds later is killed with its session. SIGUSR1 kills
   the session at once, quietly: the driver sends it for a job whose ranks have not
@@ -37,6 +43,8 @@ import threading
 import time
 
 GRACE = 5.0  # seconds mpiexec has to end after a signal before the session is killed
+LOOK_FIRST = 0.1  # seconds between two looks at the files the job's processes use, at first
+LOOK_EVERY = 1.0  # ... and after 5 s, when they have made them
 LEFT_BEHIND = (("/dev/shm", "mpich_shm_"), ("/tmp", "hydra_hwloc_xmlfile_"))
 """Where an MPICH job leaves files when its processes are killed: the shared
 memory of its ranks, and the topology file each Hydra proxy writes (always in
@@ -54,11 +62,14 @@ def left_files() -> set[str]:
 
 def files_in_use() -> set[str]:
     """The paths in those folders that some live process maps or holds open."""
+    return files_of([int(pid) for pid in os.listdir("/proc") if pid.isdigit()])
+
+
+def files_of(pids: list[int]) -> set[str]:
+    """The paths in those folders that the processes ``pids`` map or hold open."""
     folders = tuple(folder + "/" for folder, _ in LEFT_BEHIND)
     paths: set[str] = set()
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
+    for pid in pids:
         with contextlib.suppress(OSError), open(f"/proc/{pid}/maps") as f:
             for line in f:
                 fields = line.split()
@@ -73,15 +84,28 @@ def files_in_use() -> set[str]:
     return paths
 
 
+def made_before(paths: set[str], when: float) -> set[str]:
+    """Those of ``paths`` made before the time ``when``."""
+    made = set()
+    for path in paths:
+        with contextlib.suppress(OSError):
+            if os.stat(path).st_ctime <= when:
+                made.add(path)
+    return made
+
+
+def remove_unused(paths: set[str]) -> None:
+    """Remove those of ``paths`` that nothing uses."""
+    if paths:
+        for path in paths - files_in_use():
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+
+
 def remove_left_files(before: set[str]) -> None:
     """Remove the files of :data:`LEFT_BEHIND` that appeared since ``before`` and
     that nothing uses."""
-    new = left_files() - before
-    if not new:
-        return
-    for path in new - files_in_use():
-        with contextlib.suppress(OSError):
-            os.unlink(path)
+    remove_unused(left_files() - before)
 
 
 def _session() -> list[int]:
@@ -95,6 +119,24 @@ def _session() -> list[int]:
                 if os.getsid(int(pid)) == me and not _is_zombie(pid):
                     pids.append(int(pid))
     return pids
+
+
+def _descendants() -> list[int]:
+    """The live processes descended from this one (the job's mpiexec, its proxies
+    and their ranks, which Hydra puts in sessions of their own)."""
+    children: dict[int, list[int]] = {}
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError), open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+                if fields[0] != "Z":
+                    children.setdefault(int(fields[1]), []).append(int(pid))
+    found, todo = [], [os.getpid()]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        found += kids
+        todo += kids
+    return found
 
 
 def _is_zombie(pid: str) -> bool:
@@ -123,6 +165,9 @@ def main(argv: list[str]) -> int:
     command = argv[argv.index("--") + 1 :]
     before = left_files()
     job = subprocess.Popen(command, stdin=subprocess.DEVNULL)
+    aborted_at = None  # when a job still starting was killed (SIGUSR1)
+    used: set[str] = set()  # the files the job's processes (mpiexec's descendants) were seen to use
+    began = looked = time.monotonic()
     ending = threading.Event()
     at_once = threading.Event()
 
@@ -148,11 +193,17 @@ def main(argv: list[str]) -> int:
     threading.Thread(target=watch_driver, daemon=True).start()
     ending_since = None
     while True:
+        young = time.monotonic() - began < 5.0
+        if time.monotonic() - looked >= (LOOK_FIRST if young else LOOK_EVERY):
+            used |= files_of(_descendants())
+            looked = time.monotonic()
         try:
-            code = job.wait(timeout=0.2)
+            code = job.wait(timeout=LOOK_FIRST if young else 0.2)
             break
         except subprocess.TimeoutExpired:
             if at_once.is_set():
+                used |= files_of(_descendants())
+                aborted_at = aborted_at or time.time()
                 _kill_session()
                 continue
             if not ending.is_set():
@@ -160,9 +211,13 @@ def main(argv: list[str]) -> int:
             if ending_since is None:
                 ending_since = time.monotonic()
             elif time.monotonic() - ending_since > GRACE:
+                used |= files_of(_descendants())
                 _kill_session()
+    used |= files_of(_descendants())
     _kill_session(wait=2.0)  # ranks that outlived their mpiexec
-    remove_left_files(before)
+    if aborted_at is not None:  # processes killed as they started may not have been seen with theirs
+        used |= made_before(left_files() - before, aborted_at)
+    remove_unused(used)
     return code if code >= 0 else 128 - code
 
 

@@ -7,7 +7,8 @@ run in order by the same loop as :class:`~dispatcher.ProcessExecutor`'s workers
 bytes too, ``("done", outcomes, seconds)`` with each outcome pickled on its own,
 or ``("unreadable", description)``, so
 lambdas, closures and functions of ``__main__`` travel both ways whatever pickle
-``mpi4py`` itself uses.
+``mpi4py`` itself uses. The ranks of an SPMD node each run :func:`run_member`
+(:mod:`~dispatcher.executors._mpigang`).
 
 :func:`init_worker` runs first on every worker: it lets SIGINT interrupt a node
 (and only a node: between nodes it is ignored, so the executor can interrupt a
@@ -29,6 +30,7 @@ import threading
 import cloudpickle
 
 from ._alarm import alarm
+from ._mpigang import SpmdCall, join
 from ._procworker import checked_outcomes, describe, run_calls
 
 _in_call = False
@@ -97,6 +99,51 @@ def run_batch(payload: bytes, timeout: float | None = None, labels: list = (), l
         _running.clear()
     del calls
     return cloudpickle.dumps(("done", [_outcome_bytes(o) for o in outcomes], seconds))
+
+
+def run_member(
+    payload: bytes, gang: tuple, timeout: float | None, label: str, late: str, grace: float
+) -> bytes:
+    """One of the calls of an SPMD node (:mod:`_mpigang`): meet the other members
+    of ``gang`` (the rendezvous's address and token, and the gang's number), then
+    call the node on the communicator of their ranks (stopped at ``timeout`` as
+    :func:`run_batch` does). Answers ``("done", rank in the gang, outcome bytes,
+    seconds)``, with the value of rank 0 only, or ``("cancelled",)``."""
+    global _in_call
+    from mpi4py.futures import get_comm_workers
+
+    address, token, number = gang
+    try:
+        (func, args, kwargs), broken = cloudpickle.loads(payload)[0], None
+    except Exception as exc:  # it still meets the others, who would wait for it
+        func, args, kwargs = None, (), None
+        broken = RuntimeError(
+            f"node {label!r} cannot be unpickled on a worker rank: {type(exc).__name__}: {exc}"
+        )
+    del payload
+    workers = get_comm_workers()
+    members = join(address, token, number, workers.Get_rank(), socket.gethostname())
+    if members is None:
+        return cloudpickle.dumps(("cancelled",))
+    rank = [r for r, _ in members].index(workers.Get_rank())
+    call = SpmdCall(func if broken is None else _raiser(broken), members, "workers", number, label, grace)
+    timed = timeout is not None and threading.current_thread() is threading.main_thread()
+    _in_call = True
+    _running[:] = [label]
+    try:
+        with alarm(timeout, lambda: TimeoutError(late)) if timed else contextlib.nullcontext():
+            outcomes, seconds = run_calls([(call, args, kwargs)])
+    finally:
+        _in_call = False
+        _running.clear()
+    return cloudpickle.dumps(("done", rank, _outcome_bytes(outcomes[0]), seconds[0]))
+
+
+def _raiser(exc: BaseException):
+    def raises(*args, **kwargs):
+        raise exc
+
+    return raises
 
 
 def _outcome_bytes(outcome: tuple) -> bytes:

@@ -14,11 +14,16 @@ reported cancelled at once and runs to its end there. A rank that dies ends the
 whole job, by MPI's rule, so nothing is retried. The world's ranks serve every
 ``MPIExecutor`` of the process and are released when the driver's interpreter
 exits.
+
+A node granted more than one core runs SPMD on that many ranks at once
+(:mod:`~dispatcher.executors._mpigang`): it waits at the head of the queue until
+they are free, and no other node passes it meanwhile.
 """
 
 from __future__ import annotations
 
 import atexit
+import collections
 import contextlib
 import functools
 import logging
@@ -35,8 +40,10 @@ import cloudpickle
 from ..engine.records import timeout_error
 from ..results import ExecutorError, format_exception
 from . import _mpiwork
-from ._jobs import SENT, Job, JobQueue
+from ._jobs import PENDING, SENT, Job, JobQueue
+from ._mpigang import GangRun, Rendezvous
 from ._procworker import pickle_dumps
+from .codec import decode_outcome
 
 __all__ = ["WorldRanks", "world_pool"]
 
@@ -102,9 +109,12 @@ class WorldRanks:
     """The ranks of an ``mpiexec`` job the user started, reached through
     ``mpi4py.futures`` (see the module docstring)."""
 
-    def __init__(self, pool, max_workers: int, batch_size):
+    def __init__(self, pool, max_workers: int, batch_size, grace: float):
         self._pool = pool
         self.max_workers = max_workers
+        self.grace = grace  # seconds the ranks of an SPMD node wait for a failed one's peers
+        self._gangs: collections.deque = collections.deque()  # SPMD nodes waiting for their ranks
+        self._rendezvous: Rendezvous | None = None  # made for the first SPMD node
         self._lock = threading.Lock()  # the slots in flight: the engine's and mpi4py's threads
         self._drained = threading.Condition(self._lock)
         self._jobs = JobQueue(batch_size)
@@ -144,6 +154,17 @@ class WorldRanks:
     def submit(self, task, done) -> None:
         job = Job(task, done)
         task.handle = job
+        if task.cores is not None and task.cores > 1:  # SPMD on task.cores ranks
+            if task.cores > self.max_workers:
+                err = ExecutorError(
+                    f"node {task.node.label!r} asks for {task.cores} cores, which on MPIExecutor are "
+                    f"as many worker ranks, but there are {self.max_workers}"
+                )
+                self._jobs.report(job, False, (err, ""))
+                return
+            with self._lock:
+                self._gangs.append(job)
+            return
         with self._lock:
             self._jobs.add([job])
 
@@ -155,12 +176,27 @@ class WorldRanks:
         while True:
             with lock:
                 free = self.max_workers - self._inflight
-                if free <= 0 or not self._jobs.pending or self._pool is None:
+                if free <= 0 or self._pool is None:
                     return
-                batch = self._jobs.take(free)
-                if batch is None:
-                    return
-                self._inflight += 1
+                gangs = self._gangs
+                while gangs and gangs[0].state != PENDING:  # reported meanwhile (cancelled)
+                    gangs.popleft()
+                if gangs:
+                    if gangs[0].task.cores > free:
+                        return  # the SPMD node at the head waits for its ranks: nothing passes it
+                    job = gangs.popleft()
+                    self._inflight += job.task.cores
+                    batch = None
+                else:
+                    if not self._jobs.pending:
+                        return
+                    batch = self._jobs.take(free)
+                    if batch is None:
+                        return
+                    self._inflight += 1
+            if batch is None:
+                self._send_gang(job)
+                continue
             try:
                 sent = self._send(batch)
             except BaseException:  # Ctrl-C while pickling a large call: give the slot back
@@ -170,9 +206,9 @@ class WorldRanks:
             if not sent:
                 self._free_slot()
 
-    def _free_slot(self) -> None:
+    def _free_slot(self, count: int = 1) -> None:
         with self._lock:
-            self._inflight -= 1
+            self._inflight -= count
             if self._inflight <= 0:
                 self._drained.notify_all()
 
@@ -195,6 +231,69 @@ class WorldRanks:
             return False
         future.add_done_callback(functools.partial(self._finished, batch))
         return True
+
+    def _send_gang(self, job: Job) -> None:
+        """Send the members of an SPMD node, its ranks being free (see :mod:`_mpigang`)."""
+        task = job.task
+        size = task.cores
+        payload = self._jobs.encode([job], pickle_dumps)
+        if payload is None:  # it failed, naming what would not pickle
+            self._free_slot(size)
+            return
+        if self._rendezvous is None:
+            self._rendezvous = Rendezvous()
+        rendezvous = self._rendezvous
+        run = GangRun(job, rendezvous.open(size), size)
+        self._jobs.sent([job], run)
+        late = str(timeout_error(task.node.label, task.timeout)) if task.timeout is not None else ""
+        gang = (rendezvous.address, rendezvous.token, run.gang)
+        task.started = time.monotonic()
+        task.where = f"{size} worker ranks"
+        for i in range(size):
+            try:
+                future = self._pool.submit(
+                    _mpiwork.run_member, payload, gang, task.timeout, task.node.label, late, self.grace
+                )
+            except Exception as exc:  # a broken or shut-down pool
+                rendezvous.cancel(run.gang)  # the members sent go home
+                self._free_slot(size - i)
+                err = ExecutorError(f"the MPI pool cannot take nodes: {type(exc).__name__}: {exc}")
+                self._jobs.fail([job], err, format_exception(exc))
+                return
+            future.add_done_callback(functools.partial(self._member_finished, run))
+
+    def _member_finished(self, run: GangRun, future) -> None:
+        """A member of an SPMD node came back (in mpi4py's manager thread)."""
+        self._free_slot()
+        self._dispatch()
+        job = run.job
+        try:
+            kind, *rest = cloudpickle.loads(future.result())
+        except BaseException as exc:  # cancelled, a broken pool, an unreadable answer
+            if isinstance(exc, CancelledError):
+                self._jobs.report(job, False, (_cancelled_error(job), ""))
+            else:
+                self._jobs.fail([job], exc, format_exception(exc))
+            return
+        if kind == "cancelled":
+            self._jobs.report(job, False, (_cancelled_error(job), ""))
+            return
+        rank, data, _seconds = rest
+        try:
+            outcome = cloudpickle.loads(data)
+        except Exception as exc:
+            err = ExecutorError(
+                f"the outcome of node {job.task.node.label!r} on its rank {rank} cannot be unpickled "
+                f"here: {type(exc).__name__}: {exc}"
+            )
+            outcome = (False, (err, format_exception(exc)))
+        if not run.add(rank, outcome):
+            return
+        outcome, failed = run.outcome()
+        if failed is None:
+            self._jobs.finished([job], [outcome])
+            return
+        self._jobs.report(job, False, run.failure(*decode_outcome(*outcome)[1], failed))
 
     def _requeue(self, batch: list) -> None:
         self._jobs.requeue(batch, alone=True)
@@ -235,10 +334,16 @@ class WorldRanks:
         if isinstance(job, Job):
             if task.expired and job.state == SENT:
                 self._jobs.stats["timeouts"] += 1
+            run = job.worker
             self._jobs.report(job, False, (_cancelled_error(job), ""))
+            if isinstance(run, GangRun) and self._rendezvous is not None:
+                self._rendezvous.cancel(run.gang)  # members still to meet go home
 
     def _cancel_pending(self) -> None:
         self._jobs.fail_pending(_cancelled_error)
+        with self._lock:
+            gangs, self._gangs = self._gangs, collections.deque()
+        self._jobs.fail(gangs, CancelledError("the run was interrupted"))
 
     def _signal_busy(self) -> None:
         """SIGINT the worker ranks of this host (a node running there raises
@@ -262,6 +367,9 @@ class WorldRanks:
 
     def shutdown(self) -> None:
         self._cancel_pending()  # the world's ranks are released when the driver exits
+        if self._rendezvous is not None:
+            self._rendezvous.close()
+            self._rendezvous = None
 
 
 def _cancelled_error(job: Job) -> CancelledError:

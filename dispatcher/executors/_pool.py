@@ -44,6 +44,11 @@ Policy:
 * **Output.** The workers' standard output and error reach this process's own
   through pipes (:mod:`~dispatcher.executors._forward`), never as inherited
   descriptors.
+* **SPMD nodes** (a launcher whose workers are the ranks of ``mpiexec`` jobs, for
+  a node granted ``k > 1`` cores) run on ``k`` ranks of one job at once
+  (:mod:`~dispatcher.executors._poolgangs`).
+* **Replacements.** Workers lost or killed in one turn of the I/O thread are
+  replaced by one launch.
 """
 
 from __future__ import annotations
@@ -66,6 +71,7 @@ from ._forward import Forwarder
 from ._jobs import REPORTED, SENT, Job, JobQueue
 from ._launch import Worker
 from ._listen import Listener
+from ._poolgangs import PoolGangs, running_members
 
 __all__ = ["POOLS", "START_FAILURES", "Pool"]
 
@@ -94,6 +100,8 @@ class Pool:
         self.jobs = JobQueue(max_batch)
         self.workers: dict = {}  # socket -> Worker
         self.starting = 0  # workers launched that have not yet arrived
+        self.replace = 0  # workers lost or killed in this turn, to launch again at its end
+        self.gangs = PoolGangs(self)  # SPMD nodes
         self.start_failures = 0
         self.broken: ExecutorError | None = None
         self.stopped = threading.Event()
@@ -173,6 +181,9 @@ class Pool:
                     kill = request
                     break
                 self._dispatch()
+                if self.replace:  # the workers lost, killed or retired in this turn
+                    count, self.replace = self.replace, 0
+                    self._launch(count)
                 # with workers on their way, look after them every 0.1 s
                 for key, _ in self.selector.select(0.1 if self.starting else None):
                     if key.data is _WAKE:
@@ -211,7 +222,7 @@ class Pool:
                 if kind == "task":
                     if self.broken is not None and not self.workers:
                         self.jobs.report(arg, False, (self.broken, ""))
-                    else:
+                    elif not self.gangs.queue(arg):
                         new.append(arg)
                 elif kind == "cancel":
                     if new:  # the jobs queued before this cancel come first
@@ -220,19 +231,22 @@ class Pool:
                     job, killed = arg
                     if killed is not None:
                         waiting.append(killed)
+                    members = []
                     if job.state == SENT and job.worker is not None:
-                        doomed.add(job.worker)
+                        members = running_members(job)  # of an SPMD node: every rank goes
+                        doomed.update([m.worker for m in members] or [job.worker])
                         if job.task.expired:
                             self.stats["timeouts"] += 1
                     cancelled = cf.CancelledError(f"node {job.task.node.label!r} was cancelled")
-                    self.jobs.report(job, False, (cancelled, ""))
+                    for member in [job, *members]:
+                        self.jobs.report(member, False, (cancelled, ""))
                 else:
                     return arg  # stop: every worker goes
             if new:
                 self.jobs.add(new)
             for worker in doomed:
                 if worker.sock in self.workers:
-                    self._kill(worker)
+                    self.kill(worker)
             return None
         finally:
             for killed in waiting:
@@ -284,7 +298,7 @@ class Pool:
         try:
             msg = wire.recv(worker.sock)
         except (EOFError, OSError):
-            self._lost(worker)
+            self.lost(worker)
             return
         except Exception as exc:  # a result this process cannot unpickle
             batch, worker.batch = worker.batch, None
@@ -323,7 +337,7 @@ class Pool:
     def _finished(self, worker: Worker, outcomes: list, seconds: list) -> None:
         batch, worker.batch = worker.batch, None
         self.jobs.learn(batch, seconds)
-        if self.jobs.pending:
+        if self.jobs.pending and not self.gangs.waiting:
             self._dispatch_to(worker, self._ready_count())  # keep it busy while we report
         self.jobs.finished(batch, outcomes)
 
@@ -332,10 +346,13 @@ class Pool:
         return sum(1 for w in self.workers.values() if w.ready) or 1
 
     def _dispatch(self) -> None:
-        if not self.jobs.pending:
-            return
         if self.broken is not None and not self.workers:
             self.jobs.fail_pending(self._broken)
+            self.gangs.fail_waiting(self.broken)
+            return
+        if self.gangs.waiting and not self.gangs.start():
+            return  # an SPMD node waits for its ranks: nothing passes it
+        if not self.jobs.pending:
             return
         idle = [w for w in self.workers.values() if w.ready and w.batch is None]
         share = len(idle) or 1
@@ -359,7 +376,7 @@ class Pool:
             wire.send_payload(worker.sock, *encoded)
         except OSError:
             jobs.requeue(batch, alone=False)  # it never ran: no attempt is charged
-            self._lost(worker)
+            self.lost(worker)
             return
         worker.batch = batch
         jobs.sent(batch, worker)
@@ -372,17 +389,24 @@ class Pool:
         self.selector.unregister(worker.sock)
         worker.sock.close()
         self.launcher.reap(worker)
+        self.gangs.forgotten(worker.launch)
 
-    def _kill(self, worker: Worker) -> None:
+    def retire(self, worker: Worker) -> None:
+        """Let an idle worker go (it exits when its connection closes) and start
+        another in its place."""
+        self._forget(worker)
+        self.replace += 1
+
+    def kill(self, worker: Worker) -> None:
         """Kill a worker on purpose; what it ran and was not reported goes back."""
         self.launcher.kill(worker)
         batch, worker.batch = worker.batch, None
         self._forget(worker)
         if batch:
             self.jobs.requeue(batch, alone=False)
-        self._launch(1)
+        self.replace += 1
 
-    def _lost(self, worker: Worker) -> None:
+    def lost(self, worker: Worker) -> None:
         """A worker died on its own."""
         self._forget(worker)
         how = self.launcher.exit_text(worker)
@@ -403,7 +427,7 @@ class Pool:
         elif live:
             logger.warning("a %s (%s) died running %d nodes: %s", what, worker.describe(), len(live), how)
             self.jobs.requeue(live, alone=True)
-        self._launch(1)
+        self.replace += 1
 
     def _start_failed(self, why: str, count: int = 1) -> None:
         self.start_failures += 1

@@ -39,6 +39,11 @@ node on a worker, and is ignored between nodes). A worker rank that is sent
 SIGTERM (as Slurm does at a time limit or ``scancel``) first writes to its
 standard error which nodes it was running, and a crashing one its Python
 traceback.
+
+A node granted ``k`` cores runs SPMD on ``k`` worker ranks, with a communicator
+of its own (see :mod:`dispatcher.executors._mpigang` for the ranks of a user's
+job, and :mod:`dispatcher.executors._pool` for spawned ranks, whose ``k`` ranks
+are taken from one ``mpiexec`` job so that they can share a communicator).
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ import os
 from ..slurm import SlurmAllocation, slurm_allocation
 from ._jobs import check_worker_options
 from ._launch import cpu_count
+from ._mpicomm import check_grace
 from ._mpilaunch import START_TIMEOUT, MPILauncher, import_mpi, in_mpi_job, require_mpi4py
 from ._mpiworld import TIMEOUT_SLACK, WORLD_LATE, WorldRanks, world_pool
 from .base import Capabilities, Executor
@@ -83,6 +89,12 @@ class MPIExecutor(PooledExecutor):
         batch_size: ``"auto"`` sends nodes of functions known to be quick in
             batches of up to 1000; an int sets that limit (1 sends every node on
             its own).
+        grace: for a node that runs SPMD on several ranks of a job the user
+            started (below): seconds a rank whose call failed waits for the others
+            to finish theirs before it aborts the MPI job (they are then blocked
+            in a collective call that needs it), as
+            :class:`~dispatcher.SerialMPIExecutor` does. Spawned ranks need no
+            grace: the driver kills the rest of a failed node.
         pool_options: for ranks this executor starts: ``python_exe``,
             ``python_args``, ``env`` (variables to set), ``wdir``, ``path`` (the
             workers' ``sys.path``, default this process's), ``mpi_info``
@@ -95,6 +107,11 @@ class MPIExecutor(PooledExecutor):
     (:class:`~dispatcher.WorkerLostError`) by default.
 
     See :mod:`dispatcher.executors.mpi` for the three ways of starting it.
+
+    A node that asks for ``cores=k`` runs SPMD on ``k`` worker ranks (one core
+    per rank): each calls its function with a communicator of the ``k`` ranks
+    (``comm=`` where the function takes it, and ``dp.allocation().comm``), rank
+    0's value is the node's, and other nodes run on the other ranks meanwhile.
 
     >>> import dispatcher as dp
     >>> with dp.MPIExecutor(1) as ex:                   # doctest: +SKIP
@@ -111,10 +128,12 @@ class MPIExecutor(PooledExecutor):
         initializer=None,
         initargs=(),
         batch_size="auto",
+        grace: float = 60.0,
         **options,
     ):
         super().__init__(**_base_options(options))
         check_worker_options(max_workers, batch_size, initializer)
+        grace = check_grace(grace)
         init = dumps_initializer(initializer, initargs)
         self.batch_size = batch_size
         self.slurm = slurm_allocation()
@@ -147,7 +166,7 @@ class MPIExecutor(PooledExecutor):
                 raise ValueError(f"root must be a rank of the communicator, got {root!r}")
             pool = world_pool(world, root, init, options)  # a worker rank exits here
             self.max_workers = world.Get_size() - 1
-            self._workers = WorldRanks(pool, self.max_workers, batch_size)
+            self._workers = WorldRanks(pool, self.max_workers, batch_size, grace)
             if max_workers is not None and max_workers != self.max_workers:
                 logger.warning(
                     "MPIExecutor: max_workers=%d ignored: the %d other ranks of the world are the workers",

@@ -32,10 +32,7 @@ intermediate nodes' values are kept on rank 0 only. The ``inputs`` and
 from __future__ import annotations
 
 import contextlib
-import inspect
-import sys
 import threading
-import time
 import types
 
 import cloudpickle
@@ -52,6 +49,7 @@ from ..results import (
     RemoteError,
     format_exception,
 )
+from ._mpicomm import agree, check_grace, error_text, wait_request, with_comm
 from ._mpilaunch import import_mpi
 from ._procworker import pickle_dumps
 from .base import Capabilities, Executor
@@ -63,38 +61,6 @@ __all__ = ["SerialMPIExecutor"]
 INTERRUPT_WAIT = 5.0  # seconds rank 0 waits for the other ranks to hear that a run was interrupted
 
 _FIRST = 4096  # bytes of a message that go in its first broadcast
-_SPIN = 0.002  # seconds a wait only yields the CPU between tests of its request
-_POLL_MAX = 0.001  # then the longest sleep between tests, for the first second
-_POLL_SLOW = 0.01  # ... and after
-
-
-def _wait(request, limit: float | None = None) -> bool:
-    """Wait for ``request`` without holding a CPU for long; False if ``limit``
-    seconds pass first. A rank waiting for the next node while rank 0 runs a long
-    one sleeps between tests, so the ranks of an oversubscribed node keep their CPUs
-    for the work."""
-    if request.Test():
-        return True
-    clock = time.monotonic
-    start = clock()
-    delay = 0.0
-    while not request.Test():
-        waited = clock() - start
-        if limit is not None and waited > limit:
-            return False
-        time.sleep(delay)
-        if waited > _SPIN:
-            delay = min(max(delay * 2, 1e-4), _POLL_MAX if waited < 1.0 else _POLL_SLOW)
-    return True
-
-
-def _wants_comm(func) -> bool:
-    try:
-        params = inspect.signature(func).parameters
-    except (TypeError, ValueError):
-        return False
-    p = params.get("comm")
-    return p is not None and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
 
 
 class SerialMPIExecutor(Executor):
@@ -126,14 +92,12 @@ class SerialMPIExecutor(Executor):
 
     def __init__(self, comm=None, *, grace: float = 60.0, **options):
         super().__init__(**options)
-        if not grace > 0:
-            raise ValueError(f"grace must be a positive number of seconds, got {grace!r}")
         MPI = import_mpi()
         self._MPI = MPI
         self.comm = MPI.COMM_WORLD if comm is None else comm
         if self.comm.Is_inter():
             raise ValueError("SerialMPIExecutor needs an intracommunicator")
-        self.grace = grace
+        self.grace = check_grace(grace)
         self.rank = self.comm.Get_rank()
         self.size = self.comm.Get_size()
         self._ctl = self.comm.Dup()  # the executor's own messages never meet the user's
@@ -149,13 +113,13 @@ class SerialMPIExecutor(Executor):
         if self.rank == 0:
             first[:8] = len(data).to_bytes(8, "little")
             first[8 : 8 + min(len(data), _FIRST)] = data[:_FIRST]
-        if not _wait(ctl.Ibcast([first, MPI.BYTE], root=0), limit):
+        if not wait_request(ctl.Ibcast([first, MPI.BYTE], root=0), limit):
             return b""
         size = int.from_bytes(first[:8], "little")
         if size <= _FIRST:
             return bytes(first[8 : 8 + size])
         rest = bytearray(data[_FIRST:]) if self.rank == 0 else bytearray(size - _FIRST)
-        _wait(ctl.Ibcast([rest, MPI.BYTE], root=0), limit)
+        wait_request(ctl.Ibcast([rest, MPI.BYTE], root=0), limit)
         return bytes(first[8:]) + bytes(rest)
 
     # -- one node on every rank -----------------------------------------------------
@@ -164,8 +128,7 @@ class SerialMPIExecutor(Executor):
         exception fails the node (SystemExit and KeyboardInterrupt too: the other
         ranks wait to hear how the call went)."""
         try:
-            if _wants_comm(task.func) and not (task.kwargs and "comm" in task.kwargs):
-                task.kwargs = {**(task.kwargs or {}), "comm": self.comm}
+            task.kwargs = with_comm(task.func, task.kwargs, self.comm)
             if task.timeout is None:
                 return True, task.run()
             if threading.current_thread() is threading.main_thread():
@@ -184,21 +147,8 @@ class SerialMPIExecutor(Executor):
         ok, payload = outcome
         if self.size == 1:
             return outcome
-        MPI, ctl = self._MPI, self._ctl
-        flags = bytearray(self.size)
-        request = ctl.Iallgather([bytearray(b"\1" if ok else b"\0"), MPI.BYTE], [flags, MPI.BYTE])
-        if ok:
-            _wait(request)
-        elif not _wait(request, self.grace):
-            exc, tb = payload
-            sys.stderr.write(
-                f"dispatcher: node {label!r} failed on rank {self.rank} of {self.size} "
-                f"({type(exc).__name__}: {exc}) and other ranks are still inside it after "
-                f"{self.grace} s, in all likelihood blocked in a collective call that needs "
-                f"this rank: aborting the MPI job.\n{tb}"
-            )
-            sys.stderr.flush()
-            ctl.Abort(1)
+        ctl = self._ctl
+        flags = agree(ctl, label, None if ok else error_text(payload), self.grace)
         if all(flags):
             return outcome if self.rank == 0 else None
         first = flags.index(0)
