@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-all test-interop lint docs bench bench-quick bench-detail clean
+.PHONY: install test test-all test-interop test-browser lint docs bench bench-quick bench-detail clean
 
 install: $(STAMP)
 
@@ -15,7 +15,9 @@ $(STAMP): setup.cfg setup.py pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[all,bench,dev,docs]'
 	touch $(STAMP)
 
+# Graphviz's dot draws pictures of graphs (installed from the system's packages when missing)
 test: $(STAMP)
+	.ci/system-packages dot=graphviz
 	$(BIN)/python -m pytest -q
 
 # the slow cases that `make test` leaves out (marked `slow`): leak checks over hundreds of runs, a million-node graph
@@ -32,6 +34,12 @@ $(INTEROP_STAMP): $(STAMP)
 
 test-interop: $(INTEROP_STAMP)
 	$(BIN)/python -m pytest -q tests/interop
+
+# the HTML timeline of a trace in a real headless browser: Chromium from the system's
+# packages (installed when missing)
+test-browser: $(STAMP)
+	.ci/system-packages chromium=chromium
+	$(BIN)/python -m pytest -q -m browser
 
 # the HTML site in docs/_build/html; a warning fails the build
 docs: $(STAMP)
@@ -50,7 +58,7 @@ bench-quick: $(STAMP)
 
 # the focused measurements of each executor (core overhead, processes, dask, MPI)
 bench-detail: $(STAMP)
-	$(BIN)/python benchmarks/core_overhead.py
+	$(BIN)/python benchmarks/core_overhead.py --trace
 	$(BIN)/python benchmarks/process_executor.py
 	$(BIN)/python benchmarks/dask_executor.py
 	$(BIN)/python benchmarks/mpi_executor.py

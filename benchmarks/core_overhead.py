@@ -7,6 +7,9 @@ one process and one run:
 - plain: µs per node for plain Python calling the same functions in topological
   order (the floor);
 - each in-process executor: run time per node, and its overhead over plain;
+- with ``--trace``, each executor again with a :class:`dispatcher.Trace` kept in
+  memory and with one written to a file (``trace=path``): what a trace costs per
+  node over the same executor's run without one;
 - dask, twice: ``dask.delayed`` objects of the same calls computed with
   ``scheduler="sync"`` (``dask_delayed``), and the same calls as a plain dask task
   graph (a dict of task tuples) given to dask's synchronous scheduler,
@@ -33,8 +36,10 @@ from __future__ import annotations
 import argparse
 import gc
 import math
+import os
 import platform
 import sys
+import tempfile
 import time
 
 import dispatcher as dp
@@ -109,7 +114,16 @@ EXECUTORS = {
 
 
 def measure(
-    shape, n, repeat, executors, with_dask, dask_history, delayed_history, dask_budget, delayed_chain_max
+    shape,
+    n,
+    repeat,
+    executors,
+    with_dask,
+    dask_history,
+    delayed_history,
+    dask_budget,
+    delayed_chain_max,
+    with_trace=False,
 ):
     build = SHAPES[shape]
     gc.collect()
@@ -125,6 +139,13 @@ def measure(
     for name in executors:
         with EXECUTORS[name]() as ex:
             t = sample(lambda ex=ex: dp.run(ex, [output]), repeat)[0]
+            if with_trace:
+                kept = sample(lambda ex=ex: dp.run(ex, [output], trace=dp.Trace()), repeat)[0]
+                with tempfile.TemporaryDirectory() as folder:
+                    path = os.path.join(folder, "run.json")
+                    written = sample(lambda ex=ex, path=path: dp.run(ex, [output], trace=path), repeat)[0]
+                row[f"{name}_trace_us"] = (kept - t) / n * 1e6
+                row[f"{name}_trace_file_us"] = (written - t) / n * 1e6
         row[f"{name}_us"] = t / n * 1e6
         row[f"{name}_overhead_us"] = (t - plain) / n * 1e6
     if with_dask:
@@ -207,11 +228,14 @@ def main(argv=None):
         default=20_000,
         help="longest chain measured with dask.delayed (its memory is quadratic)",
     )
+    parser.add_argument("--trace", action="store_true", help="also measure what a trace costs per node")
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args(argv)
     sys.setrecursionlimit(max(10_000, sys.getrecursionlimit()))
 
     cols = ["shape", "nodes", "build_us", "plain_us"] + [f"{e}_overhead_us" for e in args.executors]
+    if args.trace:
+        cols += [f"{e}_trace{kind}_us" for e in args.executors for kind in ("", "_file")]
     if not args.no_dask:
         cols += ["dask_sync_overhead_us", "dask_delayed_overhead_us"]
         if "serial" in args.executors:
@@ -236,6 +260,7 @@ def main(argv=None):
                 delayed_history,
                 args.dask_budget,
                 args.delayed_chain_max,
+                args.trace,
             )
             rows.append(row)
             print(" ".join(_cell(row, c) for c in cols), flush=True)

@@ -120,6 +120,12 @@ side in one process, and writes a table, `bench-results/results.json`,
 `--executors` and `--sizes` pick what to run (`--list` shows the choices). This
 page is written from a full run's JSON by `benchmarks/docs_page.py`.
 
+## The short answer, on this machine
+
+For each kind of graph, the library's executor that ran it fastest at the largest
+size, and the best of the other tools beside it (from the run below):
+
+{advice}
 ## What is measured
 
 | suite | graph |
@@ -165,8 +171,10 @@ of the driver's resident set during a run.
 {header}
 - wall time: {wall:.0f} s
 
-µs per node (run time over the graph's nodes); the fastest of the library's
-executors in bold; `-` where the budget skipped it. Every case, with build
+One table per suite: µs per node (run time over the graph's nodes) for each
+contender, the library's executors first (in `code`), then the baselines; the
+fastest of the library's executors at each size in bold; `-` where the budget
+skipped it. Every case, with build
 times, spread, overhead over plain Python, speed against serial and peak memory,
 is in [benchmark-results.md](benchmark-results.md) (and
 [benchmark-results.json](benchmark-results.json)).
@@ -236,7 +244,9 @@ def main(path: str, docs: str = DOCS) -> None:
     f = {k.replace("-", "_"): v for k, v in facts(d).items()}
     page = PAGE.replace("{arr_delayed-processes_10}", "{arr_delayed_processes_10}")
     page = page.replace("{arr_futures-processes_10}", "{arr_futures_processes_10}")
-    text = page.format(header=header, wall=d["settings"]["wall_s"], summary=report.summary(d), **f)
+    text = page.format(
+        header=header, wall=d["settings"]["wall_s"], summary=report.summary(d), advice=report.advice(d), **f
+    )
     with open(os.path.join(docs, "benchmarks.md"), "w") as out:
         out.write(text)
     with open(os.path.join(docs, "benchmark-results.md"), "w") as out:

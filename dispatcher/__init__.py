@@ -15,6 +15,7 @@ executor.
 """
 
 from .api import execute, run, run_async
+from .attempts import Attempt
 from .decorator import op
 from .engine import Backoff, Callback, ProgressBar
 from .executors import (
@@ -43,12 +44,14 @@ from .results import (
     is_worker_lost,
 )
 from .store import FileStore, Store
+from .trace import Trace
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Allocation",
     "AsyncExecutor",
+    "Attempt",
     "Backoff",
     "Callback",
     "CollectNode",
@@ -76,6 +79,7 @@ __all__ = [
     "SerialMPIExecutor",
     "Store",
     "ThreadExecutor",
+    "Trace",
     "WorkerLostError",
     "allocation",
     "command",

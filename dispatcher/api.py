@@ -38,6 +38,7 @@ def run(
     callbacks: Iterable[Callback] = (),
     release: bool = False,
     store: Any = None,
+    trace: Any = None,
 ) -> list[DispatchResult]:
     """Run the graph that ends in ``outputs`` on ``executor``; one result per output.
 
@@ -59,6 +60,11 @@ def run(
             key (their function's code, their arguments' contents, their
             dependencies' keys) is stored there are not run again, and the values
             of the nodes that run are stored (see :mod:`dispatcher.store`).
+        trace: a file to write the run's trace to (the Chrome trace-event format),
+            or a :class:`~dispatcher.Trace` to keep it in (see :mod:`dispatcher.trace`).
+
+    Each result carries its node's attempts (:class:`~dispatcher.Attempt`: when it
+    was ready, handed over, started and finished, and on which worker).
 
     A cycle raises :class:`ExecutorError` before anything runs.
 
@@ -78,6 +84,7 @@ def run(
         callbacks=callbacks,
         release=release,
         store=store,
+        trace=trace,
     )
 
 

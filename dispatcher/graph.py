@@ -199,6 +199,15 @@ class DispatchGraph:
         lines.append("}")
         return "\n".join(lines) + "\n"
 
+    def visualize(self, path, *, trace=None):
+        """Draw the graph to ``path`` (``.svg``, ``.png``, ...) with Graphviz: each
+        node labelled with its function and arguments and coloured by the state of
+        its latest run (given the run's :class:`~dispatcher.Trace`, the nodes found
+        in a store show as cached); see :mod:`dispatcher.picture`. Returns the path."""
+        from .picture import draw
+
+        return draw(self, path, trace)
+
     def __repr__(self) -> str:
         edges = sum(len(d) for d in self._parents.values())
         return f"<DispatchGraph: {len(self)} nodes, {edges} edges>"

@@ -105,11 +105,15 @@ class DispatchResult:
         value: its value (None when it failed).
         error: the :class:`DependencyError` that stopped it, naming the node that
             failed first (None when it has a value).
+        attempts: the node's :class:`~dispatcher.Attempt` records in this run, in
+            order (none for a node that did not run: given, found in a store, or
+            stopped by a failed dependency).
     """
 
     node: Any
     value: Any = None
     error: DependencyError | None = None
+    attempts: tuple = ()
 
     def is_ok(self) -> bool:
         """True when the node produced a value."""

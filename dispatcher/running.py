@@ -16,6 +16,7 @@ and :meth:`Executor.run <dispatcher.executors.base.Executor.run>` is one.
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Iterable
 from typing import Any
 
@@ -26,6 +27,7 @@ from .engine.cores import lend_cores
 from .graph import DispatchGraph
 from .nodes import DispatchNode
 from .results import DispatchResult
+from .trace import Trace
 
 __all__ = ["run_graph", "run_graph_async"]
 
@@ -57,6 +59,19 @@ def _run(executor, outputs, inputs, options) -> list[DispatchResult]:
         return drive(state, executor)
 
 
+def _trace(trace: Any, executor) -> Trace:
+    """The :class:`Trace` of ``trace=`` (a path to write, or a Trace), told the
+    executor it traces."""
+    if not isinstance(trace, Trace):
+        if not isinstance(trace, (str, os.PathLike)):
+            raise TypeError(f"trace must be a path or a dispatcher.Trace, got {type(trace).__name__}")
+        trace = Trace(trace)
+    trace.executor = repr(executor)
+    if trace.cores is None:
+        trace.cores = executor.cores
+    return trace
+
+
 def _materialize(outputs):
     """Outputs given as a generator become a list: they are read more than once."""
     if isinstance(outputs, (DispatchNode, DispatchGraph, list, tuple)):
@@ -78,6 +93,7 @@ def _state(
     callbacks: Iterable[Callback] = (),
     release: bool = False,
     store: Any = None,
+    trace: Any = None,
 ) -> RunState:
     callbacks = list(callbacks)
     for cb in callbacks:
@@ -85,6 +101,8 @@ def _state(
             raise TypeError(f"callbacks must be dispatcher.Callback objects, got {type(cb).__name__}")
     if progress:
         callbacks.append(ProgressBar())
+    if trace is not None:
+        callbacks.append(_trace(trace, executor))
     capabilities = executor.capabilities
     options = RunOptions(
         throw_error=throw_error,

@@ -278,6 +278,7 @@ def test_the_docs_page_is_written_from_the_json(tmp_path):
     docs_page.main(os.path.join(ROOT, "docs", "benchmark-results.json"), str(tmp_path))
     page = (tmp_path / "benchmarks.md").read_text()
     assert "{" not in page.replace("{n}", "")  # every figure filled in
-    assert "| case | python | serial |" in page and "![µs per node" in page
+    assert "| contender | 100 nodes | 1,000 nodes | 10,000 nodes |" in page and "![µs per node" in page
+    assert "- **wide** (fan-out of no-op calls, one reduce): `serial`," in page  # the short answer
     assert (tmp_path / "benchmarks.png").read_bytes()[:4] == b"\x89PNG"
     assert "| contender |" in (tmp_path / "benchmark-results.md").read_text()

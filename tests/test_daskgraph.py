@@ -47,7 +47,7 @@ def _slow_stack_limit(self):
 
 for _name in EXECUTOR_NAMES:  # dask's own tests of a scheduler's get, on every executor
     _body = {"get": _get_on(_name)}
-    if _name in ("dask", "loky"):
+    if _name in ("dask", "loky", "mpi", "processes"):  # a round trip to a worker per hop
         _body["test_get_stack_limit"] = _slow_stack_limit
     _cls = type(f"TestGetOn_{_name}", (GetFunctionTestMixin,), _body)
     globals()[_cls.__name__] = _cls

@@ -412,7 +412,7 @@ def test_timeout_then_retry_succeeds(executor_factory):
     def first_slow():
         calls.append(1)
         if len(calls) == 1:
-            time.sleep(2.5)
+            time.sleep(1.6)
         return "ok"
 
     assert dp.run(ex, [dp.Op(first_slow)])[0].value == "ok"

@@ -436,7 +436,14 @@ def test_a_process_left_running_by_a_node_does_not_hold_the_scripts_output(tmp_p
     assert time.monotonic() - start < 20  # the caller reads to the end: it used to wait 30 s
 
 
-@pytest.mark.parametrize("executor", ["dp.ProcessExecutor(1, retries=0)", "dp.MPIExecutor(1, retries=0)"])
+# MPI's spawned ranks share the pool with ProcessExecutor: their case runs in `make test-all`
+@pytest.mark.parametrize(
+    "executor",
+    [
+        "dp.ProcessExecutor(1, retries=0)",
+        pytest.param("dp.MPIExecutor(1, retries=0)", marks=pytest.mark.slow),
+    ],
+)
 def test_a_worker_that_dies_is_noticed_while_a_process_it_forked_lives_on(tmp_path, executor):
     # the forked child once held the worker's connection: the death went unseen
     # until the child ended
@@ -465,7 +472,9 @@ def test_a_worker_that_dies_is_noticed_while_a_process_it_forked_lives_on(tmp_pa
 # -- timeouts count the call, not a fresh worker's imports ---------------------------------
 
 
-@pytest.mark.parametrize("executor", ["dp.ProcessExecutor(1)", "dp.MPIExecutor(1)"])
+@pytest.mark.parametrize(
+    "executor", ["dp.ProcessExecutor(1)", pytest.param("dp.MPIExecutor(1)", marks=pytest.mark.slow)]
+)
 def test_a_timeout_does_not_count_the_import_of_the_nodes_module(tmp_path, executor):
     (tmp_path / "lib").mkdir()
     (tmp_path / "lib" / "slowimport.py").write_text(

@@ -5,8 +5,10 @@ will not pickle."""
 from __future__ import annotations
 
 import threading
+import time
 
 import cloudpickle
+import pytest
 
 import dispatcher as dp
 from dispatcher.engine import Task
@@ -28,8 +30,12 @@ def test_quick_calls_go_together_and_unknown_or_timed_ones_alone():
     first, second, third = job(abs, -1), job(abs, -2), job(abs, -3)
     jobs.add([first, second, third])
     assert jobs.take(share=1) == [first]  # abs has not run yet: alone
-    jobs.learn([first], [0.0001])
+    now = time.time()
+    jobs.learn([first], [(now - 0.0001, now)], "pid 7")
     assert jobs.take(share=1) == [second, third]  # known to be quick: together
+    task = first.task  # told where and when its call ran, on the engine's clock
+    assert task.where == "pid 7" and task.finished - task.started == pytest.approx(0.0001, abs=1e-6)
+    assert abs(task.finished - time.monotonic()) < 1.0
     timed = job(abs, -4, timeout=1.0)
     jobs.add([timed, job(abs, -5)])
     assert jobs.take(share=1) == [timed]

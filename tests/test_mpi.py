@@ -535,7 +535,11 @@ report(out)
 """
 
 
-@pytest.mark.parametrize("how", ["futures", "world", "spawn"])
+# the other two ways of starting the ranks run in `make test-all` (this test takes seconds)
+@pytest.mark.parametrize(
+    "how",
+    ["futures", pytest.param("world", marks=pytest.mark.slow), pytest.param("spawn", marks=pytest.mark.slow)],
+)
 def test_spmd_nodes_run_side_by_side_on_disjoint_ranks(tmp_path, how):
     out = reports(mpirun(tmp_path, GANG_SCRIPT, how, n=5), tmp_path)[0]
     assert out["cores"] == 4  # one core per worker rank

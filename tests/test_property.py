@@ -94,7 +94,7 @@ def executors():
             pool.shutdown()
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(dags())
 def test_every_executor_matches_recursive_evaluation(executors, case):
     spec, outputs = case

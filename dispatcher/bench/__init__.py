@@ -125,7 +125,9 @@ def main(argv=None) -> dict:
     paths = {"json": os.path.join(args.out, "results.json"), "md": os.path.join(args.out, "results.md")}
     report.write_json(result, paths["json"])
     with open(paths["md"], "w") as f:
-        f.write("µs per node (run time over nodes), by case and contender:\n\n")
+        f.write("For each kind of graph, the fastest of the library's executors at its largest size:\n\n")
+        f.write(report.advice(result))
+        f.write("\nµs per node (run time over nodes), a table per suite:\n\n")
         f.write(report.summary(result))
         f.write("\n" + report.table(result, markdown=True))
     if not args.no_plot:

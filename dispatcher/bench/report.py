@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-__all__ = ["plot", "summary", "table", "write_json"]
+__all__ = ["advice", "plot", "styles", "summary", "table", "write_json"]
 
 COLUMNS = (
     ("contender", "contender", "{}"),
@@ -98,25 +98,85 @@ def table(report: dict, markdown: bool = False) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _metric(rows: list) -> tuple[str, str, str]:
+    """What a suite's tables compare: ``(key, heading, format)``: the run over the
+    ideal where the suite knows it, else µs per node."""
+    if any("x_ideal" in r for r in rows):
+        return "x_ideal", "x ideal", "{:.2f}"
+    return "us_per_node", "µs per node", ""
+
+
+def _number(value: float, fmt: str) -> str:
+    if fmt:
+        return fmt.format(value)
+    return f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
+
+
+def _ours(report: dict, name: str) -> bool:
+    return report["contenders"][name]["kind"] == "executor"
+
+
 def summary(report: dict) -> str:
-    """One Markdown table: µs per node of every contender (columns) in every case
-    (rows); the fastest of the library's executors in bold, "-" where skipped."""
-    names = [n for n in report["contenders"] if any(r["contender"] == n for r in report["rows"])]
-    lines = ["| case | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
-    for suite, info, size, rows in _cases(report):
-        by = {r["contender"]: r for r in rows if "us_per_node" in r}
-        ours = [by[n]["us_per_node"] for n in by if report["contenders"][n]["kind"] == "executor"]
-        best = min(ours) if ours else None
-        cells = []
+    """Markdown: a table per suite, a row per contender (the library's executors
+    first, then the baselines) and a column per size, of µs per node (or, where
+    the suite knows its ideal, the run's time over it); the best of the library's
+    executors in each column in bold, "-" where skipped."""
+    out = []
+    for suite, info in report["suites"].items():
+        rows = [r for r in report["rows"] if r["suite"] == suite and "us_per_node" in r]
+        if not rows:
+            continue
+        key, heading, fmt = _metric(rows)
+        sizes = sorted({r["size"] for r in rows})
+        by = {(r["contender"], r["size"]): r[key] for r in rows if key in r}
+        names = [n for n in report["contenders"] if any((n, s) in by for s in sizes)]
+        names.sort(key=lambda n: not _ours(report, n))  # stable: the library's first
+        best = {
+            s: min((by[n, s] for n in names if _ours(report, n) and (n, s) in by), default=None)
+            for s in sizes
+        }
+        out += [f"**{suite}**: {info['about']} ({heading})", ""]
+        out.append("| contender | " + " | ".join(f"{s:,} {info['unit']}" for s in sizes) + " |")
+        out.append("|---|" + "---:|" * len(sizes))
         for n in names:
-            if n not in by:
-                cells.append("-")
-                continue
-            v = by[n]["us_per_node"]
-            text = f"{v:,.0f}" if v >= 100 else f"{v:.1f}"
-            cells.append(f"**{text}**" if v == best else text)
-        lines.append(f"| {suite} {size} {info['unit']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+            cells = []
+            for s in sizes:
+                if (n, s) not in by:
+                    cells.append("-")
+                    continue
+                text = _number(by[n, s], fmt)
+                cells.append(f"**{text}**" if by[n, s] == best[s] else text)
+            shown = f"`{n}`" if _ours(report, n) else n
+            out.append(f"| {shown} | " + " | ".join(cells) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
+def advice(report: dict) -> str:
+    """Markdown: for each suite, the library's executor to use on this machine (the
+    best at the largest size it ran), and how the best baseline compares."""
+    out = []
+    for suite, info in report["suites"].items():
+        rows = [r for r in report["rows"] if r["suite"] == suite and "us_per_node" in r]
+        key, heading, fmt = _metric(rows)
+        ours = [r for r in rows if _ours(report, r["contender"]) and key in r]
+        if not ours:
+            continue
+        size = max(r["size"] for r in ours)
+        at = [r for r in rows if r["size"] == size and key in r]
+        mine = min((r for r in at if _ours(report, r["contender"])), key=lambda r: r[key])
+        others = [r for r in at if not _ours(report, r["contender"]) and r["contender"] != "python"]
+        line = (
+            f"- **{suite}** ({info['about']}): `{mine['contender']}`, "
+            f"{_number(mine[key], fmt)} {heading} at {size:,} {info['unit']}"
+        )
+        if others:
+            theirs = min(others, key=lambda r: r[key])
+            ratio = theirs[key] / mine[key] if mine[key] > 0 else float("inf")
+            shown = _number(theirs[key], fmt)
+            line += f"; the best other tool, {theirs['contender']}: {shown} ({ratio:.1f} times as much)"
+        out.append(line)
+    return "\n".join(out) + "\n"
 
 
 def _narrow(ax) -> bool:
@@ -128,6 +188,33 @@ def _narrow(ax) -> bool:
 def write_json(report: dict, path: str) -> None:
     with open(path, "w") as f:
         json.dump(report, f, indent=1, default=str)
+
+
+# colours and markers that stay apart: each contender has a pair of its own
+_COLOURS = (
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf",
+    "#bcbd22", "#7f7f7f", "#1b9e77", "#e6ab02", "#7570b3", "#a6761d", "#e7298a", "#66a61e",
+)  # fmt: skip
+_MARKERS = ("o", "s", "D", "^", "v", "P", "X", "*", "<", ">", "h", "p")
+
+
+def styles(report: dict) -> dict:
+    """``{contender: matplotlib keywords}``: a colour and a marker of its own; the
+    library's executors solid with filled markers, the baselines dashed with hollow
+    ones, plain Python black."""
+    out = {}
+    for i, name in enumerate(report["contenders"]):
+        ours = report["contenders"][name]["kind"] == "executor"
+        colour = "black" if name == "python" else _COLOURS[i % len(_COLOURS)]
+        out[name] = {
+            "color": colour,
+            "marker": _MARKERS[i % len(_MARKERS)],
+            "markersize": 4.5,
+            "linestyle": "-" if ours else "--",
+            "linewidth": 1.6 if ours else 1.0,
+            "markerfacecolor": colour if ours else "none",
+        }
+    return out
 
 
 def plot(report: dict, path: str) -> None:
@@ -145,11 +232,7 @@ def plot(report: dict, path: str) -> None:
     from matplotlib.ticker import ScalarFormatter
 
     names = list(report["contenders"])
-    ours = [n for n in names if report["contenders"][n]["kind"] == "executor"]
-    theirs = [n for n in names if n not in ours]
-    colours = {n: plt.get_cmap("tab10")(i % 10) for i, n in enumerate(ours)}
-    colours.update({n: plt.get_cmap("Dark2")(i % 8) for i, n in enumerate(theirs)})
-    colours["python"] = "black"  # the floor
+    style = styles(report)
     for ax, suite in zip(axes.flat, suites):
         info = report["suites"][suite]
         for name in names:
@@ -160,16 +243,7 @@ def plot(report: dict, path: str) -> None:
             )
             if not pts:
                 continue
-            kind = report["contenders"][name]["kind"]
-            ax.plot(
-                [p[0] for p in pts],
-                [p[1] for p in pts],
-                marker="o" if kind == "executor" else "x",
-                markersize=3.5,
-                linestyle="-" if kind == "executor" else "--",
-                color=colours[name],
-                label=name,
-            )
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], label=name, **style[name])
         ax.set_xscale("log")
         ax.set_yscale("log")
         sizes = sorted({r["size"] for r in report["rows"] if r["suite"] == suite})
@@ -184,15 +258,23 @@ def plot(report: dict, path: str) -> None:
         ax.grid(True, which="major", alpha=0.3)
     for ax in list(axes.flat)[len(suites) :]:
         ax.axis("off")
-    handles, labels = [], []
+    seen: dict = {}
     for ax in axes.flat:
         for h, lab in zip(*ax.get_legend_handles_labels()):
-            if lab not in labels:
-                handles.append(h)
-                labels.append(lab)
-    fig.legend(handles, labels, loc="lower center", ncol=min(7, len(labels)), fontsize=7, frameon=False)
+            seen.setdefault(lab, h)
+    labels = list(seen)
+    # two legends: the library's executors, and what they are measured against
+    for title, group, where in (
+        ("dispatcher's executors (solid)", [n for n in labels if _ours(report, n)], (0.02, 0.0)),
+        ("baselines (dashed)", [n for n in labels if not _ours(report, n)], (0.52, 0.0)),
+    ):
+        if group:
+            fig.legend(
+                [seen[n] for n in group], group, loc="lower left", bbox_to_anchor=where, ncol=4,
+                fontsize=7, title=title, title_fontsize=7, frameon=False,
+            )  # fmt: skip
     m = report["machine"]
     fig.suptitle(f"dispatcher benchmarks: {m['cpus_usable']} CPUs, {m['cpu']}", fontsize=9)
-    fig.tight_layout(rect=(0, 0.06 + 0.02 * (len(labels) // 7), 1, 0.96))
+    fig.tight_layout(rect=(0, 0.04 + 0.025 * (-(-len(labels) // 4) + 1), 1, 0.96))
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -10,10 +10,11 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from ..attempts import Attempt
 from ..nodes import DispatchNode
 from ..results import DependencyError, DispatcherError
 
-__all__ = ["Callback", "ProgressBar", "notify"]
+__all__ = ["Callback", "ProgressBar", "listeners", "notify"]
 
 
 class Callback:
@@ -44,11 +45,22 @@ class Callback:
     def on_fail(self, node: DispatchNode, error: DependencyError) -> None:
         """``node`` failed, or will not run because a dependency failed."""
 
+    def on_attempt(self, node: DispatchNode, attempt: Attempt) -> None:
+        """An attempt at ``node`` ended (before ``on_finish``, ``on_retry`` or
+        ``on_fail`` tell what comes of it): its :class:`~dispatcher.Attempt` record."""
+
     def on_retry(self, node: DispatchNode, error: BaseException, attempt: int, delay: float) -> None:
         """``node`` failed with ``error`` and runs again (``attempt``) after ``delay`` s."""
 
     def on_end(self) -> None:
         """The run is over (also when it failed or was interrupted)."""
+
+
+def listeners(callbacks: tuple, method: str) -> tuple:
+    """The callbacks whose class overrides ``method``: the others need not be told
+    (a run tells its listeners of each node only)."""
+    base = getattr(Callback, method)
+    return tuple(cb for cb in callbacks if getattr(type(cb), method, base) is not base)
 
 
 def notify(callbacks: tuple, method: str, node: DispatchNode | None, *args: Any) -> None:

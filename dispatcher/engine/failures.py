@@ -4,8 +4,9 @@ Transitions of :class:`~dispatcher.engine.RunState`, kept apart as the
 pipelining ones are: :func:`failed_attempt` decides by the rules of
 :mod:`~dispatcher.engine.retries` (and fails a node whose options set by hand are
 wrong), :func:`back_off` puts a node to wait for its next attempt (BACKING_OFF),
-telling the log and the callbacks; :func:`wrong_nout` and :func:`checked_timeout`
-fail a node whose value or hand-set timeout is not what it must be.
+telling the log and the callbacks; :func:`fail` fails a node for good, and with
+it every node downstream; :func:`wrong_nout` and :func:`checked_timeout` fail a
+node whose value or hand-set timeout is not what it must be.
 """
 
 from __future__ import annotations
@@ -14,13 +15,15 @@ import logging
 from typing import Any
 
 from ..checks import check_timeout, nout_error
+from ..outcomes import Failure
 from ..results import DependencyError, format_exception
-from . import pipelining
+from . import pipelining, release
 from .callbacks import notify
+from .plan import kids
 from .records import NodeState
 from .retries import retry_limits, should_retry
 
-__all__ = ["back_off", "checked_timeout", "failed_attempt", "wrong_nout"]
+__all__ = ["back_off", "checked_timeout", "fail", "failed_attempt", "wrong_nout"]
 
 logger = logging.getLogger("dispatcher")
 
@@ -63,6 +66,33 @@ def failed_attempt(run: Any, node, exc, tb, attempt: int) -> None:
     error.__cause__ = exc
     logger.info("node %r failed: %s: %s", node.label, type(exc).__name__, exc)
     run._finish_error(node, error)
+
+
+def fail(run: Any, node, error: DependencyError) -> None:
+    """A transition of :class:`~dispatcher.engine.RunState`: ``node`` -> FAILED, and
+    every node downstream fails with the same error (once its other dependencies
+    have finished); with ``throw_error`` the run ends."""
+    if run.pipelined:
+        pipelining.withdraw_dependants(run, node)
+    if run.cache is not None:
+        run.cache.failed(node)
+    run.errors[node] = error
+    run.state[node] = NodeState.FAILED
+    run.remaining -= 1
+    node._outcome = Failure(error)
+    if run.callbacks:
+        notify(run.callbacks, "on_fail", node, node, error)
+    if run.throw_error and run.error is None:
+        run.error = error
+    entry = run.children.get(node)
+    if entry is not None:
+        poison = run.poison
+        for kid in kids(entry):
+            if kid not in poison:
+                poison[kid] = error
+            run._dependency_finished(kid)
+    if run.needed is not None:
+        release.after(run, node)
 
 
 def wrong_nout(run: Any, node, value, attempt: int) -> bool:

@@ -6,6 +6,9 @@ An executor receives a task, starts ``task.run()`` (or ``task.call()``) wherever
 its work runs, and reports the outcome once with ``done(task, ok, payload)``: the
 value, or ``(exception, formatted traceback)``. ``task.handle`` is the executor's
 own record of the attempt (a future, a job); the engine only passes it back.
+Before it reports, an executor that knows says where the task ran
+(``task.where``) and when its call began and ended there (``task.started``,
+``task.finished``; see :mod:`dispatcher.attempts`).
 """
 
 from __future__ import annotations
@@ -95,11 +98,14 @@ class Task:
         "attempt",
         "cores",
         "expired",
+        "finished",
         "func",
         "handle",
         "kwargs",
         "node",
+        "ready",
         "started",
+        "submitted",
         "timeout",
         "where",
     )
@@ -113,9 +119,12 @@ class Task:
         self.timeout = timeout
         self.handle: Any = None  # the executor's own record (a future, a task)
         self.after: tuple = ()  # pipelined: handles of graph edges that pass no value
+        self.ready = 0.0  # when it became ready (the engine's clock: see dispatcher.attempts)
+        self.submitted = 0.0  # when the engine handed it over
         self.started: float | None = None  # when its work began (time.monotonic), if the executor says
+        self.finished: float | None = None  # when its work ended where it ran, if the executor says
         self.expired = False  # the engine failed it at its deadline (then cancels its work)
-        self.where: str | None = None  # where it runs, if the executor says ("pid 12 on node3")
+        self.where: str | None = None  # the worker it runs on, if the executor says ("pid 12 on node3")
         self.cores: int | None = None  # the cores it holds of the executor's budget
 
     def call(self) -> Any:

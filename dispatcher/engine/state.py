@@ -46,6 +46,8 @@ Fields of :class:`RunState`
     running: dict[node, Task]         the current attempt of each SENT or RUNNING node
     parked: dict[node, tuple]         pipelined: the early report (task, ok, payload) of a PARKED node
     attempts: dict[node, int]         the number of the next attempt, for retried nodes
+    ready_at: dict[node, float]       when it became READY (its attempt's ready time), until it starts
+    log: dict[node, list[Attempt]]    the attempts of the outputs (dispatcher.attempts)
     timers: Timers                    the one clock: RUNNING tasks' deadlines, BACKING_OFF nodes' due times
     values: dict[node, value]         given and finished nodes' values (pipelined: handles, of sent ones too)
     errors: dict[node, DependencyError]  failed nodes, given or run
@@ -67,16 +69,17 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ..coroutines import COROUTINE, finish
+from ..attempts import Attempt, record
 from ..graph import DispatchGraph, _deps_of
 from ..nodes import DispatchNode
-from ..outcomes import NEVER, Failure, Remote, Stored
+from ..outcomes import NEVER, Remote, Stored
 from ..results import DependencyError, DispatcherError, DispatchResult, format_exception
 from . import caching, failures, pipelining, release
 from .caching import COMPUTE, RunCache
-from .callbacks import notify
+from .callbacks import listeners, notify
 from .clock import Timers
 from .cores import CoreBudget, RunCores, wait_for_cores
+from .inline import call_here
 from .plan import given_values, kids, make_plan, output_nodes
 from .records import NodeState, RunOptions, Task, timeout_error
 
@@ -129,7 +132,11 @@ class RunState:
         self.clock = clock
         self.rand = rand
         self.debug = logger.isEnabledFor(logging.DEBUG)
-        self.hooks = bool(self.callbacks) or self.debug
+        # the callbacks told of each node: only those that listen (see callbacks.listeners)
+        self.on_submit = listeners(self.callbacks, "on_submit")
+        self.on_finish = listeners(self.callbacks, "on_finish")
+        self.on_attempt = listeners(self.callbacks, "on_attempt")
+        self.hooks = bool(self.on_submit or self.on_finish) or self.debug
 
         graph_or_nodes = outputs if isinstance(outputs, DispatchGraph) else output_nodes(outputs)
         self.values: dict = {}
@@ -161,6 +168,9 @@ class RunState:
 
         self.running: dict = {}
         self.attempts: dict = {}
+        self.ready_at: dict = {}  # when each node became READY, from the start on (dispatcher.attempts)
+        self.t_start = clock()  # when the nodes READY from the start became so (reset by start())
+        self.log: dict = {}  # the attempts of the outputs
         self.timers = Timers(clock, options)
         self.revoked: list = []
         self.error: DependencyError | None = None
@@ -186,6 +196,7 @@ class RunState:
     def start(self) -> None:
         """Reset the nodes' outcomes and tell the callbacks the run begins."""
         self.started = True
+        self.t_start = self.clock()
         for node in self.waiting:
             node._outcome = NEVER
         if self.cache is not None:
@@ -255,29 +266,14 @@ class RunState:
             if grant is not None:
                 func = self.cores.allocated(func, grant)
             if (inline_untimed and timeout is None) or (inline_light and node.light):
-                # READY -> DONE, BACKING_OFF or FAILED: the node's function is called here
-                if self.hooks:
-                    self._submitted(node)
-                try:
-                    value = func(*args, **kwargs) if kwargs else func(*args)
-                    if type(value) is COROUTINE:  # inline: no call for a plain value
-                        value = finish(value)
-                except KeyboardInterrupt:
-                    raise  # Ctrl-C, here in the thread that drives the run: the run ends
-                except BaseException as exc:  # SystemExit too: it fails the node
-                    self._cores_back(grant)
-                    failures.failed_attempt(self, node, exc, format_exception(exc), self._attempt(node))
-                    continue
-                if grant is not None:
-                    self._cores_back(grant)
-                if node.nout is not None and failures.wrong_nout(self, node, value, self._attempt(node)):
-                    continue
-                self._finish_ok(node, value)
+                call_here(self, node, func, args, kwargs, grant)  # READY -> DONE, BACKING_OFF or FAILED
                 continue
             if self.hooks:  # before the task exists: a callback that raises leaves nothing running
                 self._submitted(node)
             task = Task(node, func, args, kwargs, self.attempts.get(node, 1) if self.attempts else 1, timeout)
             task.cores = grant
+            task.ready = self.ready_at.pop(node, self.t_start)
+            task.submitted = self.clock()
             self.running[node] = task
             if self.pipelined:
                 if not self.edges_pass_values:  # a graph's edges: some may pass no value
@@ -313,6 +309,8 @@ class RunState:
             self._cores_back(task.cores)
         if self.error is not None:
             return  # the run is ending; running tasks are only awaited
+        if self.on_attempt or node in self.keep:
+            self._attempt_ended(record(task, None if ok else payload[0], self.clock()))
         if pipelined and self.state.get(node) is SENT:
             self.state[node] = PARKED
             self.parked[node] = (task, ok, payload)
@@ -346,6 +344,8 @@ class RunState:
                 expired.append(what)
                 why = self.options.on_timeout.format(where=what.where)
                 exc = timeout_error(node.label, what.timeout, why)
+                if self.on_attempt or node in self.keep:
+                    self._attempt_ended(record(what, exc, self.clock()))
                 failures.failed_attempt(self, node, exc, format_exception(exc), what.attempt)
             elif self.error is None and self.state.get(what) in (BACKING_OFF, CLAIMED):
                 self._due(what)
@@ -366,10 +366,11 @@ class RunState:
         out = []
         values, errors = self.values, self.errors
         for node in self.outputs:
+            attempts = tuple(self.log.get(node, ()))
             if node in errors:
-                out.append(DispatchResult(node, error=errors[node]))
+                out.append(DispatchResult(node, error=errors[node], attempts=attempts))
             elif node in values:
-                out.append(DispatchResult(node, value=values[node]))
+                out.append(DispatchResult(node, value=values[node], attempts=attempts))
             else:
                 raise DispatcherError(f"node {node.label!r} did not finish")
         return out
@@ -417,6 +418,7 @@ class RunState:
         n = self.waiting[kid] - 1
         self.waiting[kid] = n
         if n == 0:
+            self.ready_at[kid] = self.clock()
             if self.pipelined:
                 self.resolved.append(kid)
             else:
@@ -426,6 +428,7 @@ class RunState:
     def _due(self, node) -> None:
         """BACKING_OFF or CLAIMED -> READY: the delay before retrying ``node``, or
         before looking at its claim again, is over."""
+        self.ready_at[node] = self.clock()
         if self.pipelined and self.unsent[node]:
             self.state[node] = WAITING  # ready once its dependencies are sent again
         else:
@@ -445,47 +448,37 @@ class RunState:
         if self.hooks:
             if self.debug:
                 logger.debug("finished %r", node.label)
-            if self.callbacks:
-                notify(self.callbacks, "on_finish", node, node, value)
+            if self.on_finish:
+                notify(self.on_finish, "on_finish", node, node, value)
         entry = self.children.get(node)
         if entry is not None:
             if self.pipelined:
                 for kid in kids(entry):
                     self._dependency_finished(kid)
             else:  # inline, as it is the hot path of every run
-                waiting, ready = self.waiting, self.ready
+                waiting, ready, ready_at = self.waiting, self.ready, self.ready_at
+                now = None
                 for kid in entry if type(entry) is list else (entry,):
                     n = waiting[kid] - 1
                     waiting[kid] = n
                     if n == 0:
                         state[kid] = READY
                         ready.append(kid)
+                        ready_at[kid] = now = now or self.clock()
         if self.needed is not None:
             release.after(self, node)
 
     def _finish_error(self, node, error) -> None:
         """-> FAILED, and every node downstream fails with the same error."""
-        if self.pipelined:
-            pipelining.withdraw_dependants(self, node)
-        if self.cache is not None:
-            self.cache.failed(node)
-        self.errors[node] = error
-        self.state[node] = FAILED
-        self.remaining -= 1
-        node._outcome = Failure(error)
-        if self.callbacks:
-            notify(self.callbacks, "on_fail", node, node, error)
-        if self.throw_error and self.error is None:
-            self.error = error
-        entry = self.children.get(node)
-        if entry is not None:
-            poison = self.poison
-            for kid in kids(entry):
-                if kid not in poison:
-                    poison[kid] = error
-                self._dependency_finished(kid)
-        if self.needed is not None:
-            release.after(self, node)
+        failures.fail(self, node, error)
+
+    def _attempt_ended(self, attempt: Attempt) -> None:
+        """Keep ``attempt`` if its node is an output; tell the callbacks."""
+        node = attempt.node
+        if node in self.keep:
+            self.log.setdefault(node, []).append(attempt)
+        if self.on_attempt:
+            notify(self.on_attempt, "on_attempt", node, node, attempt)
 
     def _cores_back(self, grant: int | None) -> None:
         if grant is not None:
@@ -494,5 +487,5 @@ class RunState:
     def _submitted(self, node) -> None:
         if self.debug:
             logger.debug("start %r", node.label)
-        if self.callbacks:
-            notify(self.callbacks, "on_submit", node, node)
+        if self.on_submit:
+            notify(self.on_submit, "on_submit", node, node)

@@ -4,7 +4,9 @@ Policy: an exception that is not an ``Exception`` (``SystemExit``,
 ``KeyboardInterrupt``) fails the node as on every executor instead of taking the
 worker down: it travels as the bytes of its outcome inside a :class:`NodeExit`,
 which the client unwraps. A coroutine an ``async def`` node returns is run to its
-end; a node declared ``nout=k`` is checked. A function dask would pickle by value
+end; a node declared ``nout=k`` is checked. When the call began and ended, and on
+which worker, goes to the client as an event of the :data:`ATTEMPTS` topic (the
+value itself stays as dask keeps it). A function dask would pickle by value
 travels as bytes that keep the file name of its code, so a traceback from a worker
 names the real file and line.
 """
@@ -12,16 +14,19 @@ names the real file and line.
 from __future__ import annotations
 
 import pickle
+import time
 import types
 
 from ..checks import nout_error
 from ..coroutines import finish
 from ._procworker import failure, pickle_dumps
 
-__all__ = ["CORES", "NodeExit", "by_value", "call_node", "declare_cores"]
+__all__ = ["ATTEMPTS", "CORES", "NodeExit", "by_value", "call_node", "declare_cores"]
 
 CORES = "cores"
 """The dask worker resource that counts a worker's cores, for the nodes that ask for cores."""
+ATTEMPTS = "dispatcher-attempts"
+"""The event topic of ``[key, start, end, worker address]`` for each call (wall clock)."""
 
 
 class NodeExit(Exception):
@@ -36,17 +41,30 @@ def call_node(func, nout, label, args, kwargs, *after):
     bytes :func:`by_value` made of it."""
     if type(func) is bytes:
         func = pickle.loads(func)
+    start = time.time()
     try:
         value = finish(func(*args, **kwargs))
     except Exception:
         raise
     except BaseException as exc:  # it travels in our own encoding: dask's loses SystemExit.code
         raise NodeExit(pickle_dumps(failure(exc))) from None
+    finally:
+        _tell_attempt(start)
     if nout is not None:
         error = nout_error(label, nout, value)
         if error is not None:
             raise error
     return value
+
+
+def _tell_attempt(start: float) -> None:
+    from distributed import get_worker
+
+    try:
+        worker = get_worker()
+    except ValueError:  # not on a dask worker (a local dask scheduler): nobody to tell
+        return
+    worker.log_event(ATTEMPTS, [worker.get_current_task(), start, time.time(), worker.address])
 
 
 def by_value(func):

@@ -34,6 +34,7 @@ import logging
 import pickle
 import threading
 
+from ..attempts import wall_offset
 from ..nodes import function_key
 from ..results import ExecutorError, format_exception
 from .codec import decode_outcome, unpicklable_error
@@ -167,13 +168,21 @@ class JobQueue:
             job.worker = None
         _tell(job, ok, payload)
 
-    def learn(self, batch: list, seconds: list) -> None:
-        """Fold the ``seconds`` each call of ``batch`` took into the estimates (one
-        estimate read while another thread writes it is only a little older)."""
+    def learn(self, batch: list, spans: list, where: str | None) -> None:
+        """Fold the time each call of ``batch`` took into the estimates (one
+        estimate read while another thread writes it is only a little older), and
+        tell each task when its call began and ended (``spans``: ``(start, end)``
+        on the worker's wall clock) and ``where`` it ran."""
         est = self.est
-        for job, s in zip(batch, seconds):
+        offset = wall_offset()  # a worker's wall clock -> the engine's
+        for job, (start, end) in zip(batch, spans):
+            s = end - start
             old = est.get(job.key)
             est[job.key] = s if old is None else 0.7 * old + 0.3 * s
+            task = job.task
+            task.started = start + offset
+            task.finished = end + offset
+            task.where = where
 
     def finished(self, batch: list, outcomes: list) -> None:
         """Report the ``outcomes`` a worker sent back for ``batch`` (``(ok, value)``

@@ -4,7 +4,8 @@ Each task that ``mpi4py.futures`` carries to a worker is a call of
 :func:`run_batch` with cloudpickle bytes: a list of ``(func, args, kwargs)``,
 run in order by the same loop as :class:`~dispatcher.ProcessExecutor`'s workers
 (:func:`~dispatcher.executors._procworker.run_calls`). The answer is cloudpickle
-bytes too, ``("done", outcomes, seconds)`` with each outcome pickled on its own,
+bytes too, ``("done", outcomes, spans, rank)`` with each outcome pickled on its
+own, the wall-clock start and end of each call and the rank that ran them,
 or ``("unreadable", description)``, so
 lambdas, closures and functions of ``__main__`` travel both ways whatever pickle
 ``mpi4py`` itself uses. The ranks of an SPMD node each run :func:`run_member`
@@ -93,12 +94,12 @@ def run_batch(payload: bytes, timeout: float | None = None, labels: list = (), l
     _running[:] = labels
     try:
         with alarm(timeout, lambda: TimeoutError(late)) if timed else contextlib.nullcontext():
-            outcomes, seconds = run_calls(calls)
+            outcomes, spans = run_calls(calls)
     finally:
         _in_call = False
         _running.clear()
     del calls
-    return cloudpickle.dumps(("done", [_outcome_bytes(o) for o in outcomes], seconds))
+    return cloudpickle.dumps(("done", [_outcome_bytes(o) for o in outcomes], spans, _this_rank()))
 
 
 def run_member(
@@ -108,7 +109,7 @@ def run_member(
     of ``gang`` (the rendezvous's address and token, and the gang's number), then
     call the node on the communicator of their ranks (stopped at ``timeout`` as
     :func:`run_batch` does). Answers ``("done", rank in the gang, outcome bytes,
-    seconds)``, with the value of rank 0 only, or ``("cancelled",)``."""
+    span)``, with the value of rank 0 only, or ``("cancelled",)``."""
     global _in_call
     from mpi4py.futures import get_comm_workers
 
@@ -132,11 +133,18 @@ def run_member(
     _running[:] = [label]
     try:
         with alarm(timeout, lambda: TimeoutError(late)) if timed else contextlib.nullcontext():
-            outcomes, seconds = run_calls([(call, args, kwargs)])
+            outcomes, spans = run_calls([(call, args, kwargs)])
     finally:
         _in_call = False
         _running.clear()
-    return cloudpickle.dumps(("done", rank, _outcome_bytes(outcomes[0]), seconds[0]))
+    return cloudpickle.dumps(("done", rank, _outcome_bytes(outcomes[0]), spans[0]))
+
+
+def _this_rank() -> str:
+    """This worker rank, as the attempts of its nodes name it."""
+    from mpi4py import MPI
+
+    return f"rank {MPI.COMM_WORLD.Get_rank()} on {socket.gethostname()}"
 
 
 def _raiser(exc: BaseException):

@@ -278,7 +278,7 @@ class WorldRanks:
         if kind == "cancelled":
             self._jobs.report(job, False, (_cancelled_error(job), ""))
             return
-        rank, data, _seconds = rest
+        rank, data, (start, end) = rest
         try:
             outcome = cloudpickle.loads(data)
         except Exception as exc:
@@ -291,6 +291,7 @@ class WorldRanks:
             return
         outcome, failed = run.outcome()
         if failed is None:
+            self._jobs.learn([job], [(start, end)], f"{run.size} worker ranks")  # the last member's
             self._jobs.finished([job], [outcome])
             return
         self._jobs.report(job, False, run.failure(*decode_outcome(*outcome)[1], failed))
@@ -315,7 +316,7 @@ class WorldRanks:
             self._jobs.unreadable(batch, rest[0], "worker rank")
             self._dispatch()
             return
-        outcomes, seconds = rest
+        outcomes, spans, where = rest
         loaded = []
         for job, data in zip(batch, outcomes):
             try:
@@ -326,7 +327,7 @@ class WorldRanks:
                     f"the outcome of node {label!r} cannot be unpickled here: {type(exc).__name__}: {exc}"
                 )
                 loaded.append((False, (err, format_exception(exc))))
-        self._jobs.learn(batch, seconds)
+        self._jobs.learn(batch, spans, where)
         self._jobs.finished(batch, loaded)
 
     def cancel(self, task) -> None:

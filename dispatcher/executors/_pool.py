@@ -334,9 +334,9 @@ class Pool:
             task.where = worker.describe()
             task.started = time.monotonic()
 
-    def _finished(self, worker: Worker, outcomes: list, seconds: list) -> None:
+    def _finished(self, worker: Worker, outcomes: list, spans: list) -> None:
         batch, worker.batch = worker.batch, None
-        self.jobs.learn(batch, seconds)
+        self.jobs.learn(batch, spans, worker.describe())
         if self.jobs.pending and not self.gangs.waiting:
             self._dispatch_to(worker, self._ready_count())  # keep it busy while we report
         self.jobs.finished(batch, outcomes)

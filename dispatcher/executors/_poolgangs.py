@@ -165,6 +165,7 @@ class PoolGangs:
             return
         if ok:
             if run.add(rank, (True, payload)):
+                task.where = f"{run.size} worker ranks"
                 pool.jobs.report(job, True, run.outcome()[0][1])
             return
         pool.jobs.report(job, False, run.failure(*payload, rank))

@@ -259,20 +259,21 @@ def checked_outcomes(outcomes: list, dumps) -> list:
     return checked
 
 
-def _outcome_message(outcomes: list, seconds: list) -> tuple[bytes, list]:
+def _outcome_message(outcomes: list, spans: list) -> tuple[bytes, list]:
     try:
-        return dumps(("done", outcomes, seconds))
+        return dumps(("done", outcomes, spans))
     except Exception:
-        return dumps(("done", checked_outcomes(outcomes, dumps), seconds))
+        return dumps(("done", checked_outcomes(outcomes, dumps), spans))
 
 
 def run_calls(batch: list) -> tuple[list, list]:
     """Run each ``(func, args, kwargs)`` of ``batch`` in order: one ``(ok, value)``
-    per call (a failure's value as :func:`_failure` makes it) and the seconds each
-    took."""
-    clock = time.perf_counter
+    per call (a failure's value as :func:`_failure` makes it), and when each began
+    and ended, ``(start, end)`` on the wall clock (which the driver reads on its
+    own clock: :func:`dispatcher.attempts.wall_offset`)."""
+    clock = time.time
     outcomes = []
-    seconds = []
+    spans = []
     for func, args, kwargs in batch:
         start = clock()
         try:
@@ -285,8 +286,8 @@ def run_calls(batch: list) -> tuple[list, list]:
             outcomes.append(failure(exc))
         else:
             outcomes.append((True, value))
-        seconds.append(clock() - start)
-    return outcomes, seconds
+        spans.append((start, clock()))
+    return outcomes, spans
 
 
 def _watch_parent(fd: int) -> None:
@@ -401,9 +402,9 @@ def _serve(sock: socket.socket) -> int:
             continue
         if timed:  # its clock starts now, not when it was sent (see _pool)
             send(sock, ("started",))
-        outcomes, seconds = run_calls(calls)
+        outcomes, spans = run_calls(calls)
         del calls
-        send_payload(sock, *_outcome_message(outcomes, seconds))
+        send_payload(sock, *_outcome_message(outcomes, spans))
         del outcomes
 
 

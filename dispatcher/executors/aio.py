@@ -148,6 +148,7 @@ class AsyncExecutor(Executor):
             current = asyncio.current_task()
             if current is not None and current.cancelling():
                 raise asyncio.CancelledError  # Ctrl-C or a cancelled run: start nothing more
+            task.where = "event loop"
             try:
                 value = task.call()
             except KeyboardInterrupt:

@@ -18,11 +18,15 @@ node's error names the argument and the offending object rather than a bare
 
 from __future__ import annotations
 
+import os
 import pickle
+import socket
+import time
 from typing import Any
 
 import cloudpickle
 
+from ..attempts import wall_offset
 from ..coroutines import finish
 from ..results import RemoteError, format_exception
 from ._procworker import failure, pickle_dumps
@@ -134,21 +138,24 @@ def dumps_call(label: str, func, args, kwargs) -> bytes:
 
 
 def call_pickled(payload: bytes) -> bytes:
-    """Run a call made by :func:`dumps_call` (in a pool's worker); the outcome as
-    cloudpickle bytes, decoded by :func:`decode_outcome`."""
+    """Run a call made by :func:`dumps_call` (in a pool's worker); the outcome, with
+    when the call began and ended (wall clock) and the worker's pid, as cloudpickle
+    bytes, read by :func:`load_outcome`."""
     func, args, kwargs = cloudpickle.loads(payload)
+    start = time.time()
     try:
         outcome = (True, finish(func(*args, **kwargs) if kwargs else func(*args)))
     except BaseException as exc:  # the failure travels back as the node's error
         outcome = failure(exc)
+    span = (start, time.time())
     try:
-        return pickle_dumps(outcome)
+        return pickle_dumps((outcome, span, os.getpid(), socket.gethostname()))
     except Exception as exc:
         err = pickle.PicklingError(
             f"the result ({type(outcome[1]).__qualname__} object) cannot be pickled to send it "
             f"back from the worker process: {type(exc).__name__}: {exc}"
         )
-        return pickle_dumps(failure(err))
+        return pickle_dumps((failure(err), span, os.getpid(), socket.gethostname()))
 
 
 def decode_outcome(ok: bool, value: Any) -> tuple[bool, Any]:
@@ -163,14 +170,18 @@ def decode_outcome(ok: bool, value: Any) -> tuple[bool, Any]:
     return False, value
 
 
-def load_outcome(data: bytes, label: str) -> tuple[bool, Any]:
+def load_outcome(data: bytes, task) -> tuple[bool, Any]:
     """``(ok, payload)`` for the engine from the bytes :func:`call_pickled` returned for
-    node ``label``; bytes this process cannot unpickle fail the node with a
-    :class:`RemoteError` saying so."""
+    ``task``, which is told where and when its call ran; bytes this process cannot
+    unpickle fail the node with a :class:`RemoteError` saying so."""
     try:
-        return decode_outcome(*cloudpickle.loads(data))
+        outcome, (start, end), pid, host = cloudpickle.loads(data)
+        offset = wall_offset()  # the worker's wall clock -> the engine's
+        task.started, task.finished = start + offset, end + offset
+        task.where = f"pid {pid}" if host == socket.gethostname() else f"pid {pid} on {host}"
+        return decode_outcome(*outcome)
     except Exception as err:  # a result or an exception this process cannot rebuild
-        why = f"the outcome of node {label!r} cannot be unpickled here: {err}"
+        why = f"the outcome of node {task.node.label!r} cannot be unpickled here: {err}"
         exc = RemoteError(type(err).__qualname__, why)
         exc.__cause__ = err
         return False, (exc, format_exception(exc))

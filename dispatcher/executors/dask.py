@@ -30,7 +30,7 @@ that dies while it runs a node costs that node one attempt, as on
 :class:`~dispatcher.ProcessExecutor`: the executor hears of each lost worker
 (dask's ``remove-worker`` event, on the client's ``"all"`` topic), fails the
 attempts that were running there with :class:`~dispatcher.WorkerLostError`, and
-cancels them, so dask does not retry them on its own
+cancels them (:mod:`~dispatcher.executors._daskevents`), so dask does not retry them on its own
 (``distributed.scheduler.allowed-failures``) on top of the executor's
 ``retries``. dask charges every task assigned to the lost worker, and so does
 the executor: a node waiting there behind the one that killed it loses an
@@ -69,6 +69,7 @@ from typing import Any
 
 from ..results import DispatcherError, ExecutorError, WorkerLostError, format_exception, is_worker_lost
 from . import _daskcompat as compat
+from ._daskevents import SchedulerEvents
 from ._daskwork import CORES, NodeExit, by_value, call_node, declare_cores
 from .base import Capabilities, Executor
 from .codec import decode_outcome, dumps_call
@@ -156,8 +157,7 @@ class DaskExecutor(Executor):
         self._cancels: list = []
         self._watchers: set = set()  # asyncio tasks waiting on the futures
         self._running: dict = {}  # dask key -> (task, done) of each attempt not yet reported
-        self._chained_handler = None  # a handler of the "all" topic the client had before
-        self._subscribed = None  # the client whose "all" topic this executor follows
+        self._events = SchedulerEvents(self)  # lost workers, and where each call ran
         self._lock = threading.Lock()
         self._placed_by_cores = False  # the workers declare their cores: dask places by them
 
@@ -176,8 +176,8 @@ class DaskExecutor(Executor):
         super().open()
         if self.client is None:
             self._connect()
-        if self._subscribed is not self.client:
-            self._follow_events()
+        if self._events.client is not self.client:
+            self._events.follow(self.client)
 
     def _connect(self) -> None:
         distributed = _distributed()
@@ -260,27 +260,10 @@ class DaskExecutor(Executor):
         info = self.client.scheduler_info(n_workers=-1)["workers"] if self.client is not None else {}
         return sum(w["nthreads"] for w in info.values()) or None
 
-    def _follow_events(self) -> None:
-        """Follow the scheduler's ``"all"`` topic (lost workers), keeping a handler
-        the client already had (distributed allows one per topic)."""
-        client = self.client
-        self._chained_handler = compat.event_handler(client, "all")
-        client.subscribe_topic("all", self._on_event)
-        self._subscribed = client
-
-    def _unfollow_events(self) -> None:
-        client, self._subscribed = self._subscribed, None
-        if client is None or client.status in ("closing", "closed"):
-            return
-        if self._chained_handler is not None:
-            client.subscribe_topic("all", self._chained_handler)
-        else:
-            client.unsubscribe_topic("all")
-
     def stop_workers(self) -> None:
         client, cluster = self.client, self.cluster
         if client is not None:
-            self._unfollow_events()
+            self._events.unfollow()
         if self._owns_client and client is not None:
             self.client = None
             client.close()
@@ -396,30 +379,6 @@ class DaskExecutor(Executor):
         if entry is not None:
             task, done = entry
             done(task, ok, payload)
-
-    def _on_event(self, event) -> None:
-        """A scheduler event (the ``"all"`` topic): a worker that died fails the
-        attempts that were running on it (see the module docstring)."""
-        if self._chained_handler is not None:
-            self._chained_handler(event)
-        _, msg = event
-        if not isinstance(msg, dict) or msg.get("action") != "remove-worker" or msg.get("expected"):
-            return
-        lost = []
-        for key in msg.get("processing-tasks", ()):
-            entry = self._running.get(key)
-            if entry is None:
-                continue
-            task = entry[0]
-            exc = WorkerLostError(
-                f"node {task.node.label!r} was lost with its dask worker {msg.get('worker')}, "
-                "which died while the node was assigned to it"
-            )
-            logger.warning("%s", exc)
-            lost.append(task.handle)
-            self._report(key, False, (exc, ""))
-        if lost and self.client is not None:
-            self.client.loop.add_callback(self.client.cancel, lost, asynchronous=True)
 
     def interrupt_run(self) -> None:
         """The nodes started since the last burst was sent are not sent: they are

@@ -34,6 +34,7 @@ import functools
 import inspect
 import os
 import threading
+import time
 
 from ..coroutines import finish
 from ..results import WorkerLostError, format_exception
@@ -66,7 +67,7 @@ def report_future(task, done, future, pickled: bool = False, lost: tuple = ()) -
         exc = gone
     if exc is None:
         if pickled:
-            done(task, *load_outcome(future.result(), task.node.label))
+            done(task, *load_outcome(future.result(), task))
         else:
             done(task, True, future.result())
         return
@@ -128,7 +129,7 @@ class PoolExecutor(Executor):
             if getattr(_inside, "pool", None) is self.pool:  # a nested run from one of our calls
                 _work(task, done)
                 return
-            future = self.pool.submit(self._call_marked, task.func, task.args, task.kwargs or {})
+            future = self.pool.submit(self._call_marked, task)
         elif inspect.iscoroutinefunction(task.func):
             future = self.pool.submit(_call_to_end, task.func, task.args, task.kwargs or {})
         else:
@@ -136,13 +137,17 @@ class PoolExecutor(Executor):
         task.handle = future
         future.add_done_callback(functools.partial(report_future, task, done, pickled=self.cloudpickle))
 
-    def _call_marked(self, func, args, kwargs):
+    def _call_marked(self, task):
         """A call in the caller's thread pool, marked so that a nested run from it
-        on this executor runs its nodes here."""
+        on this executor runs its nodes here; the task is told which thread ran it,
+        and when."""
         _inside.pool = self.pool
+        task.where = threading.current_thread().name
+        task.started = time.monotonic()
         try:
-            return _call_to_end(func, args, kwargs)
+            return _call_to_end(task.func, task.args, task.kwargs or {})
         finally:
+            task.finished = time.monotonic()
             _inside.pool = None
 
     def cancel_task(self, task) -> None:
@@ -155,11 +160,16 @@ _inside = threading.local()  # .pool: the caller's thread pool whose call runs i
 
 def run_outcome(task) -> tuple:
     """Run ``task`` (in a worker thread): ``(ok, value or (exception, traceback))``,
-    never an exception, since a worker thread must always report back."""
+    never an exception, since a worker thread must always report back. The task
+    is told which thread ran it, and when."""
+    task.where = threading.current_thread().name
+    task.started = time.monotonic()
     try:
-        return True, task.run()
+        outcome = True, task.run()
     except BaseException as exc:
-        return False, (exc, format_exception(exc))
+        outcome = False, (exc, format_exception(exc))
+    task.finished = time.monotonic()
+    return outcome
 
 
 def _work(task, done) -> None:

@@ -46,6 +46,7 @@ class SerialExecutor(Executor):
 
     def start_task(self, task, done) -> None:
         # The engine calls untimed nodes itself (runs_inline); the rest come here.
+        task.where = "driver"
         if task.timeout is None:
             outcome = _call(task)
         elif threading.current_thread() is threading.main_thread():
