@@ -5,10 +5,10 @@ ended.
 Policy:
 
 * **One clock.** Times are seconds of the engine's clock, ``time.monotonic()`` of
-  the driver's host. Where a node runs in another process of the same host, the
-  worker's own ``time.monotonic()`` is the same system clock; a worker of another
-  host gives its wall-clock times, which its executor converts with the driver's
-  offset between the two clocks (:func:`wall_offset`).
+  the driver's host. A worker thread reads it itself; a worker process, MPI rank
+  or dask worker (of this host or another) gives its wall-clock times
+  (``time.time()``), which its executor reads on the engine's clock with the
+  driver's offset between the two (:func:`wall_offset`).
 * **Measured where it ran.** An executor that knows when a call began and ended
   where it ran sets ``task.started`` and ``task.finished`` (and ``task.where``,
   the worker: a thread, a process, a rank, a dask worker); one that does not
@@ -16,7 +16,8 @@ Policy:
   its report arrived.
 * **A possible order.** ``ready <= submitted <= started <= finished`` always holds:
   a time measured on another clock is brought inside what the driver saw (a call
-  cannot start before it was sent, nor end after its report arrived).
+  cannot start before it was sent, nor end after its report arrived). A pipelined
+  node (``DaskExecutor``) is ready when its dependencies have been sent.
 * **Always on, kept where asked.** Every attempt is stamped; the record is made
   for the callbacks (:meth:`~dispatcher.Callback.on_attempt`, which a
   :class:`~dispatcher.Trace` keeps) and for the run's outputs, whose
@@ -97,6 +98,8 @@ def record(task, error, now: float) -> Attempt:
     finished = task.finished
     if started is None or started < submitted:
         started = submitted
+    elif started > now:  # another host's clock, ahead of this one
+        started = now
     if finished is None or finished > now:
         finished = now
     if finished < started:

@@ -3,9 +3,9 @@ package (the ``graphviz`` extra: ``pip install 'dispatcher-graph[graphviz]'``).
 
 Policy: each node is a box labelled with its function (its label) and a short
 view of its arguments, coloured by the state of its latest run: done (green),
-failed (red, with its error under the label), cached (blue: done in the latest
-run without an attempt, known only from a :class:`~dispatcher.Trace` of that
-run), released (pale green), not run (grey). Edges go from a dependency to the
+failed (red, with its error under the label), cached (blue: done without an attempt
+in the :class:`~dispatcher.Trace` given, that is found in the run's store or
+given as an input), released (pale green), not run (grey). Edges go from a dependency to the
 nodes that take it. The format is the file's suffix (``.svg``, ``.png``,
 ``.pdf``, ... anything ``dot -T`` writes). A missing package or a missing ``dot``
 raises an error that names what to install.

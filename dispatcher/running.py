@@ -102,7 +102,9 @@ def _state(
     if progress:
         callbacks.append(ProgressBar())
     if trace is not None:
-        callbacks.append(_trace(trace, executor))
+        trace = _trace(trace, executor)
+        if trace not in callbacks:  # given twice, it would keep each attempt twice
+            callbacks.append(trace)
     capabilities = executor.capabilities
     options = RunOptions(
         throw_error=throw_error,

@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import html
 import json
-import os
 
-__all__ = ["write_html"]
+__all__ = ["page", "page_data"]
 
 # 12 colours that stay apart from each other (ColorBrewer's Paired, reordered)
 PALETTE = (
@@ -40,7 +39,7 @@ def page_data(trace) -> dict:
             colours[label] = PALETTE[len(colours) % len(PALETTE)]
         bars.append(
             {
-                "lane": lanes[a.where or "executor"] - 1,
+                "lane": lanes[trace.lane_of(a)] - 1,
                 "label": label,
                 "attempt": a.number,
                 "ready": a.ready - start,
@@ -62,19 +61,15 @@ def page_data(trace) -> dict:
     }
 
 
-def write_html(trace, path: str | os.PathLike) -> None:
-    """Write the timeline of ``trace`` to ``path``."""
+def page(trace) -> str:
+    """The timeline of ``trace``, as the text of an HTML page."""
     data = json.dumps(page_data(trace)).replace("</", "<\\/")  # never ends the script early
     title = f"dispatcher run on {trace.executor}" if trace.executor else "dispatcher run"
-    text = (
+    return (
         _PAGE.replace("__TITLE__", html.escape(title))
         .replace("__SUMMARY__", html.escape(trace.summary()))
         .replace("__DATA__", data)
     )
-    tmp = f"{os.fspath(path)}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 _PAGE = """<!DOCTYPE html>

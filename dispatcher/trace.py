@@ -40,7 +40,13 @@ import time
 from .attempts import Attempt
 from .engine.callbacks import Callback
 
-__all__ = ["Trace"]
+__all__ = ["Trace", "lane_of"]
+
+
+def lane_of(attempt: Attempt) -> str:
+    """The lane of an attempt: its worker (``"executor"`` where the executor does
+    not say)."""
+    return attempt.where or "executor"
 
 
 class Trace(Callback):
@@ -83,9 +89,11 @@ class Trace(Callback):
             self.write(self.path)
 
     # -- the picture ----------------------------------------------------------------------
+    lane_of = staticmethod(lane_of)
+
     def lanes(self) -> dict[str, int]:
         """The lane number of each worker the attempts name."""
-        names = sorted({_lane_name(a) for a in self.attempts}, key=_lane_order)
+        names = sorted({lane_of(a) for a in self.attempts}, key=_lane_order)
         return {name: i + 1 for i, name in enumerate(names)}
 
     def span(self) -> tuple[float, float]:
@@ -128,7 +136,7 @@ class Trace(Callback):
             name = names.get(label)
             if name is None:
                 name = names[label] = quote(label)
-            tid = lanes[a.where or "executor"]
+            tid = lanes[lane_of(a)]
             began = (a.started - start) * 1e6
             extra = "" if a.cores is None else f',"cores":{a.cores}'
             if a.error is None:
@@ -150,23 +158,20 @@ class Trace(Callback):
                 flows += 1
                 # the start binds to the slice that encloses it: just inside the dependency's end
                 at = max((made.finished - start) * 1e6 - 0.001, (made.started - start) * 1e6)
-                append(_FLOW % (flows, at, lanes[made.where or "executor"], flows, began, tid))
+                append(_FLOW % (flows, at, lanes[lane_of(made)], flows, began, tid))
         started = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(self.wall0 + start - self.mono0))
         other = quote({"executor": self.executor, "cores": self.cores, "started": started})
         return '{"traceEvents":[' + ",\n".join(out) + '],"displayTimeUnit":"ms","otherData":' + other + "}"
 
     def write(self, path: str | os.PathLike) -> None:
         """Write the Chrome trace to ``path`` (written whole, then renamed into place)."""
-        tmp = f"{os.fspath(path)}.tmp-{os.getpid()}"
-        with open(tmp, "w") as f:
-            f.write(self.chrome_json())
-        os.replace(tmp, path)
+        _write(path, self.chrome_json())
 
     def to_html(self, path: str | os.PathLike) -> None:
         """Write a self-contained HTML timeline (see :mod:`dispatcher.timeline`)."""
-        from .timeline import write_html
+        from .timeline import page
 
-        write_html(self, path)
+        _write(path, page(self))
 
     # -- the numbers --------------------------------------------------------------------------
     def utilisation(self) -> dict:
@@ -212,7 +217,7 @@ class Trace(Callback):
         while last is not None and last.node not in seen:
             path.append(last)
             seen.add(last.node)
-            deps = [final[d] for d in _dependencies(last.node) if d in final]
+            deps = [final[d] for d in last.node.dependencies() if d in final]
             last = max(deps, key=lambda a: a.finished, default=None)
         path.reverse()
         return path
@@ -275,13 +280,13 @@ _FLOW = (
 )
 
 
-def _lane_name(attempt: Attempt) -> str:
-    return attempt.where or "executor"
-
-
 def _lane_order(name: str) -> tuple:
     return (name != "driver", name)
 
 
-def _dependencies(node) -> tuple:
-    return node.dependencies()
+def _write(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to a temporary name, then rename it into place."""
+    tmp = f"{os.fspath(path)}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)

@@ -270,3 +270,24 @@ def test_visualize_names_what_to_install_without_dot(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))  # no dot here
     with pytest.raises(dp.DispatcherError, match="apt-get install graphviz"):
         dp.DispatchGraph(dp.Op(abs, 1)).visualize(tmp_path / "g.svg")
+
+
+def test_a_value_without_its_nout_values_is_a_failed_attempt():
+    @dp.op(nout=2)
+    def three():
+        return 1, 2, 3
+
+    for ex in (dp.SerialExecutor(), dp.ThreadExecutor(2)):
+        with ex:
+            (result,) = dp.run(ex, [three()], throw_error=False)
+        (attempt,) = result.attempts
+        assert result.is_error() and isinstance(attempt.error, ValueError), attempt
+
+
+def test_a_trace_given_twice_keeps_each_attempt_once_and_callbacks_may_listen_by_attribute():
+    trace = dp.Trace()
+    seen = []
+    listener = dp.Callback()
+    listener.on_finish = lambda node, value: seen.append(value)  # set on the object, not its class
+    dp.run(dp.SerialExecutor(), [dp.Op(abs, -2)], trace=trace, callbacks=[trace, listener])
+    assert len(trace.attempts) == 1 and seen == [2]

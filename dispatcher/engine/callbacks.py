@@ -57,10 +57,10 @@ class Callback:
 
 
 def listeners(callbacks: tuple, method: str) -> tuple:
-    """The callbacks whose class overrides ``method``: the others need not be told
-    (a run tells its listeners of each node only)."""
+    """The callbacks that do something on ``method`` (the base's does nothing): the
+    others need not be told of each node."""
     base = getattr(Callback, method)
-    return tuple(cb for cb in callbacks if getattr(type(cb), method, base) is not base)
+    return tuple(cb for cb in callbacks if getattr(getattr(cb, method), "__func__", None) is not base)
 
 
 def notify(callbacks: tuple, method: str, node: DispatchNode | None, *args: Any) -> None:

@@ -15,7 +15,7 @@ import logging
 from typing import Any
 
 from ..checks import check_timeout, nout_error
-from ..outcomes import Failure
+from ..outcomes import Failure, Stored
 from ..results import DependencyError, format_exception
 from . import pipelining, release
 from .callbacks import notify
@@ -23,7 +23,7 @@ from .plan import kids
 from .records import NodeState
 from .retries import retry_limits, should_retry
 
-__all__ = ["back_off", "checked_timeout", "fail", "failed_attempt", "wrong_nout"]
+__all__ = ["attempt_error", "back_off", "checked_timeout", "fail", "failed_attempt", "wrong_nout"]
 
 logger = logging.getLogger("dispatcher")
 
@@ -93,6 +93,17 @@ def fail(run: Any, node, error: DependencyError) -> None:
             run._dependency_finished(kid)
     if run.needed is not None:
         release.after(run, node)
+
+
+def attempt_error(run: Any, node, ok: bool, payload) -> BaseException | None:
+    """The error an attempt that reported ``ok, payload`` ends with: its exception, or
+    the error of a value that does not hold the node's ``nout`` values (which fails
+    it), or None."""
+    if not ok:
+        return payload[0]
+    if node.nout is None or run.pipelined or type(payload) is Stored:
+        return None  # (a Stored value was checked by the worker that stored it)
+    return nout_error(node.label, node.nout, payload)
 
 
 def wrong_nout(run: Any, node, value, attempt: int) -> bool:

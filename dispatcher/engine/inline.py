@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..attempts import Attempt
+from ..checks import nout_error
 from ..coroutines import COROUTINE, finish
 from ..results import format_exception
 from . import failures
@@ -41,11 +42,13 @@ def call_here(run: Any, node, func, args, kwargs, grant) -> None:
         return
     if grant is not None:
         run._cores_back(grant)
+    wrong = None if node.nout is None else nout_error(node.label, node.nout, value)
     if run.on_attempt or node in run.keep:
-        _attempt(run, node, begun, None, grant)
+        _attempt(run, node, begun, wrong, grant)
     else:
         run.ready_at.pop(node, None)
-    if node.nout is not None and failures.wrong_nout(run, node, value, run._attempt(node)):
+    if wrong is not None:
+        failures.failed_attempt(run, node, wrong, format_exception(wrong), run._attempt(node))
         return
     run._finish_ok(node, value)
 

@@ -93,6 +93,7 @@ def _unblock_dependants(run: Any, node) -> None:
             if n == 0 and run.state_of(kid) is WAITING:
                 state[kid] = READY
                 ready.append(kid)
+                run.ready_at[kid] = run.clock()  # ready to be sent: its attempt's ready time
 
 
 def resolve(run: Any, node) -> None:

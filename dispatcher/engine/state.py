@@ -46,7 +46,8 @@ Fields of :class:`RunState`
     running: dict[node, Task]         the current attempt of each SENT or RUNNING node
     parked: dict[node, tuple]         pipelined: the early report (task, ok, payload) of a PARKED node
     attempts: dict[node, int]         the number of the next attempt, for retried nodes
-    ready_at: dict[node, float]       when it became READY (its attempt's ready time), until it starts
+    ready_at: dict[node, float]       when it became READY (its attempt's ready time); taken when it
+                                      starts (one that never starts keeps it to the end of the run)
     log: dict[node, list[Attempt]]    the attempts of the outputs (dispatcher.attempts)
     timers: Timers                    the one clock: RUNNING tasks' deadlines, BACKING_OFF nodes' due times
     values: dict[node, value]         given and finished nodes' values (pipelined: handles, of sent ones too)
@@ -310,7 +311,7 @@ class RunState:
         if self.error is not None:
             return  # the run is ending; running tasks are only awaited
         if self.on_attempt or node in self.keep:
-            self._attempt_ended(record(task, None if ok else payload[0], self.clock()))
+            self._attempt_ended(record(task, failures.attempt_error(self, node, ok, payload), self.clock()))
         if pipelined and self.state.get(node) is SENT:
             self.state[node] = PARKED
             self.parked[node] = (task, ok, payload)

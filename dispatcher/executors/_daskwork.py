@@ -62,9 +62,9 @@ def _tell_attempt(start: float) -> None:
 
     try:
         worker = get_worker()
-    except ValueError:  # not on a dask worker (a local dask scheduler): nobody to tell
+        worker.log_event(ATTEMPTS, [worker.get_current_task(), start, time.time(), worker.address])
+    except Exception:  # not on a dask worker (a local scheduler), or none to tell: the call's outcome stands
         return
-    worker.log_event(ATTEMPTS, [worker.get_current_task(), start, time.time(), worker.address])
 
 
 def by_value(func):

@@ -25,11 +25,21 @@ import inspect
 import sys
 import time
 
-__all__ = ["agree", "check_grace", "error_text", "wait_request", "wants_comm", "with_comm"]
+__all__ = ["agree", "check_grace", "error_text", "too_many_ranks", "wait_request", "wants_comm", "with_comm"]
 
 _SPIN = 0.002  # seconds a wait only yields the CPU between tests of its request
 _POLL_MAX = 0.001  # then the longest sleep between tests, for the first second
 _POLL_SLOW = 0.01  # ... and after
+
+
+def too_many_ranks(label: str, cores: int, ranks: int):
+    """The error of an SPMD node that asks for more cores than there are worker ranks."""
+    from ..results import ExecutorError
+
+    return ExecutorError(
+        f"node {label!r} asks for {cores} cores, which on MPIExecutor are as many worker ranks, "
+        f"but there are {ranks}"
+    )
 
 
 def check_grace(grace) -> float:

@@ -41,6 +41,7 @@ from ..engine.records import timeout_error
 from ..results import ExecutorError, format_exception
 from . import _mpiwork
 from ._jobs import PENDING, SENT, Job, JobQueue
+from ._mpicomm import too_many_ranks
 from ._mpigang import GangRun, Rendezvous
 from ._procworker import pickle_dumps
 from .codec import decode_outcome
@@ -156,11 +157,9 @@ class WorldRanks:
         task.handle = job
         if task.cores is not None and task.cores > 1:  # SPMD on task.cores ranks
             if task.cores > self.max_workers:
-                err = ExecutorError(
-                    f"node {task.node.label!r} asks for {task.cores} cores, which on MPIExecutor are "
-                    f"as many worker ranks, but there are {self.max_workers}"
+                self._jobs.report(
+                    job, False, (too_many_ranks(task.node.label, task.cores, self.max_workers), "")
                 )
-                self._jobs.report(job, False, (err, ""))
                 return
             with self._lock:
                 self._gangs.append(job)
@@ -240,10 +239,22 @@ class WorldRanks:
         if payload is None:  # it failed, naming what would not pickle
             self._free_slot(size)
             return
-        if self._rendezvous is None:
-            self._rendezvous = Rendezvous()
-        rendezvous = self._rendezvous
-        run = GangRun(job, rendezvous.open(size), size)
+        try:
+            with self._lock:
+                if self._rendezvous is None:
+                    self._rendezvous = Rendezvous()
+                rendezvous = self._rendezvous
+            number = rendezvous.open(size)
+        except BaseException as exc:  # no socket for the rendezvous, or Ctrl-C: the node fails
+            self._free_slot(size)
+            err = ExecutorError(
+                f"node {task.node.label!r} cannot meet its ranks: {type(exc).__name__}: {exc}"
+            )
+            self._jobs.fail([job], err, format_exception(exc))
+            if not isinstance(exc, Exception):
+                raise
+            return
+        run = GangRun(job, number, size)
         self._jobs.sent([job], run)
         late = str(timeout_error(task.node.label, task.timeout)) if task.timeout is not None else ""
         gang = (rendezvous.address, rendezvous.token, run.gang)

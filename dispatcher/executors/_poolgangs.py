@@ -31,9 +31,10 @@ import concurrent.futures as cf
 import functools
 import itertools
 
-from ..results import ExecutorError, WorkerLostError
+from ..results import WorkerLostError
 from . import _procworker as wire
 from ._jobs import PENDING, REPORTED, SENT, Job
+from ._mpicomm import too_many_ranks
 from ._mpigang import GangRun, SpmdCall
 
 __all__ = ["PoolGangs", "running_members"]
@@ -91,11 +92,11 @@ class PoolGangs:
             size = job.task.cores
             if size > pool.size:
                 waiting.popleft()
-                err = ExecutorError(
-                    f"node {job.task.node.label!r} asks for {size} cores, which on MPIExecutor are "
-                    f"as many worker ranks, but there are {pool.size}"
-                )
-                pool.jobs.report(job, False, (err, ""))
+                pool.jobs.report(job, False, (too_many_ranks(job.task.node.label, size, pool.size), ""))
+                continue
+            if pool.broken is not None:  # no rank will be started again: it would wait forever
+                waiting.popleft()
+                pool.jobs.report(job, False, (pool.broken, ""))
                 continue
             idle: dict = {}
             live: collections.Counter = collections.Counter()
@@ -147,6 +148,8 @@ class PoolGangs:
         pool.jobs.sent([job], run)
         task.where = f"{run.size} worker ranks"
         for rank, worker in enumerate(members):
+            if job.state == REPORTED:  # a member could not be sent: the rest stay home
+                break
             member = Job(task, functools.partial(self._member_done, run, rank))
             run.members.append(member)
             try:

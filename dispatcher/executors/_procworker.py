@@ -31,10 +31,10 @@ from the parent is a batch, ``(calls, timed)`` with ``calls`` a list of ``(func,
 args, kwargs)``; for a ``timed`` batch (a node with a timeout) the worker first
 answers ``("started",)``, from which the parent counts the timeout, so that
 neither the unpickling nor the imports it brings count. It runs the calls in order
-and answers ``("done", outcomes, seconds)`` with one
+and answers ``("done", outcomes, spans)`` with one
 ``(ok, value)`` per call, where a failure's value is ``(exception, traceback)``,
 or ``(type name, message, traceback)`` when the exception itself cannot be
-pickled, and ``seconds`` the time each call took. A batch that cannot be
+pickled, and ``spans`` when each call began and ended (``(start, end)``, wall clock). A batch that cannot be
 unpickled is answered ``("unreadable", description)``. End of file on the socket
 means stop.
 
