@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-all test-interop test-browser lint docs bench bench-quick bench-detail clean
+.PHONY: install test test-all test-interop test-browser test-slurm lint docs bench bench-quick bench-detail clean
 
 install: $(STAMP)
 
@@ -40,6 +40,18 @@ test-interop: $(INTEROP_STAMP)
 test-browser: $(STAMP)
 	.ci/system-packages chromium=chromium
 	$(BIN)/python -m pytest -q -m browser
+
+# a real Slurm cluster of one node (tests/slurm/cluster.py: munged, slurmctld and slurmd
+# as root in a temporary directory, stopped whatever happens) and tests/slurm run in it;
+# Slurm and munge come from the system's packages. Where they cannot be installed (not
+# root, no apt-get) it says why and fails in CI (CI set), passes elsewhere.
+test-slurm: $(STAMP)
+	@if [ "$$(id -u)" = 0 ] && .ci/system-packages slurmctld=slurm-wlm slurmd=slurmd munged=munge sbatch=slurm-client; then \
+		$(BIN)/python tests/slurm/cluster.py --cpus 8 --timeout 2400 -- $(BIN)/python -m pytest -q tests/slurm; \
+	else \
+		echo "make test-slurm did not run: its Slurm and munge daemons need root and apt-get (Debian: apt-get install slurm-wlm munge)"; \
+		test -z "$$CI"; \
+	fi
 
 # the HTML site in docs/_build/html; a warning fails the build
 docs: $(STAMP)

@@ -40,9 +40,11 @@ from .results import (
     DispatchResult,
     ExecutorError,
     RemoteError,
+    Terminated,
     WorkerLostError,
     is_worker_lost,
 )
+from .slurm import SlurmAllocation, slurm_allocation
 from .store import FileStore, Store
 from .trace import Trace
 
@@ -77,7 +79,9 @@ __all__ = [
     "RemoteError",
     "SerialExecutor",
     "SerialMPIExecutor",
+    "SlurmAllocation",
     "Store",
+    "Terminated",
     "ThreadExecutor",
     "Trace",
     "WorkerLostError",
@@ -88,4 +92,5 @@ __all__ = [
     "op",
     "run",
     "run_async",
+    "slurm_allocation",
 ]

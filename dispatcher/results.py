@@ -19,6 +19,7 @@ __all__ = [
     "DispatcherError",
     "ExecutorError",
     "RemoteError",
+    "Terminated",
     "WorkerLostError",
 ]
 
@@ -56,6 +57,20 @@ class RemoteError(DispatcherError):
 
     def __str__(self) -> str:
         return f"{self.type_name}: {self.args[1]}"
+
+
+class Terminated(KeyboardInterrupt):
+    """The process driving a run was sent SIGTERM: a batch system cancelled its job
+    (Slurm's ``scancel``) or the job reached its time limit, or another program
+    asked it to stop.
+
+    While a blocking run is driven from the main thread (and SIGTERM has no
+    handler of the script's own) the signal raises it there; it derives from
+    ``KeyboardInterrupt`` so that it stops the run wherever Ctrl-C does (a node
+    running in the driver's thread included). The run then stops as after Ctrl-C,
+    and every node it had not finished fails with it: the run returns (or, with
+    ``throw_error``, raises) instead of the process dying with nothing said.
+    """
 
 
 def is_worker_lost(error: BaseException) -> bool:

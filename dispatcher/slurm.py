@@ -1,4 +1,4 @@
-"""What a Slurm allocation says about itself, read from the environment.
+"""What a Slurm allocation says about itself.
 
 Inside a job (``sbatch``, ``salloc``, ``srun``) Slurm sets ``SLURM_JOB_ID``, the
 number of tasks (``SLURM_NTASKS``, older ``SLURM_NPROCS``, or, failing both, the
@@ -7,21 +7,34 @@ tasks per node ``SLURM_TASKS_PER_NODE`` such as ``"2(x3),1"``), the nodes
 on each node (``SLURM_JOB_CPUS_PER_NODE``, in the same form as the tasks per
 node), on this node (``SLURM_CPUS_ON_NODE``) and per task (``SLURM_CPUS_PER_TASK``),
 and the name of this node (``SLURMD_NODENAME``). :func:`slurm_allocation` reads
-them without calling any Slurm command, so it works on compute nodes and in tests
-alike; :func:`usable_cores` gives the cores a process may use, in a job or not.
+them; :func:`usable_cores` gives the cores a process may use, in a job or not.
+
+Policy: the environment is the source, read with the tools made for it: a node
+list is expanded by ``scontrol show hostnames`` where Slurm's commands are
+installed, else by the ``python-hostlist`` package (compute nodes and containers
+without them), which gives the same names in the same order; counts per node
+are read by ``python-hostlist`` too. Nothing is asked of the controller, so
+reading an allocation works on every node of a job and costs at most one
+``scontrol`` call per node list.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
-import re
+import shutil
 import socket
+import subprocess
 
 import attrs
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "SlurmAllocation",
     "expand_nodelist",
+    "parse_nodelist",
     "slurm_allocation",
     "tasks_per_node",
     "this_host",
@@ -53,6 +66,15 @@ class SlurmAllocation:
             return tuple((node, self.cpus_on_node or 1) for node in self.nodes)
         return tuple(zip(self.nodes, self.cpus_per_node))
 
+    @property
+    def reaches_other_hosts(self) -> bool:
+        """Some of the job's nodes are not the one this process runs on (a job of
+        several nodes, or ``salloc`` run on a login node): ranks or workers started
+        through Slurm may run on another host."""
+        if not self.nodes:
+            return False
+        return self.node_name is None or any(node != self.node_name for node in self.nodes)
+
     def describe(self) -> str:
         more = len(self.nodes) - 4
         hosts = ", ".join(self.nodes[:4]) + (f" and {more} more" if more > 0 else "")
@@ -60,45 +82,53 @@ class SlurmAllocation:
         return f"Slurm job {self.job_id}: {tasks} on {len(self.nodes) or '?'} node(s) ({hosts or 'unknown'})"
 
 
-def _split_top(text: str) -> list[str]:
-    """Split at commas outside brackets."""
-    parts, depth, start = [], 0, 0
-    for i, ch in enumerate(text):
-        if ch == "[":
-            depth += 1
-        elif ch == "]":
-            depth -= 1
-        elif ch == "," and depth == 0:
-            parts.append(text[start:i])
-            start = i + 1
-    parts.append(text[start:])
-    return [p for p in parts if p]
-
-
 def expand_nodelist(nodelist: str) -> list[str]:
     """Host names of a Slurm node list: ``"node[01-03,07],gpu1"`` gives
     ``["node01", "node02", "node03", "node07", "gpu1"]``.
 
-    >>> expand_nodelist("cn[1-2]-ib,login")
-    ['cn1-ib', 'cn2-ib', 'login']
+    Read as Slurm reads it: by ``scontrol show hostnames`` where the command is
+    on ``PATH`` (a login or compute node with Slurm's tools), else by the
+    ``python-hostlist`` package (a compute node without them, a container); the
+    two agree (``tests/slurm``). A list neither can read raises ``ValueError``.
+
+    >>> expand_nodelist("cn[1-2],login")
+    ['cn1', 'cn2', 'login']
     """
-    hosts: list[str] = []
-    for part in _split_top(nodelist.strip()):
-        match = re.match(r"^([^\[]*)\[([^\]]*)\](.*)$", part)
-        if match is None:
-            hosts.append(part)
-            continue
-        prefix, ranges, rest = match.groups()
-        for tail in expand_nodelist(rest) if rest else [""]:
-            for item in ranges.split(","):
-                lo, _, hi = item.partition("-")
-                if not hi:
-                    hosts.append(f"{prefix}{lo}{tail}")
-                    continue
-                width = len(lo)
-                for n in range(int(lo), int(hi) + 1):
-                    hosts.append(f"{prefix}{n:0{width}d}{tail}")
-    return hosts
+    return list(_expand_nodelist(nodelist.strip()))
+
+
+@functools.cache  # one scontrol per node list: a job's list does not change
+def _expand_nodelist(nodelist: str) -> tuple[str, ...]:
+    if not nodelist:
+        return ()
+    scontrol = shutil.which("scontrol")
+    if scontrol is not None:
+        try:
+            done = subprocess.run(
+                [scontrol, "show", "hostnames", nodelist], capture_output=True, text=True, timeout=30
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            logger.debug("scontrol show hostnames %s failed (%s): reading it here", nodelist, exc)
+        else:
+            if done.returncode == 0 and done.stdout.split():
+                return tuple(done.stdout.split())
+            logger.debug("scontrol show hostnames %s: %s", nodelist, done.stderr.strip())
+    return tuple(parse_nodelist(nodelist))
+
+
+def parse_nodelist(nodelist: str) -> list[str]:
+    """A Slurm node list read without Slurm's commands (by ``python-hostlist``), in
+    Slurm's order and with its repeats: what ``scontrol show hostnames`` prints.
+
+    >>> parse_nodelist("r[1-2]n[08-09]")
+    ['r1n08', 'r1n09', 'r2n08', 'r2n09']
+    """
+    import hostlist
+
+    try:
+        return hostlist.expand_hostlist(nodelist, allow_duplicates=True)
+    except hostlist.BadHostlist as exc:
+        raise ValueError(f"cannot read the Slurm node list {nodelist!r}: {exc}") from exc
 
 
 def tasks_per_node(spec: str) -> list[int]:
@@ -108,13 +138,12 @@ def tasks_per_node(spec: str) -> list[int]:
     >>> tasks_per_node("2(x3),1")
     [2, 2, 2, 1]
     """
-    counts: list[int] = []
-    for item in spec.split(","):
-        match = re.fullmatch(r"\s*(\d+)(?:\(x(\d+)\))?\s*", item)
-        if match is None:
-            raise ValueError(f"cannot read SLURM_TASKS_PER_NODE={spec!r}")
-        counts += [int(match.group(1))] * int(match.group(2) or 1)
-    return counts
+    import hostlist
+
+    try:
+        return [int(n) for n in hostlist.parse_slurm_tasks_per_node(spec)]
+    except (hostlist.BadHostlist, ValueError) as exc:
+        raise ValueError(f"cannot read SLURM_TASKS_PER_NODE={spec!r}") from exc
 
 
 def _int(environ, *names: str) -> int | None:

@@ -11,8 +11,13 @@ whitespace equal). A comment line just before a block changes how it runs:
   ``COMMAND`` (for instance ``mpiexec -n 4 python``), or put where ``COMMAND``
   says ``{}`` (``python {} --executor serial``); several such lines run it once
   for each. ``python`` and ``mpiexec`` are those of the test environment.
-- ``% doc-test: skip REASON`` leaves the block out (it needs a Slurm allocation, a
-  remote scheduler); the reason is required.
+- ``% doc-test: skip REASON`` leaves the block out (it needs a remote scheduler);
+  the reason is required.
+- ``% doc-test: file NAME`` names the block (of any language: a batch script, a
+  script) as the file ``NAME`` that a test of its own writes and runs where it can
+  (``tests/slurm`` submits the Slurm pages' batch scripts to a real cluster):
+  :func:`files` gives them. Such a block runs here only if it also has ``run``
+  lines.
 
 ``python tests/docexamples.py PAGE RESULT.json`` is the runner of a page's shared
 blocks; :func:`check_page` starts it, runs the standalone blocks, and returns the
@@ -31,7 +36,9 @@ import sys
 import tempfile
 
 FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})(?P<info>[^`\n]*)$")
-DIRECTIVE = re.compile(r"^\s*(?:%|<!--)\s*doc-test:\s*(?P<kind>run|skip)\b\s*(?P<arg>.*?)\s*(?:-->)?\s*$")
+DIRECTIVE = re.compile(
+    r"^\s*(?:%|<!--)\s*doc-test:\s*(?P<kind>run|skip|file)\b\s*(?P<arg>.*?)\s*(?:-->)?\s*$"
+)
 CHECKER = doctest.OutputChecker()
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
@@ -51,7 +58,13 @@ class Block:
 
     @property
     def skipped(self) -> bool:
-        return any(kind == "skip" for kind, _ in self.directives)
+        if any(kind == "skip" for kind, _ in self.directives):
+            return True
+        return self.name is not None and not self.runs  # a file that a test of its own runs
+
+    @property
+    def name(self) -> str | None:
+        return next((arg for kind, arg in self.directives if kind == "file"), None)
 
 
 def blocks(path: pathlib.Path) -> list[Block]:
@@ -79,14 +92,7 @@ def blocks(path: pathlib.Path) -> list[Block]:
         lang = info.split()[0] if info else ""
         code = "\n".join(body) + "\n"
         if lang == "python":
-            directives = []
-            k = i - 1
-            while k >= 0 and (d := DIRECTIVE.match(lines[k])):
-                if d["kind"] == "skip" and not d["arg"]:
-                    raise ValueError(f"{path}:{k + 1}: 'doc-test: skip' needs a reason")
-                directives.insert(0, (d["kind"], d["arg"]))
-                k -= 1
-            found.append(Block(code, i + 2, directives))
+            found.append(Block(code, i + 2, _directives(path, lines, i)))
             previous_was_python = True
         elif lang == "output":
             if not previous_was_python:
@@ -97,6 +103,40 @@ def blocks(path: pathlib.Path) -> list[Block]:
             previous_was_python = False
         i = j + 1
     return found
+
+
+def _directives(path, lines: list[str], fence: int) -> list[tuple[str, str]]:
+    """The ``doc-test`` lines just above the block that opens at line ``fence``."""
+    directives = []
+    k = fence - 1
+    while k >= 0 and (d := DIRECTIVE.match(lines[k])):
+        if d["kind"] in ("skip", "file") and not d["arg"]:
+            raise ValueError(f"{path}:{k + 1}: 'doc-test: {d['kind']}' needs an argument")
+        directives.insert(0, (d["kind"], d["arg"]))
+        k -= 1
+    return directives
+
+
+def files(path: pathlib.Path) -> dict[str, str]:
+    """The page's blocks named by ``% doc-test: file NAME``, of any language: ``{NAME: text}``."""
+    lines = path.read_text().splitlines()
+    named: dict[str, str] = {}
+    for i, line in enumerate(lines):
+        m = FENCE.match(line)
+        if not m or not m["info"].strip():
+            continue
+        name = next((arg for kind, arg in _directives(path, lines, i) if kind == "file"), None)
+        if name is None:
+            continue
+        indent, fence, body = m["indent"], m["fence"], []
+        for text in lines[i + 1 :]:
+            if text.strip().startswith(fence) and text.strip().strip(fence[0]) == "":
+                break
+            body.append(text[len(indent) :] if text.startswith(indent) else text.lstrip())
+        if name in named:
+            raise ValueError(f"{path}:{i + 1}: a second block is named {name!r}")
+        named[name] = "\n".join(body) + "\n"
+    return named
 
 
 def _environment() -> dict:

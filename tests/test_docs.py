@@ -67,11 +67,30 @@ def test_output_is_compared_as_doctest_does(tmp_path):
 def test_skip_needs_a_reason_and_output_needs_code(tmp_path):
     page = tmp_path / "page.md"
     page.write_text("% doc-test: skip\n```python\npass\n```\n")
-    with pytest.raises(ValueError, match="needs a reason"):
+    with pytest.raises(ValueError, match="needs an argument"):
         docexamples.blocks(page)
     page.write_text("```sh\nls\n```\n\n```output\nfile\n```\n")
     with pytest.raises(ValueError, match="must follow a python block"):
         docexamples.blocks(page)
+
+
+def test_named_blocks_are_files_for_their_own_tests(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text(
+        "% doc-test: file job.sh\n```sh\n#SBATCH -n 2\nsrun hostname\n```\n\n"
+        "% doc-test: file script.py\n% doc-test: run python\n```python\nprint(1)\n```\n\n"
+        "% doc-test: file alone.py\n```python\nraise SystemExit(1)\n```\n"
+    )
+    assert docexamples.files(page) == {
+        "job.sh": "#SBATCH -n 2\nsrun hostname\n",
+        "script.py": "print(1)\n",
+        "alone.py": "raise SystemExit(1)\n",
+    }
+    assert [(b.name, b.skipped) for b in docexamples.blocks(page)] == [
+        ("script.py", False),
+        ("alone.py", True),
+    ]
+    assert docexamples.check_page(page) == ([], 1)  # the named block without a run line is not run here
 
 
 def test_api_reference_names_every_public_name():

@@ -26,7 +26,7 @@ def test_slurm_environment_is_read():
     per_node = {"SLURM_JOB_ID": "1", "SLURM_TASKS_PER_NODE": "2(x3),1", "SLURM_NODELIST": "a,b"}
     assert _slurm.slurm_allocation(per_node).ntasks == 7
     assert _slurm.slurm_allocation(per_node).nodes == ("a", "b")
-    assert _slurm.expand_nodelist("r[1-2]n[08-09]") == ["r1n08", "r2n08", "r1n09", "r2n09"]
+    assert _slurm.expand_nodelist("r[1-2]n[08-09]") == ["r1n08", "r1n09", "r2n08", "r2n09"]
     assert _default_workers(alloc) == 11  # the driver is one of the tasks
 
 

@@ -12,13 +12,14 @@ arrived, and resumes the loop. A pipelined run's outputs come back through a
 :class:`Gather` request, which the adapter answers with the executor's ``gather_values``
 or ``gather_values_async``.
 
-When the loop ends by an exception that is not a node's failure (Ctrl-C, a
+When the loop ends by an exception that is not a node's failure (Ctrl-C, SIGTERM, a
 cancelled asyncio task, a failing callback), the executor is interrupted, every
 running task is cancelled and then awaited, so nothing is left behind. The wait is
 bounded: a task that has not reported :data:`SETTLE_SECONDS` after its cancellation
 (a thread that cannot be stopped, a report lost to the interruption itself) is
 abandoned with a warning, and so are all of them at a second interruption; the
-exception that ended the run is then raised. An interrupted run never hangs.
+exception that ended the run is then raised (SIGTERM excepted: it fails the nodes
+left, see :mod:`~dispatcher.engine.termination`). An interrupted run never hangs.
 """
 
 from __future__ import annotations
@@ -35,8 +36,8 @@ from typing import Any
 
 import attrs
 
-from ..results import DispatcherError, DispatchResult, format_exception
-from . import pipelining
+from ..results import DispatcherError, DispatchResult, Terminated, format_exception
+from . import pipelining, termination
 from .records import Task
 from .state import RunState
 
@@ -61,8 +62,12 @@ class Gather:
     handles: list
 
 
-def _steps(state: RunState, executor: Any, report) -> Generator[float | Gather | None, Any, list]:
-    """The one driver loop; ``report(task, ok, payload)`` is what the executor calls."""
+def _steps(
+    state: RunState, executor: Any, report, on_sigterm: bool = False
+) -> Generator[float | Gather | None, Any, list]:
+    """The one driver loop; ``report(task, ok, payload)`` is what the executor calls.
+    With ``on_sigterm``, a :class:`~dispatcher.Terminated` that ends it fails the
+    unfinished nodes instead of being raised (:mod:`~dispatcher.engine.termination`)."""
     synchronous = executor.capabilities.synchronous
     if not synchronous:  # another run that frees cores wakes this one with a report of nothing
         state.wake = functools.partial(report, WAKE_UP, True, None)
@@ -86,17 +91,20 @@ def _steps(state: RunState, executor: Any, report) -> Generator[float | Gather |
         if state.pipelined and state.error is None:
             nodes, handles = pipelining.remote_outputs(state)
             pipelining.localize(state, nodes, (yield Gather(handles)))
-    except BaseException:
+    except BaseException as exc:
+        was_running = [*state.running, *([state.interrupted] if state.interrupted is not None else [])]
         _settle_quietly(executor.interrupt_run)
         _settle_quietly(_cancel_all, executor, state.abort())
+        terminated = on_sigterm and isinstance(exc, Terminated)
+        settle = min(SETTLE_SECONDS, termination.SETTLE_SECONDS) if terminated else SETTLE_SECONDS
         try:
-            deadline = state.clock() + SETTLE_SECONDS
+            deadline = state.clock() + settle
             while state.running and not synchronous:
                 if state.clock() >= deadline:
                     logger.warning(
                         "stopped waiting for %d running node(s) after %g s: %s",
                         len(state.running),
-                        SETTLE_SECONDS,
+                        settle,
                         ", ".join(sorted(node.label for node in state.running)[:5]),
                     )
                     break
@@ -105,8 +113,15 @@ def _steps(state: RunState, executor: Any, report) -> Generator[float | Gather |
             logger.warning("stopped waiting for %d running node(s)", len(state.running))
             raise
         finally:
+            if terminated:
+                first = termination.fail_unfinished(state, exc, was_running)
             state.end()
-        raise
+        if not terminated:
+            raise
+        logger.warning("%s: %d node(s) were running", termination.MESSAGE, len(was_running))
+        if state.throw_error and first is not None:
+            raise first from exc
+        return state.results()
     state.end()
     if state.error is not None:
         raise state.error
@@ -199,11 +214,21 @@ def drive(state: RunState, executor: Any) -> list[DispatchResult]:
         def report(task, ok, payload, _put=inbox.put):
             _put((task, ok, payload))
 
-    steps = _steps(state, executor, report)
-    request = _NOTHING.resume(steps)
-    while type(request) is not _Finished:
-        request = _serve(state, executor, inbox, request).resume(steps)
-    return request.results
+    with termination.on_sigterm() as on_sigterm:
+        steps = _steps(state, executor, report, on_sigterm)
+        answer = _NOTHING
+        while True:
+            try:
+                request = answer.resume(steps)
+                if type(request) is _Finished:
+                    return request.results
+                answer = _serve(state, executor, inbox, request)
+            except BaseException as exc:
+                if steps.gi_frame is None:  # the loop itself ended with it
+                    raise
+                # a signal's exception (Ctrl-C, SIGTERM) raised here, between the
+                # loop's steps: the loop settles the run as if it had met it
+                answer = _Answer(error=exc)
 
 
 def _serve(state: RunState, executor, inbox: queue.SimpleQueue | None, request) -> _Answer:

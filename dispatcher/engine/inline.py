@@ -33,6 +33,7 @@ def call_here(run: Any, node, func, args, kwargs, grant) -> None:
         if type(value) is COROUTINE:  # no call for a plain value
             value = finish(value)
     except KeyboardInterrupt:
+        run.interrupted = node  # (what a run stopped by SIGTERM says was running)
         raise  # Ctrl-C, here in the thread that drives the run: the run ends
     except BaseException as exc:  # SystemExit too: it fails the node
         run._cores_back(grant)

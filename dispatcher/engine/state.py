@@ -168,6 +168,7 @@ class RunState:
         self._get = self.values.__getitem__
 
         self.running: dict = {}
+        self.interrupted = None  # the node called in the driver's thread when Ctrl-C or SIGTERM came
         self.attempts: dict = {}
         self.ready_at: dict = {}  # when each node became READY, from the start on (dispatcher.attempts)
         self.t_start = clock()  # when the nodes READY from the start became so (reset by start())

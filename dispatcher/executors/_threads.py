@@ -11,7 +11,12 @@ call (a thread is added if none is idle) and comes back when the wait ends. Unti
 the borrowed slot is returned, one more call than ``max_workers`` may run; no new
 call starts until the count is back under the limit.
 
-Threads are started as calls need them and stay for the pool's life. Besides
+Threads are started as calls need them and stay for the pool's life.
+``shutdown(wait=True)`` waits for the calls running, except those whose
+:class:`Ticket` was cancelled after they started: their run has given up on them
+(it was interrupted, or they passed their timeout) and a thread cannot be
+stopped, so their threads (daemon threads) are left to end with the call or
+with the process, and shutting down never hangs on them. Besides
 ``submit`` (a ``concurrent.futures.Future`` per call), :meth:`SlotPool.start`
 queues a call that reports by itself, with a :class:`Ticket` that can only take
 it back before it starts: an executor's task needs no future, whose making and
@@ -42,11 +47,11 @@ def current_pool() -> SlotPool | None:
 
 class Ticket:
     """A call queued by :meth:`SlotPool.start`, which :meth:`cancel` takes back if it
-    has not started."""
+    has not started, and marks abandoned if it has (its thread runs on)."""
 
     __slots__ = ("lock", "state")
 
-    QUEUED, STARTED, CANCELLED = 0, 1, 2
+    QUEUED, STARTED, CANCELLED, ABANDONED = 0, 1, 2, 3
 
     def __init__(self, lock):
         self.lock = lock
@@ -57,6 +62,8 @@ class Ticket:
         with self.lock:
             if self.state == Ticket.QUEUED:
                 self.state = Ticket.CANCELLED
+            elif self.state == Ticket.STARTED:
+                self.state = Ticket.ABANDONED
             return self.state == Ticket.CANCELLED
 
 
@@ -84,6 +91,7 @@ class SlotPool(cf.Executor):
         self._granted = 0  # slots granted to idle threads that have not woken yet
         self._wake = threading.Condition(self._lock)
         self._threads: list[threading.Thread] = []
+        self._calls: dict[threading.Thread, Any] = {}  # thread -> the handle of the call it runs
         self._shutdown = False
 
     def submit(self, fn, /, *args: Any, **kwargs: Any) -> cf.Future:
@@ -124,6 +132,8 @@ class SlotPool(cf.Executor):
         the slot while calls wait and the pool is not over its limit, else gives it
         back and waits, idle, until a slot is granted to it (or the pool shuts down)."""
         _here.pool = self
+        me = threading.current_thread()
+        calls = self._calls
         lock = self._lock
         lock.acquire()
         try:
@@ -145,6 +155,7 @@ class SlotPool(cf.Executor):
                     if handle.state == Ticket.CANCELLED:
                         continue
                     handle.state = Ticket.STARTED
+                calls[me] = handle
                 lock.release()
                 try:
                     fn(*args)
@@ -153,6 +164,7 @@ class SlotPool(cf.Executor):
                 finally:
                     del handle, fn, args
                     lock.acquire()
+                    del calls[me]
         finally:
             lock.release()
 
@@ -185,5 +197,14 @@ class SlotPool(cf.Executor):
         if wait:
             me = threading.current_thread()
             for thread in list(self._threads):
-                if thread is not me:
-                    thread.join()
+                while thread is not me and thread.is_alive() and not self._abandoned(thread):
+                    thread.join(0.1)
+
+    def _abandoned(self, thread: threading.Thread) -> bool:
+        """``thread`` runs a call whose ticket was cancelled after it started."""
+        with self._lock:
+            handle = self._calls.get(thread)
+        if type(handle) is Ticket and handle.state == Ticket.ABANDONED:
+            logger.debug("not waiting for %s: its call was abandoned by its run", thread.name)
+            return True
+        return False

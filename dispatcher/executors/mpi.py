@@ -228,7 +228,7 @@ def _launch_options(options: dict, slurm: SlurmAllocation | None) -> tuple[dict,
     if options:
         raise TypeError(f"MPIExecutor got unexpected options {sorted(options)}")
     launch["mpiexec_args"] = mpiexec_args
-    launch["spread"] = bool(mpiexec_args) or (slurm is not None and len(slurm.nodes) > 1)
+    launch["spread"] = bool(mpiexec_args) or (slurm is not None and slurm.reaches_other_hosts)
     return launch, None if path is None else list(path)
 
 

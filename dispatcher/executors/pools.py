@@ -186,8 +186,10 @@ class ThreadExecutor(Executor):
 
     Good for functions that release the GIL (numpy, I/O). The pool starts on the
     first run and is shut down, waiting for running nodes, by ``close()``. A
-    thread cannot be stopped: a node past its timeout fails on time, but its
-    thread runs on until the function returns. A node that runs a nested graph on
+    thread cannot be stopped: a node past its timeout, or left running by an
+    interrupted run (Ctrl-C, SIGTERM), fails on time, but its thread runs on until
+    the function returns; ``close()`` does not wait for it (the threads are
+    daemons: they end with the process at the latest). A node that runs a nested graph on
     this executor lends its thread's slot while it waits for it. ``retries``, ``retry_on``,
     ``backoff`` and ``timeout`` are those of every :class:`~dispatcher.Executor`.
     """
