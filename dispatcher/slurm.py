@@ -13,9 +13,10 @@ Policy: the environment is the source, read with the tools made for it: a node
 list is expanded by ``scontrol show hostnames`` where Slurm's commands are
 installed, else by the ``python-hostlist`` package (compute nodes and containers
 without them), which gives the same names in the same order; counts per node
-are read by ``python-hostlist`` too. Nothing is asked of the controller, so
-reading an allocation works on every node of a job and costs at most one
-``scontrol`` call per node list.
+are read by ``python-hostlist`` too. Reading an allocation works on every node
+of a job and costs at most one ``scontrol`` call per node list (of at most 5 s:
+``scontrol`` answers from the list itself, though a configless cluster's first
+call fetches the configuration).
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ def _expand_nodelist(nodelist: str) -> tuple[str, ...]:
     if scontrol is not None:
         try:
             done = subprocess.run(
-                [scontrol, "show", "hostnames", nodelist], capture_output=True, text=True, timeout=30
+                [scontrol, "show", "hostnames", nodelist], capture_output=True, text=True, timeout=5
             )
         except (OSError, subprocess.SubprocessError) as exc:
             logger.debug("scontrol show hostnames %s failed (%s): reading it here", nodelist, exc)
@@ -135,15 +136,15 @@ def tasks_per_node(spec: str) -> list[int]:
     """Tasks (or CPUs) on each node from ``SLURM_TASKS_PER_NODE`` (or
     ``SLURM_JOB_CPUS_PER_NODE``): ``"2(x3),1"`` gives ``[2, 2, 2, 1]``.
 
-    >>> tasks_per_node("2(x3),1")
+    >>> tasks_per_node("2(x3), 1")
     [2, 2, 2, 1]
     """
     import hostlist
 
     try:
-        return [int(n) for n in hostlist.parse_slurm_tasks_per_node(spec)]
+        return [int(n) for n in hostlist.parse_slurm_tasks_per_node("".join(spec.split()))]
     except (hostlist.BadHostlist, ValueError) as exc:
-        raise ValueError(f"cannot read SLURM_TASKS_PER_NODE={spec!r}") from exc
+        raise ValueError(f"cannot read the Slurm counts per node {spec!r}") from exc
 
 
 def _int(environ, *names: str) -> int | None:

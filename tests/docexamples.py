@@ -67,17 +67,13 @@ class Block:
         return next((arg for kind, arg in self.directives if kind == "file"), None)
 
 
-def blocks(path: pathlib.Path) -> list[Block]:
-    """The page's python blocks, each with the output block that follows it, if any."""
-    lines = path.read_text().splitlines()
-    found: list[Block] = []
+def _fenced(path: pathlib.Path, lines: list[str]):
+    """Each fenced block of a page: ``(line of its fence, language, code, the line
+    after it)``, lines counted from 0; the text between blocks is not given."""
     i = 0
-    previous_was_python = False
     while i < len(lines):
         m = FENCE.match(lines[i])
         if not m:
-            if lines[i].strip():
-                previous_was_python = False
             i += 1
             continue
         indent, fence, info = m["indent"], m["fence"], m["info"].strip()
@@ -89,19 +85,25 @@ def blocks(path: pathlib.Path) -> list[Block]:
             j += 1
         if j == len(lines):
             raise ValueError(f"{path}:{i + 1}: a code block is not closed")
-        lang = info.split()[0] if info else ""
-        code = "\n".join(body) + "\n"
+        yield i, (info.split()[0] if info else ""), "\n".join(body) + "\n", j + 1
+        i = j + 1
+
+
+def blocks(path: pathlib.Path) -> list[Block]:
+    """The page's python blocks, each with the output block that follows it, if any."""
+    lines = path.read_text().splitlines()
+    found: list[Block] = []
+    after_python = None  # the line after the python block just seen, while nothing else came
+    for i, lang, code, after in _fenced(path, lines):
+        follows_python = after_python is not None and not any(line.strip() for line in lines[after_python:i])
+        after_python = None
         if lang == "python":
             found.append(Block(code, i + 2, _directives(path, lines, i)))
-            previous_was_python = True
+            after_python = after
         elif lang == "output":
-            if not previous_was_python:
+            if not follows_python:
                 raise ValueError(f"{path}:{i + 1}: an output block must follow a python block")
             found[-1].output = code
-            previous_was_python = False
-        else:
-            previous_was_python = False
-        i = j + 1
     return found
 
 
@@ -121,21 +123,13 @@ def files(path: pathlib.Path) -> dict[str, str]:
     """The page's blocks named by ``% doc-test: file NAME``, of any language: ``{NAME: text}``."""
     lines = path.read_text().splitlines()
     named: dict[str, str] = {}
-    for i, line in enumerate(lines):
-        m = FENCE.match(line)
-        if not m or not m["info"].strip():
-            continue
+    for i, _, code, _ in _fenced(path, lines):
         name = next((arg for kind, arg in _directives(path, lines, i) if kind == "file"), None)
         if name is None:
             continue
-        indent, fence, body = m["indent"], m["fence"], []
-        for text in lines[i + 1 :]:
-            if text.strip().startswith(fence) and text.strip().strip(fence[0]) == "":
-                break
-            body.append(text[len(indent) :] if text.startswith(indent) else text.lstrip())
         if name in named:
             raise ValueError(f"{path}:{i + 1}: a second block is named {name!r}")
-        named[name] = "\n".join(body) + "\n"
+        named[name] = code
     return named
 
 

@@ -42,7 +42,9 @@ def _sigterm_when(paths, timeout=60.0):
 
     def watch():
         deadline = time.monotonic() + timeout
-        while not all(os.path.exists(p) for p in paths) and time.monotonic() < deadline:
+        while not all(os.path.exists(p) for p in paths):
+            if time.monotonic() > deadline:  # the run went wrong: its test fails, the suite goes on
+                return
             time.sleep(0.02)
         os.kill(os.getpid(), signal.SIGTERM)
 
@@ -171,18 +173,19 @@ def test_a_signal_between_the_loops_steps_settles_the_run_too(tmp_path, monkeypa
     serve = driver._serve
     signalled = []
 
-    def signal_then_serve(state, executor, inbox, request):
+    def serve_then_signal(state, executor, inbox, request):
+        answer = serve(state, executor, inbox, request)
         if os.path.exists(path) and not signalled:
             signalled.append(True)
             raise dp.Terminated("SIGTERM between the loop's steps")
-        return serve(state, executor, inbox, request)
+        return answer
 
-    def once_held(path):  # its report comes once the held node runs
+    def once_held(path):  # its report, once the held node runs, ends a wait
         while not os.path.exists(path):
             time.sleep(0.01)
         return 1
 
-    monkeypatch.setattr(driver, "_serve", signal_then_serve)
+    monkeypatch.setattr(driver, "_serve", serve_then_signal)
     with dp.ThreadExecutor(2) as ex:
         try:
             done, held = dp.run(ex, [dp.Op(once_held, path), dp.Op(hold, path)], throw_error=False)
@@ -190,3 +193,49 @@ def test_a_signal_between_the_loops_steps_settles_the_run_too(tmp_path, monkeypa
             RELEASE.set()
     assert done.value == 1
     assert isinstance(held.error.error, dp.Terminated) and "while the node was running" in str(held.error)
+
+
+def test_sigterm_during_a_timed_serial_node_says_it_was_running(tmp_path):
+    path = str(tmp_path / "started")
+    held = dp.op(hold, timeout=50)(path)  # a timed node runs under the alarm of the serial executor
+    _sigterm_when([path])
+    (result,) = dp.run(dp.SerialExecutor(), [held], throw_error=False)
+    assert isinstance(result.error.error, dp.Terminated)
+    assert "while the node was running" in str(result.error)
+
+
+def test_sigterm_twice_still_returns_the_results(tmp_path, monkeypatch):
+    """srun passes SIGTERM on to its tasks, which slurmstepd signals too: a second
+    one while the run waits for its stopped nodes does not lose what the run says."""
+    monkeypatch.setattr(driver, "SETTLE_SECONDS", 5.0)
+    RELEASE.clear()
+    path = str(tmp_path / "started")
+
+    def twice():
+        while not os.path.exists(path):
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.5)  # the run is waiting for its thread, which cannot be stopped
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=twice, daemon=True).start()
+    with dp.ThreadExecutor(2) as ex:
+        try:
+            (result,) = dp.run(ex, [dp.Op(hold, path)], throw_error=False)
+        finally:
+            RELEASE.set()
+    assert isinstance(result.error.error, dp.Terminated)
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_a_process_worker_leaves_sigterm_to_its_driver():
+    """scancel signals every process of the job: the workers let the driver, which
+    gets it too, decide; they end when the executor stops them."""
+    with dp.ProcessExecutor(1) as ex:
+        (pid,) = ex.start().worker_pids()
+        os.kill(pid, signal.SIGTERM)
+        assert dp.execute(dp.Op(os.getpid), ex) == pid  # the same worker, alive, runs the next node
+    deadline = time.monotonic() + 10
+    while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not os.path.exists(f"/proc/{pid}")

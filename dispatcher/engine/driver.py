@@ -93,11 +93,11 @@ def _steps(
             pipelining.localize(state, nodes, (yield Gather(handles)))
     except BaseException as exc:
         was_running = [*state.running, *([state.interrupted] if state.interrupted is not None else [])]
-        _settle_quietly(executor.interrupt_run)
-        _settle_quietly(_cancel_all, executor, state.abort())
         terminated = on_sigterm and isinstance(exc, Terminated)
         settle = min(SETTLE_SECONDS, termination.SETTLE_SECONDS) if terminated else SETTLE_SECONDS
         try:
+            _settle_quietly(executor.interrupt_run)
+            _settle_quietly(_cancel_all, executor, state.abort())
             deadline = state.clock() + settle
             while state.running and not synchronous:
                 if state.clock() >= deadline:
@@ -109,9 +109,10 @@ def _steps(
                     )
                     break
                 yield deadline
-        except BaseException:
+        except BaseException as again:
             logger.warning("stopped waiting for %d running node(s)", len(state.running))
-            raise
+            if not (terminated and isinstance(again, Terminated)):
+                raise  # (SIGTERM twice, as srun and slurmstepd both send it: the run still returns)
         finally:
             if terminated:
                 first = termination.fail_unfinished(state, exc, was_running)
@@ -156,7 +157,10 @@ def _start(state: RunState, executor, task: Task, report) -> bool:
         state.done(task, False, (exc, format_exception(exc)))
         return False
     except BaseException as exc:  # Ctrl-C in the thread that drives the run: it ends here
-        state.done(task, False, (exc, format_exception(exc)))
+        if isinstance(exc, Terminated):  # the run fails it, saying it was running
+            state.interrupted = task.node
+        else:
+            state.done(task, False, (exc, format_exception(exc)))
         raise
     return True
 

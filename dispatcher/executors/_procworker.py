@@ -38,6 +38,13 @@ pickled, and ``spans`` when each call began and ended (``(start, end)``, wall cl
 unpickled is answered ``("unreadable", description)``. End of file on the socket
 means stop.
 
+Signals: the pool decides when its workers end. Ctrl-C (SIGINT, sent to the
+terminal's whole process group) is ignored, and SIGTERM sent to a whole job
+(Slurm's ``scancel`` or time limit signals every process of the job) is taken and
+let pass: the driver gets it too, stops its run and then its workers, and a
+worker whose driver is gone ends by itself. (SIGTERM gets a handler that does
+nothing rather than ``SIG_IGN``, which the programs a node starts would inherit.)
+
 A worker ignores SIGINT (the parent decides what Ctrl-C stops) and exits as soon as
 its parent does: a watchdog thread waits on a pipe whose only write end the parent
 holds (or, for a worker that connected, on its connection closing). A process a
@@ -350,6 +357,10 @@ def _connect(addresses: str) -> tuple[socket.socket, int | None]:
     return sock, rank
 
 
+def _leave_to_the_pool(signum, frame) -> None:
+    """SIGTERM: the driver stops this worker (see the module docstring)."""
+
+
 def main(argv: list[str]) -> int:
     import faulthandler
     import signal
@@ -365,6 +376,8 @@ def main(argv: list[str]) -> int:
     else:
         sock = socket.socket(fileno=int(argv[1]))
         threading.Thread(target=_watch_parent, args=(int(argv[2]),), daemon=True).start()
+    if not mpi:  # a worker of this machine's pool (an MPI rank keeps the rules of its launcher)
+        signal.signal(signal.SIGTERM, _leave_to_the_pool)
     # a process a node forks must not hold the connection: the pool notices that
     # this worker died when the connection closes, not when the node's children end
     os.register_at_fork(after_in_child=sock.close)

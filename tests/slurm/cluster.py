@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import glob
 import os
 import random
 import shutil
@@ -31,6 +30,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+from dispatcher.executors import _mpisuper
 
 MARK = "DISPATCHER_TEST_SLURM"
 """The environment variable that marks every process of the cluster (its value: the directory)."""
@@ -102,10 +103,12 @@ class Cluster:
         self.host = socket.gethostname().split(".")[0]
         self.conf = os.path.join(self.folder, "slurm.conf")
         self.sock = os.path.join(self.folder, "munge", "munge.socket")
-        self.env = {**os.environ, "SLURM_CONF": self.conf, MARK: self.folder}
+        # the mark: this cluster's folder, after those of the clusters it runs in
+        marks = [m for m in os.environ.get(MARK, "").split(os.pathsep) if m]
+        self.env = {**os.environ, "SLURM_CONF": self.conf, MARK: os.pathsep.join([*marks, self.folder])}
         self.daemons: dict[str, subprocess.Popen] = {}
         self.cpus = cpus
-        self.started = time.time()
+        self.files_before = _mpisuper.left_files()
 
     def start(self) -> None:
         for sub in ("munge", "state", "spool"):
@@ -181,27 +184,18 @@ class Cluster:
         for name in reversed(DAEMONS):
             if name in self.daemons:
                 stop_group(self.daemons[name], grace=15)
-        for pid in marked_processes(self.folder):
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
-        remove_stale_segments(self.started)
+        for _ in range(10):  # (a process may start another as it is killed)
+            marked = marked_processes(self.folder)
+            if not marked:
+                break
+            for pid in marked:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.1)
+        # MPICH's shared memory of ranks killed before MPI_Finalize (as scancel's
+        # SIGKILL does): what the library's MPI supervisor removes after its jobs
+        _mpisuper.remove_left_files(self.files_before)
         shutil.rmtree(self.folder, ignore_errors=True)
-
-
-def remove_stale_segments(since: float, folder: str = "/dev/shm") -> None:
-    """Remove the shared memory segments of MPICH made since ``since`` that no
-    process maps any more: those of ranks killed before they could remove them."""
-    segments = {
-        entry.path
-        for entry in os.scandir(folder)
-        if entry.name.startswith("mpich_shm_") and entry.stat().st_mtime >= since
-    }
-    for maps in glob.glob("/proc/[0-9]*/maps"):
-        with contextlib.suppress(OSError), open(maps, errors="replace") as f:
-            segments -= {line.split(maxsplit=5)[-1].strip() for line in f if "mpich_shm_" in line}
-    for path in segments:
-        with contextlib.suppress(OSError):
-            os.unlink(path)
 
 
 def stop_group(proc: subprocess.Popen, grace: float) -> None:
@@ -219,19 +213,23 @@ def stop_group(proc: subprocess.Popen, grace: float) -> None:
 
 
 def marked_processes(value: str, name: str = MARK) -> list[int]:
-    """The processes other than this one whose environment has ``name=value``
-    (by default: those of the cluster in the directory ``value``)."""
-    mark = f"{name}={value}".encode()
+    """The processes other than this one whose environment variable ``name`` is
+    ``value`` or a list of paths holding it (by default: the processes of the
+    cluster in the directory ``value``, also those of a cluster started in it)."""
+    prefix = f"{name}=".encode()
+    wanted = value.encode()
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == os.getpid():
             continue
         try:
             with open(f"/proc/{entry}/environ", "rb") as f:
-                if mark in f.read().split(b"\0"):
-                    found.append(int(entry))
+                variables = f.read().split(b"\0")
         except OSError:
             continue
+        marks = (v[len(prefix) :].split(os.pathsep.encode()) for v in variables if v.startswith(prefix))
+        if any(wanted in m for m in marks):
+            found.append(int(entry))
     return found
 
 
@@ -279,8 +277,8 @@ def main(argv=None) -> int:
             print(cluster.logs(), file=sys.stderr)
         return code
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)
         if proc is not None:
             stop_group(proc, grace=10)
         cluster.stop()
