@@ -5,6 +5,7 @@ limits are generous, for a busy machine, and the assertions say what must happen
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -15,6 +16,7 @@ import time
 
 import pytest
 
+import dispatcher as dp
 from dispatcher.executors import _mpisuper
 
 from .conftest import BIN, alive, run_script, start_script, wait_gone
@@ -590,6 +592,34 @@ def test_a_spawned_mpi_job_ended_by_a_signal_leaves_no_shared_memory(tmp_path, s
     assert wait_gone(pids, 20.0) == []
     assert _left_behind(before) == set()
     assert _our_temporary_files() - temporary_before == set()  # no socket or folder of the pool
+
+
+def hold_open(path: str, seconds: float) -> str:
+    """Keep ``path`` open and mapped for ``seconds`` (what a rank does with its data)."""
+    import mmap
+
+    with open(path, "r+b") as f, mmap.mmap(f.fileno(), 0):
+        time.sleep(seconds)
+    return path
+
+
+def test_the_files_ranks_used_in_tmp_are_not_taken_for_mpis_leftovers():
+    """The supervisor of a spawned job removes MPI's own files that killed ranks
+    leave (shared memory, Hydra's topology files), never the ranks' files or an
+    environment that lives under /tmp (its mpiexec is mapped by the proxies)."""
+    fd, path = tempfile.mkstemp(prefix="rank-data-", dir="/tmp")
+    os.write(fd, b"x" * 4096)
+    os.close(fd)
+    try:
+        with dp.MPIExecutor(2) as ex:
+            assert dp.execute([dp.Op(hold_open, path, 2.5) for _ in range(2)], ex) == [path, path]
+        deadline = time.monotonic() + 3  # the supervisor cleans up once mpiexec has ended
+        while os.path.exists(path) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert os.path.exists(path)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
 
 
 def _left_behind(before: set, wait: float = 20.0) -> set:

@@ -61,25 +61,27 @@ def left_files() -> set[str]:
 
 
 def files_in_use() -> set[str]:
-    """The paths in those folders that some live process maps or holds open."""
+    """The files of :data:`LEFT_BEHIND` that some live process maps or holds open."""
     return files_of([int(pid) for pid in os.listdir("/proc") if pid.isdigit()])
 
 
 def files_of(pids: list[int]) -> set[str]:
-    """The paths in those folders that the processes ``pids`` map or hold open."""
-    folders = tuple(folder + "/" for folder, _ in LEFT_BEHIND)
+    """The files of :data:`LEFT_BEHIND` (those names in those folders, nothing else:
+    the ranks' own files, an environment under ``/tmp``, are never taken for MPI's)
+    that the processes ``pids`` map or hold open."""
+    prefixes = tuple(os.path.join(folder, prefix) for folder, prefix in LEFT_BEHIND)
     paths: set[str] = set()
     for pid in pids:
         with contextlib.suppress(OSError), open(f"/proc/{pid}/maps") as f:
             for line in f:
                 fields = line.split()
-                if len(fields) >= 6 and fields[5].startswith(folders):
+                if len(fields) >= 6 and fields[5].startswith(prefixes):
                     paths.add(fields[5])
         with contextlib.suppress(OSError):
             for fd in os.listdir(f"/proc/{pid}/fd"):
                 with contextlib.suppress(OSError):
                     target = os.readlink(f"/proc/{pid}/fd/{fd}")
-                    if target.startswith(folders):
+                    if target.startswith(prefixes):
                         paths.add(target.split()[0])
     return paths
 
