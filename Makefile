@@ -15,10 +15,11 @@ $(STAMP): setup.cfg setup.py pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[all,bench,dev,docs]'
 	touch $(STAMP)
 
-# Graphviz's dot draws pictures of graphs (installed from the system's packages when missing)
+# Graphviz's dot draws pictures of graphs (installed from the system's packages when missing);
+# the suite runs in two processes (pytest-xdist), as two copies side by side would load the machine
 test: $(STAMP)
 	.ci/system-packages dot=graphviz
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2
 
 # the slow cases that `make test` leaves out (marked `slow`): leak checks over hundreds of runs, a million-node graph
 test-all: $(STAMP)
