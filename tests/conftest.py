@@ -107,12 +107,14 @@ def alive(pid: int) -> bool:
         return False
 
 
-def wait_gone(pids, seconds=10.0) -> list:
-    """Wait up to ``seconds`` for ``pids`` to end; returns those still alive."""
+def wait_gone(pids, seconds=10.0, reaped=False) -> list:
+    """Wait up to ``seconds`` for ``pids`` to end; returns those still alive (with
+    ``reaped``, a zombie counts as still there: its parent has not waited for it)."""
+    there = (lambda p: os.path.exists(f"/proc/{p}")) if reaped else alive
     end = time.monotonic() + seconds
-    while time.monotonic() < end and any(alive(p) for p in pids):
+    while time.monotonic() < end and any(there(p) for p in pids):
         time.sleep(0.02)
-    return [p for p in pids if alive(p)]
+    return [p for p in pids if there(p)]
 
 
 BIN = sysconfig.get_path("scripts")  # this environment's scripts: mpiexec, dask...

@@ -19,6 +19,8 @@ import pytest
 import dispatcher as dp
 from dispatcher.engine import driver
 
+from .conftest import wait_gone
+
 RELEASE = threading.Event()  # lets the threads of the thread executor go after the run
 
 
@@ -83,15 +85,7 @@ def test_sigterm_fails_the_unfinished_nodes_and_the_run_returns(name, tmp_path, 
         assert r.error.node is r.node
     assert "before the node started" in str(results[-1].error)
     if name == "processes":  # the workers that ran the held nodes are gone
-        for p in paths:
-            pid = int(pathlib.Path(p).read_text())
-            deadline = time.monotonic() + 10
-            while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert (
-                not os.path.exists(f"/proc/{pid}")
-                or pathlib.Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
-            )
+        assert wait_gone([int(pathlib.Path(p).read_text()) for p in paths]) == []
 
 
 def test_sigterm_with_throw_error_raises_the_running_node_error(tmp_path):
@@ -157,11 +151,7 @@ def test_a_script_sent_sigterm_says_why_and_leaves_no_worker(tmp_path):
     assert proc.returncode == 3, err
     assert "error: node 'outer' failed: Terminated: the run was stopped by SIGTERM" in out
     assert "while the node was running" in out
-    for pid in pids:
-        deadline = time.monotonic() + 10
-        while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not os.path.exists(f"/proc/{pid}"), f"worker {pid} outlived the script"
+    assert wait_gone(pids, reaped=True) == [], "a worker outlived the script"
 
 
 def test_a_signal_between_the_loops_steps_settles_the_run_too(tmp_path, monkeypatch):
@@ -235,7 +225,4 @@ def test_a_process_worker_leaves_sigterm_to_its_driver():
         (pid,) = ex.start().worker_pids()
         os.kill(pid, signal.SIGTERM)
         assert dp.execute(dp.Op(os.getpid), ex) == pid  # the same worker, alive, runs the next node
-    deadline = time.monotonic() + 10
-    while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not os.path.exists(f"/proc/{pid}")
+    assert wait_gone([pid], reaped=True) == []

@@ -38,18 +38,16 @@ pickled, and ``spans`` when each call began and ended (``(start, end)``, wall cl
 unpickled is answered ``("unreadable", description)``. End of file on the socket
 means stop.
 
-Signals: the pool decides when its workers end. Ctrl-C (SIGINT, sent to the
-terminal's whole process group) is ignored, and SIGTERM sent to a whole job
-(Slurm's ``scancel`` or time limit signals every process of the job) is taken and
-let pass: the driver gets it too, stops its run and then its workers, and a
-worker whose driver is gone ends by itself. (SIGTERM gets a handler that does
-nothing rather than ``SIG_IGN``, which the programs a node starts would inherit.)
-
-A worker ignores SIGINT (the parent decides what Ctrl-C stops) and exits as soon as
-its parent does: a watchdog thread waits on a pipe whose only write end the parent
-holds (or, for a worker that connected, on its connection closing). A process a
-node forks closes its copy of the connection, so that a worker that dies is
-noticed at once even while such a process lives on.
+The pool decides when its workers end. A worker ignores SIGINT (the parent
+decides what Ctrl-C stops); a worker of this machine's pool also lets SIGTERM
+pass, which Slurm's ``scancel`` or time limit sends to every process of a job:
+the driver gets it too and stops its run, then its workers. (SIGTERM gets a
+handler that does nothing rather than ``SIG_IGN``, which the programs a node
+starts would inherit.) A worker exits as soon as its parent does: a watchdog
+thread waits on a pipe whose only write end the parent holds (or, for a worker
+that connected, on its connection closing). A process a node forks closes its
+copy of the connection, so that a worker that dies is noticed at once even while
+such a process lives on.
 """
 
 from __future__ import annotations

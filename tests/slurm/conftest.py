@@ -12,6 +12,7 @@ left and no process carrying the test's mark may be running.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pathlib
 import signal
@@ -109,10 +110,7 @@ class SlurmJobs:
     def jobs_left(self, grace: float = 30) -> list[str]:
         """The jobs still in the queue after ``grace`` seconds (a job whose command
         has returned may stay a moment, completing)."""
-        deadline = time.monotonic() + grace
-        while (left := self.queue()) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        return left
+        return _left_after(grace, self.queue)
 
     def wait_until(self, condition, what: str, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
@@ -122,10 +120,20 @@ class SlurmJobs:
 
     def processes_left(self, grace: float = 30) -> list[int]:
         """The processes of this test still running after ``grace`` seconds."""
-        deadline = time.monotonic() + grace
-        while (left := marked_processes(self.mark, TEST_MARK)) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        return left
+        return _left_after(grace, lambda: marked_processes(self.mark, TEST_MARK))
+
+
+def _left_after(grace: float, look) -> list:
+    """What ``look()`` still finds after at most ``grace`` seconds of looking again."""
+    deadline = time.monotonic() + grace
+    while (left := look()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return left
+
+
+def json_lines(output: str) -> list:
+    """The JSON objects a job printed, a line each, among its other lines."""
+    return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
 
 
 def _describe(pids: list[int]) -> str:

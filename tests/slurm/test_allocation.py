@@ -4,13 +4,12 @@ and where a spawned ``MPIExecutor`` places its ranks."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from dispatcher.slurm import expand_nodelist, parse_nodelist, usable_cores
 
 from .cluster import NODE
+from .conftest import json_lines
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -43,7 +42,7 @@ def test_a_batch_job_is_read_from_its_environment(slurm, cpus):
     slurm.write("report.py", REPORT)
     slurm.write("job.sh", "#!/bin/bash\npython report.py\n")
     job_id, out = slurm.sbatch("job.sh", "--ntasks=1", f"--cpus-per-task={cpus}")
-    report = json.loads(out.strip().splitlines()[-1])
+    (report,) = json_lines(out)
     shown = _scontrol_job(slurm, job_id)
     assert report["job_id"] == job_id == shown["JobId"]
     assert report["nodes"] == expand_nodelist(shown["NodeList"]) == [NODE]
@@ -60,7 +59,7 @@ def test_a_batch_job_is_read_from_its_environment(slurm, cpus):
 def test_a_task_of_a_step_has_the_cores_of_its_task(slurm):
     slurm.write("report.py", REPORT)
     out = slurm.check("srun", "--ntasks=2", "--cpus-per-task=1", "python", "report.py")
-    reports = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    reports = json_lines(out)
     assert len(reports) == 2
     for report in reports:
         assert report["in_step"] is True and report["ntasks"] == 2
@@ -85,7 +84,7 @@ with dp.MPIExecutor() as ex:
 """,
     )
     out = slurm.check("salloc", "--ntasks=3", "python", "spawn.py")
-    report = json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
+    (report,) = json_lines(out)
     assert report["driver_step"] is None  # salloc runs the script itself, outside any step
     assert report["workers"] == 2  # SLURM_NTASKS - 1
     steps = {step for step, _, _ in report["nodes"]}

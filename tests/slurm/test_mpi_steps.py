@@ -3,11 +3,10 @@ way of starting ``MPIExecutor`` that the docs name, and ``SerialMPIExecutor``.""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from .cluster import NODE
+from .conftest import json_lines
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -28,9 +27,9 @@ with dp.MPIExecutor() as ex:
 
 
 def _report(stdout: str) -> dict:
-    lines = [line for line in stdout.splitlines() if line.startswith("{")]
-    assert len(lines) == 1, f"expected one report (from the driver), got:\n{stdout}"
-    return json.loads(lines[0])
+    reports = json_lines(stdout)
+    assert len(reports) == 1, f"expected one report (from the driver), got:\n{stdout}"
+    return reports[0]
 
 
 def _check_spread(report: dict) -> None:
@@ -71,9 +70,7 @@ with dp.SerialMPIExecutor() as ex:
 """,
     )
     out = slurm.check("srun", "-n", "3", "--mpi=pmi2", "python", "spmd.py")
-    reports = sorted(
-        (json.loads(line) for line in out.splitlines() if line.startswith("{")), key=lambda r: r["rank"]
-    )
+    reports = sorted(json_lines(out), key=lambda r: r["rank"])
     assert [r["rank"] for r in reports] == [0, 1, 2] and {r["size"] for r in reports} == {3}
     for report in reports:  # every rank has rank 0's results: the sums over the three ranks
         assert report["values"] == [[3, "0"], [30, "0"]]
