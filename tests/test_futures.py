@@ -71,8 +71,8 @@ def test_a_submitted_call_has_the_executors_timeout(executor_factory):
     ex = executor_factory(timeout=0.3, retries=0)
     start = time.monotonic()
     with pytest.raises(TimeoutError):
-        ex.submit(nap, 1.5).result(timeout=60)
-    assert time.monotonic() - start < 1.4
+        ex.submit(nap, 3.0).result(timeout=60)
+    assert time.monotonic() - start < 2.5  # not the call's 3 s (a busy machine: slack)
 
 
 def test_shutdown_cancels_what_has_not_started_and_refuses_new_calls(executor_factory):
