@@ -28,13 +28,7 @@ import attrs
 from .outcomes import NEVER, RELEASED, Failure, Remote, Stored
 from .results import DispatcherError
 
-__all__ = [
-    "CollectNode",
-    "DataNode",
-    "DispatchNode",
-    "IndexNode",
-    "Op",
-]
+__all__ = ["CollectNode", "DataNode", "DispatchNode", "IndexNode", "Op"]
 
 _ELSEWHERE = (Remote, Stored)  # outcomes whose value is fetched from where it stayed
 CONTAINERS = frozenset((list, tuple, set, frozenset, dict))
@@ -308,27 +302,32 @@ class Op(DispatchNode):
         self._set_call(args, kwargs or None)
 
     def _set_call(self, args: tuple, kwargs: dict | None) -> None:
+        # (the hot path of building a graph: no list for the collector to count
+        # without a dependency; a node whose arguments are distinct nodes shares their tuple)
         found: dict = {}
-        argpos = []
+        argpos: list | None = None
+        only_nodes = True
         for i, a in enumerate(args):
             if isinstance(a, DispatchNode):
                 found[a] = None
-                argpos.append(i)
-            elif type(a) in CONTAINERS:
-                if _scan(a, found, self._where(f"argument {i}")):
-                    argpos.append(i)
-            elif type(a) in _ONE_SHOT:
-                raise _one_shot(a, self._where(f"argument {i}"))
+            else:
+                only_nodes = False
+                if type(a) in _ONE_SHOT:
+                    raise _one_shot(a, self._where(f"argument {i}"))
+                if type(a) not in CONTAINERS or not _scan(a, found, self._where(f"argument {i}")):
+                    continue
+            (argpos := argpos or []).append(i)
         kwkeys = (
-            [k for k, v in kwargs.items() if _scan(v, found, self._where(f"keyword argument {k!r}"))]
+            tuple([k for k, v in kwargs.items() if _scan(v, found, self._where(f"keyword argument {k!r}"))])
             if kwargs
             else ()
         )
         self._args = args
         self._kwargs = kwargs
-        self._deps = tuple(found) if found else ()
+        same = only_nodes and len(found) == len(args) and type(args) is tuple  # (none twice)
+        self._deps = args if same else tuple(found) if found else ()
         self._argpos = _positions(tuple(argpos)) if argpos else None
-        self._kwkeys = tuple(kwkeys) if kwkeys else None
+        self._kwkeys = kwkeys or None
 
     def _where(self, what: str) -> str:
         return f"{what} of node {_func_name(self.func)!r}"
