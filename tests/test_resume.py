@@ -14,7 +14,7 @@ import pytest
 
 from dispatcher.store import FileStore
 
-from .conftest import EXECUTOR_NAMES, run_script, start_script
+from .conftest import EXECUTOR_NAMES, run_script, start_script, wait_gone
 
 QUICK = ("serial", "threads", "processes")  # the rest of the registry runs in the slow set
 
@@ -88,6 +88,16 @@ def _finish(proc, timeout=180) -> str:
     return out
 
 
+def _session_pids(sid: int) -> list:
+    """The processes of session ``sid`` (the driver's: it leads one)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            if entry.isdigit() and os.getsid(int(entry)) == sid:
+                pids.append(int(entry))
+    return pids
+
+
 def _kill_session(proc) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
@@ -117,9 +127,12 @@ def test_a_driver_killed_halfway_resumes_where_it_stopped(tmp_path, name):
     _wait_for_stored(tmp_path, 12, first)
     os.kill(first.pid, signal.SIGKILL)  # the driver alone, as the out-of-memory killer would
     first.wait()
-    time.sleep(0.5)  # what its workers were writing when it died
+    # its workers see it gone and end, and so do the helpers that clean up after
+    # them (loky's resource tracker unlinks its semaphores): nothing is left
+    left = wait_gone(_session_pids(first.pid), 60)
     _kill_session(first)
     first.communicate()
+    assert not left, f"processes of the killed driver still running: {left}"
     stored = _stored_steps(tmp_path)
     before = _calls(tmp_path)
     assert 0 < stored < 30
