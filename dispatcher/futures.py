@@ -5,78 +5,116 @@ executor's retries, timeouts and lost-worker handling, and its future is a plain
 ``concurrent.futures.Future``, so ``as_completed``, ``wait`` and
 ``add_done_callback`` work.
 
-* **Bursts.** Calls submitted close together run together: the first ``submit``
-  after the last burst started starts a thread that lets calls gather while they
-  keep coming (a fraction of a millisecond, at most :data:`GATHER_MAX`), then takes
-  them all as one run, so a loop of quick ``submit`` calls is batched like a
-  graph's nodes. A later burst starts a run of its own beside the ones
-  still going, so a long call never holds back calls submitted after it.
+* **One open run.** The calls submitted to an executor are nodes of one run, an
+  *open run* (:mod:`dispatcher.engine.openrun`) that takes each call as it comes
+  and ends when it has nothing left to do; the next call starts another. The first
+  call starts it in a thread of its own after letting a burst of calls gather (a
+  fraction of a millisecond while they keep coming, at most :data:`GATHER_MAX`),
+  so that a loop of quick ``submit`` calls starts as one graph; calls submitted
+  while it runs join it at once, beside the calls still running, so a long call
+  never holds back calls submitted after it. Calls ready together start in the
+  order they were submitted. The run forgets each call once its future is settled
+  and no call waiting needs its value: a run fed calls for hours holds only what
+  its unfinished calls need.
+* **Executors that keep values on their workers** (dask, ``pipelines``) run each
+  burst of calls as a run of its own instead, as their values stay where they were
+  made until the run ends; a call whose dependency is in an earlier burst still
+  running waits for it in its burst's thread.
 * **Futures as arguments.** A future of the same executor among a call's
   arguments (also inside lists, tuples, sets and dict values) is a dependency, as
-  with dask's ``client.submit``: in the same burst the two are one graph; a call
-  whose dependency is in an earlier burst waits until it is done, then runs with
-  its value (or fails with its error).
-* **Results.** A future is resolved as soon as its node finishes (for an executor
-  that keeps values on its workers, dask, when its burst ends). A future's
-  exception is the node's original exception, as ``concurrent.futures`` gives it;
-  the :class:`~dispatcher.DependencyError` with the node, the attempts and the
-  remote traceback is attached as its ``__cause__`` (when it has none of its own).
+  with dask's ``client.submit``: the call runs with its value once it is done, or
+  fails with its error (a cancelled one: ``CancelledError``).
+* **Results.** A future is resolved as soon as its node finishes (dask: when its
+  burst ends). A future's exception is the node's original exception, as
+  ``concurrent.futures`` gives it; the :class:`~dispatcher.DependencyError` with
+  the node, the attempts and the remote traceback is attached as its ``__cause__``
+  (when it has none of its own). A call is *running* (``cancel()`` cannot take it
+  back) once its run has taken it.
 * **Shutdown.** ``shutdown(wait=True, cancel_futures=False)`` refuses new calls,
-  cancels those not yet started if asked, waits for the others if asked, and
+  cancels those not yet taken if asked, waits for the others if asked, and
   closes the executor; leaving a ``with`` block does ``shutdown(wait=True)``.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import functools
 import threading
 import time
 from typing import Any
 
 from .engine import Callback
 from .nodes import CONTAINERS, Op
+from .results import DependencyError
 from .running import run_graph
 
-__all__ = ["GATHER_MAX", "GATHER_STEP", "Submissions"]
+__all__ = ["GATHER_MAX", "GATHER_STEP", "CallFuture", "Submissions"]
 
 GATHER_STEP = 0.0002  # seconds a burst waits for more calls while they keep coming
 GATHER_MAX = 0.005  # and no longer than this
 
 
+class CallFuture(cf.Future):
+    """The future of a submitted call: a ``concurrent.futures.Future`` that knows its
+    call (its node, and the futures it depends on) and the executor it was
+    submitted to."""
+
+    __slots__ = ("deps", "node", "owner")
+
+    def __init__(self, owner: Submissions, node: Op, deps):
+        super().__init__()
+        self.owner = owner
+        self.node = node
+        self.deps = deps
+
+
+def _may_hold_futures(values) -> bool:
+    """Some of ``values`` is a future or a container (which may hold one)."""
+    for value in values:  # noqa: SIM110 (a loop: any() would make a generator per call)
+        if isinstance(value, cf.Future) or type(value) in CONTAINERS:
+            return True
+    return False
+
+
 class Submissions:
-    """The calls submitted to one executor (see the module docstring)."""
+    """The calls submitted to one executor (see the module docstring); it is the
+    intake of their open run."""
 
     def __init__(self, executor: Any):
         self.executor = executor
         self.lock = threading.Lock()
-        self.pending: list = []  # (node, future, dependencies) not yet in a run
-        self.collecting = False  # a burst's thread is about to take the pending calls
+        self.pending: list = []  # the futures of the calls not yet taken by a run
+        self.serving = False  # a thread will take the pending calls (an open run, or a burst's)
+        self.wake = None  # wakes the open run's driver, once it runs (None: it looks by itself)
         self.shut = False
-        self.runs: set = set()  # the threads of the bursts running
-        self.held = 0  # calls waiting for a dependency of an earlier burst
+        self.runs: set = set()  # the threads of the runs
+        self.futures: dict = {}  # node -> future: the open run's calls not yet settled
 
-    def submit(self, fn, args: tuple, kwargs: dict) -> cf.Future:
-        deps: list = []
+    def submit(self, fn, args: tuple, kwargs: dict) -> CallFuture:
+        deps: Any = ()
         with self.lock:
             if self.shut or self.executor.closed:
                 raise RuntimeError("cannot schedule new futures after shutdown")
-            args = tuple(self._nodes_for(a, deps) for a in args)
-            kwargs = {k: self._nodes_for(v, deps) for k, v in kwargs.items()}
-            node = Op(fn, *args, **kwargs)
-            future = cf.Future()
-            future._dispatcher_call = (self, node)  # whose call it is, for a later submit that takes it
-            self.pending.append((node, future, deps))
-            self._start_burst()
+            if _may_hold_futures(args) or (kwargs and _may_hold_futures(kwargs.values())):
+                deps = []
+                args = tuple([self._nodes_for(a, deps) for a in args])
+                kwargs = {k: self._nodes_for(v, deps) for k, v in kwargs.items()}
+            future = CallFuture(self, Op(fn, *args, **kwargs), deps)
+            if not self.serving:
+                self.serving = True
+                thread = threading.Thread(target=self._serve, name="dispatcher-submit", daemon=True)
+                self.runs.add(thread)
+                thread.start()
+            elif not self.pending and self.wake is not None:
+                self.wake()  # the open run's driver waits: it has calls to take
+            self.pending.append(future)
         return future
 
     def _nodes_for(self, value: Any, deps: list) -> Any:
         """``value`` with each future of this executor replaced by its node."""
-        if isinstance(value, cf.Future):
-            owner, node = getattr(value, "_dispatcher_call", (None, None))
-            if owner is not self:
-                return value  # another executor's future: an argument like any other
+        if isinstance(value, CallFuture) and value.owner is self:
             deps.append(value)
-            return node
+            return value.node
         t = type(value)
         if t in CONTAINERS:
             if t is dict:
@@ -84,30 +122,14 @@ class Submissions:
             return t(self._nodes_for(v, deps) for v in value)
         return value
 
-    def _burst(self) -> None:
-        """Take every pending call and run the ones that can run now as one graph."""
+    def _serve(self) -> None:
+        """A thread that runs the calls: an open run, or one burst's run (dask)."""
         try:
             self._gather_burst()
-            with self.lock:
-                burst, self.pending = self.pending, []
-                self.collecting = False
-            in_burst = {future for _, future, _ in burst}
-            ready, inputs = [], {}
-            for node, future, deps in burst:
-                later = [d for d in deps if d not in in_burst and not d.done()]
-                if later:  # a dependency of an earlier burst still runs: wait for it
-                    with self.lock:
-                        self.held += 1
-                    _when_all_done(later, lambda n=node, f=future, d=deps: self._again(n, f, d))
-                elif not future.set_running_or_notify_cancel():
-                    continue  # cancelled before it started
-                elif any(d.cancelled() for d in deps):
-                    future.set_exception(cf.CancelledError("a call it depends on was cancelled"))
-                else:
-                    ready.append((node, future))
-                    inputs.update((d._dispatcher_call[1], None) for d in deps if d not in in_burst)
-            if ready:
-                self._run(ready, list(inputs))
+            if self.executor.capabilities.pipelines:
+                self._run_burst()
+            else:
+                self._run_open()
         finally:
             self.runs.discard(threading.current_thread())
 
@@ -120,42 +142,67 @@ class Submissions:
             time.sleep(GATHER_STEP)
             waited += GATHER_STEP
 
-    def _again(self, node, future, deps) -> None:
-        """The dependencies of a held call are done: it joins the next burst."""
-        with self.lock:
-            self.held -= 1
-            self.pending.append((node, future, deps))
-            self._start_burst()
-
-    def _start_burst(self) -> None:
-        """(Holding the lock.) A thread will take the pending calls, unless one is about to."""
-        if not self.collecting:
-            self.collecting = True
-            thread = threading.Thread(target=self._burst, name="dispatcher-submit", daemon=True)
-            self.runs.add(thread)
-            thread.start()
-
-    def _run(self, ready: list, inputs: list) -> None:
-        futures = dict(ready)  # node -> future
-        resolve = _Resolve(futures)
-        pipelines = self.executor.capabilities.pipelines
+    # -- the open run ------------------------------------------------------------------
+    def _run_open(self) -> None:
         try:
-            results = run_graph(
-                self.executor,
-                list(futures),
-                inputs,
-                throw_error=False,
-                callbacks=() if pipelines else (resolve,),
-            )
+            run_graph(self.executor, [], throw_error=False, callbacks=(_Resolve(self.futures),), intake=self)
+        except BaseException as exc:  # the run could not be made (a closed executor...) or broke
+            with self.lock:
+                self.serving, self.wake = False, None
+                calls, self.pending = self.pending, []
+                unsettled = list(self.futures.values())
+                self.futures.clear()
+            for future in unsettled + calls:
+                if not future.done():
+                    future.set_exception(exc)
+
+    def take(self, run, final: bool) -> tuple[list, Any]:
+        """(The open run's driver.) The calls submitted since, as nodes, and how to
+        know the outcome of their dependencies that are not in the run; with
+        ``final`` and no call, the run ends and the next call starts another."""
+        with self.lock:
+            calls, self.pending = self.pending, []
+            if calls or not final:
+                self.wake = run.wake
+            else:
+                self.serving, self.wake = False, None
+        nodes, deps = [], {}
+        for future in calls:
+            if future.set_running_or_notify_cancel():  # (else cancelled before its run took it)
+                self.futures[future.node] = future
+                nodes.append(future.node)
+                for dep in future.deps:
+                    deps[dep.node] = dep
+        return nodes, functools.partial(_outcome_of, deps)
+
+    # -- a burst's run (executors that keep values on their workers) --------------------
+    def _run_burst(self) -> None:
+        with self.lock:
+            burst, self.pending = self.pending, []
+            self.serving = False  # the next call starts a burst of its own
+        in_burst = set(burst)
+        earlier = [d for future in burst for d in future.deps if d not in in_burst]
+        cf.wait(earlier)  # a dependency of an earlier burst still running: wait for it
+        ready, inputs = {}, {}
+        for future in burst:
+            if not future.set_running_or_notify_cancel():
+                continue  # cancelled before it started
+            if any(d.cancelled() for d in future.deps):
+                future.set_exception(cf.CancelledError("a call it depends on was cancelled"))
+            else:
+                ready[future.node] = future
+                inputs.update((d.node, None) for d in future.deps if d not in in_burst)
+        if not ready:
+            return
+        try:
+            results = run_graph(self.executor, list(ready), list(inputs), throw_error=False)
         except BaseException as exc:  # the run could not be made (a closed executor...)
-            for future in futures.values():
+            for future in ready.values():
                 if not future.done():
                     future.set_exception(exc)
             return
         for result in results:
-            future = futures[result.node]
-            if future.done():
-                continue
+            future = ready[result.node]
             if result.is_ok():
                 future.set_result(result.value)
             else:
@@ -167,32 +214,50 @@ class Submissions:
             self.shut = True
             if cancel_futures:
                 pending, self.pending = self.pending, []
-                for _, future, _ in pending:
+                for future in pending:
                     future.cancel()
         while wait:
             with self.lock:
                 runs = [t for t in self.runs if t is not threading.current_thread()]
-                if not runs and not self.held:
-                    return
+            if not runs:
+                return
             for thread in runs:
-                thread.join(0.1 if self.held else None)
+                thread.join()
 
 
 class _Resolve(Callback):
-    """Resolves each future as its node finishes, in the thread that drives the run."""
+    """Settles each call's future as its node finishes, in the thread that drives
+    the run, and lets it go."""
 
     def __init__(self, futures: dict):
         self.futures = futures
 
     def on_finish(self, node, value) -> None:
-        future = self.futures.get(node)
-        if future is not None and not future.done():
+        future = self.futures.pop(node, None)
+        if future is not None:
             future.set_result(value)
 
     def on_fail(self, node, error) -> None:
-        future = self.futures.get(node)
-        if future is not None and not future.done():
+        future = self.futures.pop(node, None)
+        if future is not None:
             future.set_exception(_original(error))
+
+
+def _outcome_of(deps: dict, node) -> tuple | None:
+    """The outcome of ``node``, a dependency not in the open run: a call in ``deps``
+    (node -> future) was settled (by an earlier run, or before the run forgot it) or
+    cancelled; None for a node that is no call (it joins the run)."""
+    future = deps.get(node)
+    if future is None:
+        return None
+    if future.cancelled():
+        exc = cf.CancelledError("a call it depends on was cancelled")
+        return False, DependencyError(exc, "", node)
+    exc = future.exception(timeout=0)  # settled: it is in no run
+    if exc is None:
+        return True, future.result()
+    cause = exc.__cause__
+    return False, cause if isinstance(cause, DependencyError) else DependencyError(exc, None, node)
 
 
 def _original(error) -> BaseException:
@@ -201,19 +266,3 @@ def _original(error) -> BaseException:
     if exc.__cause__ is None and exc is not error:
         exc.__cause__ = error
     return exc
-
-
-def _when_all_done(futures: list, then) -> None:
-    """Call ``then()`` once every one of ``futures`` is done."""
-    left = [len(futures)]
-    lock = threading.Lock()
-
-    def one_done(_):
-        with lock:
-            left[0] -= 1
-            last = left[0] == 0
-        if last:
-            then()
-
-    for future in futures:
-        future.add_done_callback(one_done)

@@ -94,6 +94,7 @@ def _state(
     release: bool = False,
     store: Any = None,
     trace: Any = None,
+    intake: Any = None,
 ) -> RunState:
     callbacks = list(callbacks)
     for cb in callbacks:
@@ -136,6 +137,7 @@ def _state(
         owner=executor,
         cache=cache,
         budget=executor.core_budget,
+        intake=intake,
     )
     executor.open()  # after the graph is checked: a mistake in it starts no workers
     return state

@@ -293,3 +293,68 @@ def test_a_hand_set_timeout_of_another_number_type_is_used():
     state = make([a])
     task = state.next_task()
     assert task.timeout == 0.5 and state.next_wakeup() == 0.5
+
+
+class Intake:
+    """An open run's intake, fed by the test: batches of nodes, and known outcomes."""
+
+    def __init__(self, *batches, outcomes=None):
+        self.batches = list(batches)
+        self.outcomes = outcomes or {}
+        self.ended = False
+
+    def take(self, run, final):
+        nodes = self.batches.pop(0) if self.batches else []
+        self.ended = final and not nodes
+        return nodes, self.outcomes.get
+
+
+def test_an_open_run_takes_nodes_as_it_runs_and_forgets_each_once_nobody_needs_it():
+    from dispatcher.engine import openrun
+
+    a = dp.Op(inc, 1)
+    b = dp.Op(inc, a)
+    c = dp.Op(inc, 10)
+    given = dp.Op(inc, 0)  # settled elsewhere: its outcome is known
+    d = dp.Op(sum, [b, given])
+    intake = Intake([a, b], [c, d], outcomes={given: (True, 100)})
+    state = RunState([], intake=intake, options=RunOptions(inline_light=False))
+    state.start()
+    openrun.take_more(state, final=True)
+    task_a = state.next_task()
+    assert task_a.node is a and state.next_task() is None  # b waits for a
+    ok(state, task_a, 2)
+    assert a in state.values  # b still needs it
+    openrun.take_more(state, final=False)  # c and d join while b is ready
+    order = [state.next_task() for _ in range(2)]
+    assert [t.node for t in order] == [b, c]  # b became ready first; c queued behind
+    ok(state, order[0], 3)
+    assert a not in state.values and a not in state.waiting  # b is done: a is forgotten
+    ok(state, order[1], 11)
+    assert c not in state.waiting  # nobody takes c
+    task_d = state.next_task()
+    assert list(task_d.args) == [[3, 100]]
+    ok(state, task_d, 103)
+    assert state.finished and not openrun.take_more(state, final=True) and intake.ended
+    assert not state.values and not state.waiting and not state.needed and not state.state
+
+
+def test_an_open_run_fails_a_node_whose_given_dependency_failed():
+    from dispatcher.engine import openrun
+
+    failed = dp.Op(inc, 0)
+    error = dp.DependencyError(KeyError("k"), "", failed)
+    taker = dp.Op(inc, failed)
+    seen = []
+
+    class Seen(dp.Callback):
+        def on_fail(self, node, err):
+            seen.append((node, err))
+
+    intake = Intake([taker], outcomes={failed: (False, error)})
+    state = RunState([], intake=intake, options=RunOptions(callbacks=(Seen(),), throw_error=False))
+    state.start()
+    openrun.take_more(state, final=True)
+    assert state.next_task() is None and state.finished
+    assert seen == [(taker, error)]
+    assert not state.errors and not state.waiting  # forgotten once told

@@ -87,3 +87,94 @@ def test_shutdown_cancels_what_has_not_started_and_refuses_new_calls(executor_fa
 def test_a_worker_that_dies_costs_its_call_one_attempt():
     with dp.ProcessExecutor(2) as ex:
         assert ex.submit(DiesOnce()).result(timeout=60) == "second"
+
+
+class Big:
+    """A value whose lifetime a test follows with a weak reference."""
+
+
+def make_big():
+    return Big()
+
+
+def wait_for(event, seconds=60):
+    assert event.wait(seconds)
+    return "released"
+
+
+async def wait_async(event, seconds=60):
+    import asyncio
+
+    deadline = time.monotonic() + seconds
+    while not event.is_set():
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.005)
+    return "released"
+
+
+def blocker_for(executor):
+    """A call that waits for an event without holding up the executor's other calls
+    (on an AsyncExecutor's loop, a coroutine)."""
+    return wait_async if isinstance(executor, dp.AsyncExecutor) else wait_for
+
+
+def test_calls_submitted_while_a_call_runs_join_its_run_and_are_let_go_when_settled(local_executor):
+    import gc
+    import threading
+    import weakref
+
+    release = threading.Event()
+    try:
+        big = local_executor.submit(make_big)
+        blocker = local_executor.submit(blocker_for(local_executor), release)
+        ref = weakref.ref(big.result(timeout=60))
+        assert not blocker.done()
+        if not local_executor.capabilities.synchronous:  # (a serial run takes calls between calls)
+            quick = [local_executor.submit(inc, i) for i in range(100)]  # beside the blocked call
+            assert [f.result(timeout=60) for f in quick] == list(range(1, 101))
+            submit_threads = [t for t in threading.enumerate() if t.name == "dispatcher-submit"]
+            assert len(submit_threads) == 1  # one open run took them all
+        del big
+        gc.collect()
+        assert ref() is None  # the run, still going, no longer holds a settled call's value
+        assert not blocker.done()
+    finally:
+        release.set()
+    assert blocker.result(timeout=60) == "released"
+
+
+def test_a_call_may_take_a_call_its_run_has_forgotten(local_executor):
+    import threading
+
+    release = threading.Event()
+    try:
+        if not local_executor.capabilities.synchronous:  # (a serial run would wait for it)
+            local_executor.submit(blocker_for(local_executor), release)  # keeps the run going
+        first = local_executor.submit(inc, 1)
+        assert first.result(timeout=60) == 2
+        failed = local_executor.submit(refuse, 3)
+        with pytest.raises(KeyError):
+            failed.result(timeout=60)
+        assert local_executor.submit(inc, first).result(timeout=60) == 3
+        with pytest.raises(KeyError):
+            local_executor.submit(inc, failed).result(timeout=60)
+        assert local_executor.submit(sum, [first, first]).result(timeout=60) == 4
+        assert local_executor.submit(inc, dp.Op(inc, 1)).result(timeout=60) == 3  # a node: it runs
+    finally:
+        release.set()
+
+
+@pytest.mark.parametrize("make", [dp.SerialExecutor, lambda: dp.ThreadExecutor(1)], ids=["serial", "thread"])
+def test_calls_ready_together_start_in_the_order_submitted(make):
+    import threading
+
+    started = []
+    release = threading.Event()
+    with make() as ex:
+        first = ex.submit(wait_for, release)
+        later = [ex.submit(started.append, i) for i in range(50)]
+        time.sleep(0.05)  # (more calls join while the first one runs)
+        later += [ex.submit(started.append, i) for i in range(50, 100)]
+        release.set()
+        cf.wait([first, *later], timeout=60)
+    assert started == list(range(100))

@@ -47,6 +47,9 @@ it has finished, unless it is an output; such a node's ``fetch()`` then says its
 value was released. By default every node keeps the value of its latest run, as in
 Dispatcher.jl.
 
+An **open run** (:mod:`dispatcher.engine.openrun`) takes more nodes while it
+runs, and forgets each once no node needs it: it serves an executor's ``submit``.
+
 **Pipelining** (``RunOptions.pipelined``) is a policy of the same machine, whose
 rules are in :mod:`dispatcher.engine.pipelining`: a node is sent once its
 dependencies are sent, and the SENT and PARKED states are used.

@@ -8,7 +8,9 @@ the state revoked or timed out, and, when nothing more can start, *yields* the
 clock time to wait until (None: until the next report). The adapter waits in its own
 way (a queue, an asyncio queue, or a sleep for a synchronous executor, whose tasks
 have reported before ``start_task`` returns), gives the state every report that
-arrived, and resumes the loop. A pipelined run's outputs come back through a
+arrived, and resumes the loop. An open run (:mod:`~dispatcher.engine.openrun`)
+takes the nodes its intake has after each wait, and asks it once more before it
+ends. A pipelined run's outputs come back through a
 :class:`Gather` request, which the adapter answers with the executor's ``gather_values``
 or ``gather_values_async``.
 
@@ -37,7 +39,7 @@ from typing import Any
 import attrs
 
 from ..results import DispatcherError, DispatchResult, Terminated, format_exception
-from . import pipelining, termination
+from . import openrun, pipelining, termination
 from .records import Task
 from .state import RunState
 
@@ -73,15 +75,20 @@ def _steps(
         state.wake = functools.partial(report, WAKE_UP, True, None)
     try:
         state.start()
+        intake = state.intake is not None
         while True:
             _start_ready(state, executor, report)
             if state.finished:
+                if intake and state.error is None and openrun.take_more(state, final=True):
+                    continue  # an open run ends only when its intake gives nothing
                 break
             timers = state.timers.heap  # most runs have none: then no clock is read
             wake = state.next_wakeup() if timers else None
             if wake is None and synchronous:
                 raise DispatcherError("the run stalled with nodes left to run")
             yield wake
+            if intake:
+                openrun.take_more(state, final=False)
             if timers:
                 _cancel_all(executor, state.expire())
         if state.running:

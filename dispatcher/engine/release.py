@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..outcomes import RELEASED
+from . import openrun
 from .plan import kids
 from .records import NodeState
 
@@ -35,6 +36,9 @@ def needed(run: Any) -> dict:
 
 def after(run: Any, node) -> None:
     """``node`` finished or failed: the values it took are needed once less."""
+    if run.intake is not None:  # an open run forgets whole nodes
+        openrun.after(run, node)
+        return
     counts, state, keep, stored = run.needed, run.state, run.keep, run.stored
     for dep in run.deps_of(node):
         n = counts.get(dep)

@@ -56,6 +56,7 @@ Fields of :class:`RunState`
     stored: set[node]                 the nodes whose values were read from the store
     revoked: list[Task]               tasks whose work the driver should cancel now
     cache: RunCache | None            with a store: keys, claims and writes (engine.caching)
+    intake: object | None             an open run's source of more nodes (engine.openrun)
     remaining: int                    nodes not yet DONE or FAILED
     error: DependencyError | None     the failure that ends the run
 """
@@ -75,7 +76,7 @@ from ..graph import DispatchGraph, _deps_of
 from ..nodes import DispatchNode
 from ..outcomes import NEVER, Remote, Stored
 from ..results import DependencyError, DispatcherError, DispatchResult, format_exception
-from . import caching, failures, pipelining, release
+from . import caching, failures, openrun, pipelining, release
 from .caching import COMPUTE, RunCache
 from .callbacks import listeners, notify
 from .clock import Timers
@@ -115,6 +116,7 @@ class RunState:
         owner: Any = None,
         cache: RunCache | None = None,
         budget: Callable[[], CoreBudget] | None = None,
+        intake: Any = None,
         clock: Callable[[], float] = time.monotonic,
         rand: Callable[[], float] = random.random,
         **option_fields: Any,
@@ -180,6 +182,9 @@ class RunState:
         self.unsent = dict(self.waiting) if self.pipelined else None
         self.parked: dict = {}
         self.resolved: list = []
+        self.intake = intake  # an open run's source of more nodes (engine.openrun)
+        if intake is not None:
+            openrun.open_state(self)
 
     def state_of(self, node) -> NodeState:
         """Where ``node`` is in this run (one that has not moved since the plan is not
