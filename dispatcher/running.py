@@ -8,6 +8,8 @@ graph starts no workers. A blocking run of an executor whose tasks need an event
 loop runs the asyncio driver to its end here; every run waits inside the
 executor's ``lend_worker`` so that a node may start a nested run on the executor
 that runs it, and lends that node's cores meanwhile (:func:`~dispatcher.engine.cores.lend_cores`).
+The objects that exist when a run starts are not scanned by the garbage collector
+until it ends (:mod:`~dispatcher.engine.collector`).
 
 This module does not check that ``executor`` is one: :mod:`dispatcher.api` does,
 and :meth:`Executor.run <dispatcher.executors.base.Executor.run>` is one.
@@ -23,6 +25,7 @@ from typing import Any
 from .coroutines import run_to_end
 from .engine import Callback, ProgressBar, RunOptions, RunState, drive, drive_async
 from .engine.caching import RunCache
+from .engine.collector import objects_kept
 from .engine.cores import lend_cores
 from .graph import DispatchGraph
 from .nodes import DispatchNode
@@ -43,20 +46,22 @@ async def run_graph_async(executor: Any, outputs: Any, inputs: Iterable = (), **
     outputs = _materialize(outputs)
 
     async def run():
-        state = _state(executor, outputs, inputs, **options)
-        async with executor.lend_worker_async():
-            with lend_cores(executor._budget):
-                return await drive_async(state, executor)
+        with objects_kept():
+            state = _state(executor, outputs, inputs, **options)
+            async with executor.lend_worker_async():
+                with lend_cores(executor._budget):
+                    return await drive_async(state, executor)
 
     return await executor.wrap_run_async(outputs, run)
 
 
 def _run(executor, outputs, inputs, options) -> list[DispatchResult]:
-    state = _state(executor, outputs, inputs, **options)
-    with executor.lend_worker(), lend_cores(executor._budget):
-        if executor.capabilities.needs_loop:
-            return run_to_end(drive_async(state, executor))
-        return drive(state, executor)
+    with objects_kept():
+        state = _state(executor, outputs, inputs, **options)
+        with executor.lend_worker(), lend_cores(executor._budget):
+            if executor.capabilities.needs_loop:
+                return run_to_end(drive_async(state, executor))
+            return drive(state, executor)
 
 
 def _trace(trace: Any, executor) -> Trace:
