@@ -16,10 +16,15 @@ executor's retries, timeouts and lost-worker handling, and its future is a plain
   order they were submitted. The run forgets each call once its future is settled
   and no call waiting needs its value: a run fed calls for hours holds only what
   its unfinished calls need.
-* **Executors that keep values on their workers** (dask, ``pipelines``) run each
-  burst of calls as a run of its own instead, as their values stay where they were
-  made until the run ends; a call whose dependency is in an earlier burst still
-  running waits for it in its burst's thread.
+* **Bursts of their own** for the executors where an open run would not do:
+  those that keep values on their workers (dask, ``pipelines``: the values stay
+  where they were made until the run ends) and those whose calls run in the
+  driver's own thread (``SerialExecutor``, ``AsyncExecutor``'s plain functions:
+  a call there would hold up the taking of every later call, and one that submits
+  a call and waits for it would wait forever). Each burst of calls is a run of its
+  own, in a thread of its own, beside the runs still going; a call whose
+  dependency is in an earlier burst still running waits for it in its burst's
+  thread. :func:`takes_calls_as_they_come` says which way an executor goes.
 * **Futures as arguments.** A future of the same executor among a call's
   arguments (also inside lists, tuples, sets and dict values) is a dependency, as
   with dask's ``client.submit``: the call runs with its value once it is done, or
@@ -29,7 +34,8 @@ executor's retries, timeouts and lost-worker handling, and its future is a plain
   ``concurrent.futures`` gives it; the :class:`~dispatcher.DependencyError` with
   the node, the attempts and the remote traceback is attached as its ``__cause__``
   (when it has none of its own). A call is *running* (``cancel()`` cannot take it
-  back) once its run has taken it.
+  back) once its run has taken it. A node among a call's arguments (not a future)
+  runs with it; one on a cycle makes ``submit`` raise ``ExecutorError`` at once.
 * **Shutdown.** ``shutdown(wait=True, cancel_futures=False)`` refuses new calls,
   cancels those not yet taken if asked, waits for the others if asked, and
   closes the executor; leaving a ``with`` block does ``shutdown(wait=True)``.
@@ -44,11 +50,12 @@ import time
 from typing import Any
 
 from .engine import Callback
+from .graph import _deps_of, topological_order
 from .nodes import CONTAINERS, Op
-from .results import DependencyError
+from .results import DependencyError, DispatcherError
 from .running import run_graph
 
-__all__ = ["GATHER_MAX", "GATHER_STEP", "CallFuture", "Submissions"]
+__all__ = ["GATHER_MAX", "GATHER_STEP", "CallFuture", "Submissions", "takes_calls_as_they_come"]
 
 GATHER_STEP = 0.0002  # seconds a burst waits for more calls while they keep coming
 GATHER_MAX = 0.005  # and no longer than this
@@ -99,12 +106,12 @@ class Submissions:
                 deps = []
                 args = tuple([self._nodes_for(a, deps) for a in args])
                 kwargs = {k: self._nodes_for(v, deps) for k, v in kwargs.items()}
-            future = CallFuture(self, Op(fn, *args, **kwargs), deps)
+            node = Op(fn, *args, **kwargs)
+            if node.dependencies() and len(node.dependencies()) > len({d.node for d in deps}):
+                _refuse_cycles(node, deps)  # nodes among the arguments, which run with it
+            future = CallFuture(self, node, deps)
             if not self.serving:
-                self.serving = True
-                thread = threading.Thread(target=self._serve, name="dispatcher-submit", daemon=True)
-                self.runs.add(thread)
-                thread.start()
+                self._start_serving()
             elif not self.pending and self.wake is not None:
                 self.wake()  # the open run's driver waits: it has calls to take
             self.pending.append(future)
@@ -122,14 +129,21 @@ class Submissions:
             return t(self._nodes_for(v, deps) for v in value)
         return value
 
+    def _start_serving(self) -> None:
+        """(Holding the lock.) Start a thread that takes the pending calls."""
+        self.serving = True
+        thread = threading.Thread(target=self._serve, name="dispatcher-submit", daemon=True)
+        self.runs.add(thread)
+        thread.start()
+
     def _serve(self) -> None:
-        """A thread that runs the calls: an open run, or one burst's run (dask)."""
+        """A thread that runs the calls: an open run, or one burst's run."""
         try:
             self._gather_burst()
-            if self.executor.capabilities.pipelines:
-                self._run_burst()
-            else:
+            if takes_calls_as_they_come(self.executor):
                 self._run_open()
+            else:
+                self._run_burst()
         finally:
             self.runs.discard(threading.current_thread())
 
@@ -148,13 +162,16 @@ class Submissions:
             run_graph(self.executor, [], throw_error=False, callbacks=(_Resolve(self.futures),), intake=self)
         except BaseException as exc:  # the run could not be made (a closed executor...) or broke
             with self.lock:
-                self.serving, self.wake = False, None
-                calls, self.pending = self.pending, []
+                self.wake = None  # (calls submitted meanwhile wait for the next run)
                 unsettled = list(self.futures.values())
                 self.futures.clear()
-            for future in unsettled + calls:
+            for future in unsettled:  # before any later call can depend on them
                 if not future.done():
                     future.set_exception(exc)
+            with self.lock:
+                self.serving = False
+                if self.pending:
+                    self._start_serving()
 
     def take(self, run, final: bool) -> tuple[list, Any]:
         """(The open run's driver.) The calls submitted since, as nodes, and how to
@@ -162,20 +179,22 @@ class Submissions:
         ``final`` and no call, the run ends and the next call starts another."""
         with self.lock:
             calls, self.pending = self.pending, []
+            # (else cancelled before its run took it)
+            calls = [future for future in calls if future.set_running_or_notify_cancel()]
             if calls or not final:
                 self.wake = run.wake
             else:
                 self.serving, self.wake = False, None
-        nodes, deps = [], {}
+        deps = {}
         for future in calls:
-            if future.set_running_or_notify_cancel():  # (else cancelled before its run took it)
-                self.futures[future.node] = future
-                nodes.append(future.node)
-                for dep in future.deps:
-                    deps[dep.node] = dep
-        return nodes, functools.partial(_outcome_of, deps)
+            self.futures[future.node] = future
+            for dep in future.deps:
+                deps[dep.node] = dep
+            future.deps = ()  # (a future kept by the caller must not keep those it took)
+        return [future.node for future in calls], functools.partial(_outcome_of, deps)
 
-    # -- a burst's run (executors that keep values on their workers) --------------------
+    # -- a burst's run (executors whose calls stay where they are made, or run in the
+    # -- driver's own thread) ------------------------------------------------------------
     def _run_burst(self) -> None:
         with self.lock:
             burst, self.pending = self.pending, []
@@ -192,10 +211,18 @@ class Submissions:
             else:
                 ready[future.node] = future
                 inputs.update((d.node, None) for d in future.deps if d not in in_burst)
+            future.deps = ()
         if not ready:
             return
+        pipelines = self.executor.capabilities.pipelines
         try:
-            results = run_graph(self.executor, list(ready), list(inputs), throw_error=False)
+            results = run_graph(
+                self.executor,
+                list(ready),
+                list(inputs),
+                throw_error=False,
+                callbacks=() if pipelines else (_Resolve(dict(ready)),),
+            )
         except BaseException as exc:  # the run could not be made (a closed executor...)
             for future in ready.values():
                 if not future.done():
@@ -203,6 +230,8 @@ class Submissions:
             return
         for result in results:
             future = ready[result.node]
+            if future.done():
+                continue
             if result.is_ok():
                 future.set_result(result.value)
             else:
@@ -253,11 +282,26 @@ def _outcome_of(deps: dict, node) -> tuple | None:
     if future.cancelled():
         exc = cf.CancelledError("a call it depends on was cancelled")
         return False, DependencyError(exc, "", node)
-    exc = future.exception(timeout=0)  # settled: it is in no run
+    if not future.done():  # (cannot be: a call in no run was settled; never break the run)
+        return False, DependencyError(DispatcherError(f"call {node.label!r} was not settled"), "", node)
+    exc = future.exception()
     if exc is None:
         return True, future.result()
     cause = exc.__cause__
     return False, cause if isinstance(cause, DependencyError) else DependencyError(exc, None, node)
+
+
+def takes_calls_as_they_come(executor: Any) -> bool:
+    """Whether ``executor``'s submitted calls join one open run as they come (see the
+    module docstring); else each burst of calls is a run of its own."""
+    capabilities = executor.capabilities
+    return not (capabilities.pipelines or capabilities.synchronous or capabilities.needs_loop)
+
+
+def _refuse_cycles(node: Op, deps: list) -> None:
+    """Raise ExecutorError if the nodes among a call's arguments (not futures) form a cycle."""
+    calls = {future.node for future in deps}
+    topological_order([d for d in node.dependencies() if d not in calls], _deps_of)
 
 
 def _original(error) -> BaseException:

@@ -324,7 +324,7 @@ class Op(DispatchNode):
         )
         self._args = args
         self._kwargs = kwargs
-        same = only_nodes and len(found) == len(args) and type(args) is tuple  # (none twice)
+        same = only_nodes and not kwkeys and len(found) == len(args) and type(args) is tuple  # none twice
         self._deps = args if same else tuple(found) if found else ()
         self._argpos = _positions(tuple(argpos)) if argpos else None
         self._kwkeys = kwkeys or None

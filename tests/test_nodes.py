@@ -274,3 +274,10 @@ def test_repr_and_summary_show_label_and_arguments():
     assert len(text) < 200
     assert b.summary().startswith("Op 'add'")
     assert "data" in repr(dp.DataNode(3))
+
+
+def test_a_node_whose_arguments_are_nodes_depends_on_its_keyword_nodes_too():
+    a, b = dp.Op(abs, -1), dp.Op(abs, -2)
+    assert dp.Op(max, a, a, default=b).dependencies() == (a, b)
+    assert dp.Op(max, a, b).dependencies() == (a, b)
+    assert dp.execute(dp.Op(lambda x, y, z: x + y + z, a, a, z=b)) == 4

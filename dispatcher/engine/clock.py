@@ -6,7 +6,9 @@ work where it runs and reports it itself). For an executor that says when a task
 work begins where it runs (``RunOptions.starts_reported``), the deadline counts
 from ``task.started``: a task still queued there cannot be late, and is looked at
 again a whole timeout later. A retried node is due after its backoff delay. Entries
-of tasks that have ended are dropped as they come up. Nothing here reads a clock
+of tasks that have ended are dropped as they come up, and all at once when they
+outnumber the others (a long deadline must not keep a run's ended tasks, and the
+nodes and arguments they hold, until it passes). Nothing here reads a clock
 but the one the run was given, so tests drive it with a fake one.
 """
 
@@ -31,6 +33,7 @@ class Timers:
         self.starts_reported = options.starts_reported
         self.heap: list = []
         self._seq = 0
+        self._prune_at = 64  # the heap's size at which ended tasks' entries are dropped
 
     def _push(self, when: float, what: Any) -> None:
         self._seq += 1
@@ -46,6 +49,10 @@ class Timers:
     def next_wakeup(self, running: dict) -> float | None:
         """The time of the next entry that still matters, or None."""
         heap = self.heap
+        if len(heap) > self._prune_at:
+            heap[:] = [e for e in heap if type(e[2]) is not Task or running.get(e[2].node) is e[2]]
+            heapq.heapify(heap)
+            self._prune_at = 2 * len(heap) + 64
         while heap:
             what = heap[0][2]
             if type(what) is not Task or running.get(what.node) is what:

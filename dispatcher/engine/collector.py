@@ -15,7 +15,9 @@ garbage left uncollected when the run started is kept until it ends. The library
 leaves the collector alone when it is disabled, and when the program froze objects
 itself (``gc.get_freeze_count()`` is not zero when a run starts): a program that
 calls ``gc.freeze()`` while a run is going gets those objects back in the oldest
-generation when the runs end. Set :data:`FREEZE` to False to turn this off.
+generation when the runs end. A child process forked during a run keeps the
+objects frozen for good (shared with its parent until written), and so leaves the
+collector alone. Set :data:`FREEZE` to False to turn this off.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 def objects_kept() -> Iterator[None]:
     """Around a run: the objects tracked now are not scanned until the runs end."""
     global _runs, _froze
+    pid = os.getpid()
     with _lock:
         _runs += 1
         if _runs == 1 and FREEZE and gc.isenabled() and gc.get_freeze_count() == 0:
@@ -58,8 +61,9 @@ def objects_kept() -> Iterator[None]:
     try:
         yield
     finally:
-        with _lock:
-            _runs -= 1
-            if _runs == 0 and _froze:
-                _froze = False
-                gc.unfreeze()
+        if os.getpid() == pid:  # (a child forked by a node and leaving here started afresh)
+            with _lock:
+                _runs -= 1
+                if _runs == 0 and _froze:
+                    _froze = False
+                    gc.unfreeze()
