@@ -358,3 +358,18 @@ def test_an_open_run_fails_a_node_whose_given_dependency_failed():
     assert state.next_task() is None and state.finished
     assert seen == [(taker, error)]
     assert not state.errors and not state.waiting  # forgotten once told
+
+
+def test_the_clock_drops_the_deadlines_of_ended_tasks_when_they_outnumber_the_others():
+    from dispatcher.engine.clock import Timers
+    from dispatcher.engine.records import Task
+
+    clock = Clock()
+    timers = Timers(clock, RunOptions())
+    live = Task(dp.Op(inc, 0), inc, (0,), None, 1, 5.0)
+    timers.watch(live)
+    for i in range(500):  # tasks that ended long before their deadline of an hour
+        timers.watch(Task(dp.Op(inc, i), inc, (i,), None, 1, 3600.0))
+        timers.next_wakeup({live.node: live})
+    assert len(timers.heap) < 200  # not 501: the ended tasks (and their nodes) are let go
+    assert timers.next_wakeup({live.node: live}) == 5.0
