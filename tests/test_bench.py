@@ -25,7 +25,8 @@ def test_a_tiny_run_writes_table_json_markdown_and_plot(tmp_path):
     names = "python,serial,async,threads,processes,delayed-sync,futures-threads"
     proc = subprocess.run(
         [sys.executable, "-m", "dispatcher.bench", "--quick", "--suites", "wide,arrays,io,cpu",
-         "--executors", names, "--sizes", "wide=10,30", "--sizes", "cpu=1", "--out", str(tmp_path)],
+         "--executors", names, "--sizes", "wide=10,30", "--sizes", "cpu=1", "--out", str(tmp_path),
+         "--budget", "120"],  # (a busy machine's slowness skips no size)
         capture_output=True, text=True, timeout=300, cwd=tmp_path,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
@@ -41,6 +42,7 @@ def test_a_tiny_run_writes_table_json_markdown_and_plot(tmp_path):
     assert data["machine"]["versions"]["dispatcher"]
     assert data["machine"]["cpus_usable"] >= 1
     rows = data["rows"]
+    assert data["skipped"] == []
     assert len(rows) == (2 + 1 + 1 + 1) * 7  # wide at two sizes, the others at one, 7 contenders
     for row in rows:
         assert "error" not in row, row

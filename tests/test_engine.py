@@ -408,14 +408,16 @@ def _spin(seconds):
 
 
 def test_timeout_then_retry_succeeds(executor_factory):
-    # 1 s: a second attempt on a worker restarted after the first, on a busy machine, is in time
-    ex = executor_factory(timeout=1.0, retry_on=lambda e: isinstance(e, TimeoutError), backoff=FAST)
+    # 2.5 s: a second attempt on a worker restarted after the first is in time on a
+    # busy machine (a loky worker, started afresh with two test sessions beside it,
+    # took over 1 s)
+    ex = executor_factory(timeout=2.5, retry_on=lambda e: isinstance(e, TimeoutError), backoff=FAST)
     calls = FileChannel()
 
     def first_slow():
         calls.append(1)
         if len(calls) == 1:
-            time.sleep(1.6)
+            time.sleep(3.0)
         return "ok"
 
     assert dp.run(ex, [dp.Op(first_slow)])[0].value == "ok"
