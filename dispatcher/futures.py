@@ -241,10 +241,11 @@ class Submissions:
         """Refuse new calls; cancel the pending ones if asked; wait for the rest if asked."""
         with self.lock:
             self.shut = True
+            pending: list = []
             if cancel_futures:
                 pending, self.pending = self.pending, []
-                for future in pending:
-                    future.cancel()
+        for future in pending:  # (outside the lock: cancelling runs the futures' callbacks)
+            future.cancel()
         while wait:
             with self.lock:
                 runs = [t for t in self.runs if t is not threading.current_thread()]
