@@ -390,6 +390,7 @@ def test_node_timeout_fails_with_timeout_error(executor_factory):
             finished.append(True)
 
     node = dp.op(slow, timeout=0.2)()
+    dp.run(ex, [dp.Op(abs, -1)])  # workers started: on a busy machine that alone takes seconds
     start = time.monotonic()
     with pytest.raises(dp.DependencyError) as info:
         dp.run(ex, [node])
