@@ -131,6 +131,6 @@ def after(run: Any, node) -> None:
 
 
 def _forget(run: Any, node) -> None:
-    held = (run.needed, run.values, run.errors, run.waiting, run.state, run.children, run.attempts)
-    for fields in (*held, run.ready_at):
-        fields.pop(node, None)
+    for held in (run.needed, run.values, run.errors, run.waiting, run.state, run.children, run.attempts):
+        held.pop(node, None)
+    run.ready_at.pop(node, None)
