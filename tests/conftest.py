@@ -150,15 +150,21 @@ def run_script(
     ``command``, by default ``[python]``), in a session of its own; the result has
     ``.seconds``, its running time. A script still running after ``timeout`` seconds
     is killed with its session and the test fails: a hang fails, it never blocks
-    the suite."""
+    the suite, and a Python script first prints where its threads were."""
     script = tmp_path / "script.py"
     script.write_text(textwrap.dedent(code))
     start = time.monotonic()
+    env = {"PYTHONFAULTHANDLER": "1", **(env or {})}
     proc = start_script([*(command or [sys.executable]), str(script)], tmp_path, env)
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+        if command is None:  # a Python script: its faulthandler prints where its threads are
+            os.kill(proc.pid, signal.SIGABRT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.communicate(timeout=5)
+        with contextlib.suppress(ProcessLookupError):  # (its session may have ended with it)
+            os.killpg(proc.pid, signal.SIGKILL)
         out, err = proc.communicate()
         pytest.fail(f"the script did not end in {timeout} s (a hang?)\n{out}\n{err}")
     finally:  # the test interrupted (its time limit, Ctrl-C): the script does not outlive it
