@@ -224,6 +224,15 @@ def arrays(size: int, settings: dict) -> Graph:
     return g
 
 
+def spread(size: int, settings: dict) -> Graph:
+    """One ``size`` MB float64 array read by 20 calls, then one that sums what they read."""
+    g = Graph()
+    made = g.add(make_array, size)
+    readers = [g.add(checksum, made) for _ in range(20)]
+    g.outputs = [g.add(add, *readers).index]
+    return g
+
+
 def io(size: int, settings: dict) -> Graph:
     """``size`` calls that each wait 5 ms for I/O (``async def`` on executors that
     await coroutines, ``time.sleep`` elsewhere), then one that sums them."""
@@ -267,6 +276,7 @@ SUITES = {
         Suite("manual", manual, (10, 100, 1_000), (10,), unit="files", about=_MANUAL),
         Suite("cpu", cpu, (2, 4, 8), (2,), unit="calls", about=_CPU),
         Suite("arrays", arrays, (1, 10, 50), (1,), unit="MB", about="10 hops passing a numpy array"),
+        Suite("spread", spread, (1, 10, 50), (1,), unit="MB", about="one numpy array read by 20 calls"),
         Suite("io", io, (10, 50, 200), (10,), unit="waits", about=_IO, async_flavour=True),
         Suite("mixed", mixed, (20, 100), (20,), unit="ms of work", about=_MIXED),
     )

@@ -296,7 +296,7 @@ class Pool:
     # -- messages from workers ----------------------------------------------------------
     def _readable(self, worker: Worker) -> None:
         try:
-            msg = wire.recv(worker.sock)
+            msg = wire.recv(worker.sock, keep=True)
         except (EOFError, OSError):
             self.lost(worker)
             return

@@ -22,8 +22,18 @@ anonymous shared-memory file: the sender writes the array's memory into a fresh
 ``memfd`` once and passes the descriptor along with the header (``SCM_RIGHTS``);
 the receiver maps it, and that mapping becomes the new array's memory. Smaller
 buffers are written to the socket straight from the array's memory and read
-straight into a fresh ``bytearray``. Either way there is one copy per transfer and
-no pickling of the data.
+straight into a fresh ``bytearray``. Either way there is at most one copy per
+transfer and no pickling of the data.
+
+A value made on one worker and read on others is copied once in all: the pool
+(:func:`recv` with ``keep=True``) maps such a file shared and keeps it open, as a
+:class:`SharedBuffer`; sending that buffer on (the value as another node's
+argument) passes the same file again (:func:`kept_file`), which costs neither a
+copy nor touching the memory, so the pool's memory does not grow with values it
+only relays. A worker maps what it receives copy-on-write: a node that writes into
+its argument changes its own pages, never the value other nodes read. The pool's
+mapping is the file itself, so what the program writes into a value the pool holds
+(a run's output, given to a later run) is what a later node receives.
 
 Conversation: the parent sends ``("init", sys_path, initializer_bytes)``; the worker
 answers ``("ready", pid)`` or ``("init-failed", description)``. Then each message
@@ -68,10 +78,12 @@ import mmap
 import pickle
 import socket
 import struct
+import threading
 import time
 import traceback
 import types
 import typing
+import weakref
 
 import cloudpickle
 
@@ -81,6 +93,7 @@ SHARED_MIN = 1 << 20  # buffers this large travel as shared-memory files
 _MAX_FDS = 200  # descriptors per message
 _SHARED = hasattr(os, "memfd_create") and hasattr(socket, "send_fds")
 _ANCILLARY = socket.CMSG_SPACE(_MAX_FDS * 4) if _SHARED else 0
+KEPT_FILES_MAX = 256  # shared-memory files the pool keeps open at once (each one descriptor)
 
 
 _reduce_code_by_value = cloudpickle.Pickler.dispatch_table[types.CodeType]
@@ -140,6 +153,55 @@ def _shared_file(buf) -> int:
     return fd
 
 
+class SharedBuffer(mmap.mmap):
+    """A buffer received as a shared-memory file, mapped shared with it; ``fd``
+    keeps the file open (closed when the mapping is collected), so that sending
+    the buffer on passes the file itself."""
+
+    __slots__ = ("fd",)
+
+
+_kept_lock = threading.Lock()
+_kept = 0  # the files SharedBuffers keep open
+
+
+def _close_kept(fd: int) -> None:
+    global _kept
+    os.close(fd)
+    with _kept_lock:
+        _kept -= 1
+
+
+def _map(fd: int, size: int, keep: bool) -> mmap.mmap:
+    """The received file ``fd``: copy-on-write, or (``keep``) shared and kept open
+    while there is room (:data:`KEPT_FILES_MAX`)."""
+    global _kept
+    if not keep:
+        return mmap.mmap(fd, size, access=mmap.ACCESS_COPY)
+    with _kept_lock:
+        room = _kept < KEPT_FILES_MAX
+        _kept += room
+    buf = SharedBuffer(fd, size)
+    buf.fd = None
+    if room:
+        buf.fd = os.dup(fd)
+        weakref.finalize(buf, _close_kept, buf.fd)
+    return buf
+
+
+def kept_file(buf: memoryview) -> int | None:
+    """The descriptor of the file whose whole mapping ``buf`` is (a buffer of an
+    array made over a :class:`SharedBuffer`, through its chain of bases), or None."""
+    obj = buf.obj
+    for _ in range(8):
+        if isinstance(obj, SharedBuffer):
+            return obj.fd if obj.fd is not None and len(obj) == buf.nbytes else None
+        obj = obj.obj if isinstance(obj, memoryview) else getattr(obj, "base", None)
+        if obj is None:
+            return None
+    return None
+
+
 def send_payload(sock: socket.socket, payload: bytes, buffers: list) -> None:
     """Send what :func:`dumps` made as one message."""
     head = _HEADER.pack(len(payload), len(buffers))
@@ -147,13 +209,18 @@ def send_payload(sock: socket.socket, payload: bytes, buffers: list) -> None:
         sock.sendall(head + payload)
         return
     fds: list[int] = []
+    made: list[int] = []  # the files made for this message, closed once it is sent
     can_share = _SHARED and sock.family == socket.AF_UNIX
     try:
         kinds = []
         for buf in buffers:
             shared = can_share and buf.nbytes >= SHARED_MIN and len(fds) < _MAX_FDS
             if shared:
-                fds.append(_shared_file(buf))
+                fd = kept_file(buf)
+                if fd is None:
+                    fd = _shared_file(buf)
+                    made.append(fd)
+                fds.append(fd)
             kinds.append(shared)
         n = len(buffers)
         head += struct.pack(f"!{n}Q{n}B", *(b.nbytes for b in buffers), *kinds)
@@ -168,7 +235,7 @@ def send_payload(sock: socket.socket, payload: bytes, buffers: list) -> None:
             if not shared:
                 sock.sendall(buf)
     finally:
-        for fd in fds:  # the message holds its own references to the files
+        for fd in made:  # the message holds its own references to the files
             os.close(fd)
 
 
@@ -204,8 +271,10 @@ def _recv_header(sock: socket.socket) -> tuple[bytes, list[int]]:
     return head, fds
 
 
-def recv(sock: socket.socket):
-    """The next message; ``EOFError`` when the other end has gone."""
+def recv(sock: socket.socket, keep: bool = False):
+    """The next message; ``EOFError`` when the other end has gone. Buffers that
+    arrive as files are mapped copy-on-write, or (``keep``: the pool) shared and
+    kept to be sent on without a copy."""
     head, fds = _recv_header(sock)
     try:
         size, nbuf = _HEADER.unpack(head)
@@ -218,7 +287,7 @@ def recv(sock: socket.socket):
         buffers = []
         shared = iter(fds)
         for n, kind in zip(sizes, kinds):
-            buffers.append(mmap.mmap(next(shared), n) if kind else recv_exact(sock, n))
+            buffers.append(_map(next(shared), n, keep) if kind else recv_exact(sock, n))
     finally:
         for fd in fds:  # a mapping outlives its descriptor
             os.close(fd)
