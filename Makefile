@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-all test-interop test-browser test-slurm lint docs bench bench-quick bench-detail clean
+.PHONY: install test test-all test-interop test-browser test-slurm lint docs bench bench-quick bench-peers bench-detail clean
 
 install: $(STAMP)
 
@@ -25,12 +25,12 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
 
-# the adapters to other tools, with the tools: the `interop` extra, then tests/interop
-# (which `make test` leaves out) and the examples of docs/interop.md
+# the adapters to other tools, with the tools: the `interop` and `peers` extras, then
+# tests/interop (which `make test` leaves out) and the examples of docs/interop.md
 INTEROP_STAMP := $(VENV)/.installed-interop
 
 $(INTEROP_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[all,bench,dev,docs,interop]'
+	$(BIN)/python -m pip install --quiet -e '.[all,bench,dev,docs,interop,peers]'
 	touch $(INTEROP_STAMP)
 
 test-interop: $(INTEROP_STAMP)
@@ -68,6 +68,16 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m dispatcher.bench --quick
+
+# the same with the other tools beside (joblib, Ray: the `peers` extra), in bench-results/peers
+PEERS_STAMP := $(VENV)/.installed-peers
+
+$(PEERS_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[all,bench,dev,docs,peers]'
+	touch $(PEERS_STAMP)
+
+bench-peers: $(PEERS_STAMP)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m dispatcher.bench --peers --out bench-results/peers
 
 # the focused measurements of each executor (core overhead, processes, dask, MPI)
 bench-detail: $(STAMP)

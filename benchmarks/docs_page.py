@@ -86,8 +86,10 @@ def facts(d) -> dict:
     ):
         for mb in (10, 50):
             f[f"arr_{c}_{mb}"] = one(d, "arrays", c, mb, scale=1e3 / 10)  # ms per hop (10 hops)
-    for c in ("serial", "python"):
+    for c in ("serial", "python", "processes"):
         f[f"mem_{c}_50"] = one(d, "arrays", c, 50, key="peak_bytes", scale=1e-6)
+    for c in ("processes", "mpi", "dask", "loky", "delayed-processes", "futures-processes"):
+        f[f"spread_{c}_10"] = one(d, "spread", c, 10)  # ms for the whole graph
     io = max(r["size"] for r in _rows(d) if r["suite"] == "io")
     f["io_n"] = io
     f["io_async_ms"] = one(d, "io", "async", io)
@@ -137,6 +139,7 @@ size, and the best of the other tools beside it (from the run below):
 roll every three, compare random pairs, reduce to the best (about `5 n` nodes) |
 | cpu | `n` calls of about 50 ms of pure-Python work (the GIL held; calibrated at the start), one reduce |
 | arrays | 10 hops passing an `n` MB numpy array, each making a new one |
+| spread | one `n` MB numpy array read by 20 calls, one reduce |
 | io | `n` waits of 5 ms (`async def` on AsyncExecutor, `time.sleep` elsewhere), one reduce |
 | mixed | a tool of simulated fits on a budget of `c` cores (the pools' workers), a unit of work of `n` \
 ms: `3c` fits of 1 unit, then `max(1, c / 4)` refits of `c` units that scale to `c` cores, then `3c / 2` \
@@ -153,7 +156,9 @@ and on the same `LocalCluster` (`delayed-distributed`), and raw pools used as a
 user writes it, each call submitted in topological order once the futures it
 needs are done (`futures-threads`, `futures-processes`, `mpi4py`). Every pool
 has as many workers as the machine has usable CPUs, and each of the library's
-executors a budget of as many cores.
+executors a budget of as many cores. `make bench-peers` (`--peers`) adds other
+tools: `joblib` (`Parallel` on loky, the graph level by level, since joblib has
+no graph) and `ray` (Ray tasks taking the `ObjectRef`s of the calls they need).
 
 Method: a warm-up run whose outputs are checked against plain Python's, then the
 median of at least 3 timed runs (up to 25 for runs of milliseconds; a run over a
@@ -210,14 +215,21 @@ are noisy (compare neighbours, not digits); on yours, run `make bench`.
   driver's memory rose by {mem_serial_50} MB during a serial run against
   {mem_python_50} MB for plain Python, which drops each array after use;
   `release=True` frees intermediate values as soon as nothing needs them.
-  Across processes every hop sends the array to a worker and back:
-  {arr_processes_10} ms per hop at 10 MB ({arr_processes_50} ms at 50 MB) for
-  `ProcessExecutor`, {arr_delayed-processes_10} ms for dask's
-  process scheduler and {arr_futures-processes_10} ms for a raw process pool.
-  `DaskExecutor` keeps the values on its workers and moves them worker to
-  worker: {arr_dask_10} ms per hop at 10 MB, {arr_dask_50} ms at 50 MB, and the
-  driver never holds them. `MPIExecutor` sends arrays in the pickle stream
-  ({arr_mpi_10} ms per hop at 10 MB) and is not the tool for moving large arrays.
+  `ProcessExecutor` sends a large array on as the shared-memory file it came
+  back in: one copy per hop (the worker writing its result), which the driver
+  relays without reading, {arr_processes_10} ms per hop at 10 MB
+  ({arr_processes_50} ms at 50 MB, the driver's memory up by {mem_processes_50} MB),
+  against {arr_delayed-processes_10} ms for dask's process scheduler and
+  {arr_futures-processes_10} ms for a raw process pool, which send the array to a
+  worker and back. One 10 MB array read by 20 calls takes
+  {spread_processes_10} ms in all on `ProcessExecutor`, {spread_loky_10} ms on loky,
+  {spread_delayed-processes_10} ms on dask's process scheduler and
+  {spread_futures-processes_10} ms on a raw process pool. `DaskExecutor` keeps
+  the values on its workers and moves them worker to worker: {arr_dask_10} ms per
+  hop at 10 MB, {arr_dask_50} ms at 50 MB, and the driver never holds them.
+  `MPIExecutor`'s spawned ranks on this machine are served as `ProcessExecutor`'s
+  workers are: {arr_mpi_10} ms per hop at 10 MB, and the 10 MB array read by 20
+  calls in {spread_mpi_10} ms.
 - **I/O-bound `async def` code: `AsyncExecutor`.** {io_n} waits of 5 ms overlap on
   one event loop: the whole graph in {io_async_ms} ms ({io_async_us} µs per node);
   a pool of 2 threads takes {io_threads_ms} ms (more threads overlap more waits:

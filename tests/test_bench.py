@@ -284,3 +284,41 @@ def test_the_docs_page_is_written_from_the_json(tmp_path):
     assert "- **wide** (fan-out of no-op calls, one reduce): `serial`," in page  # the short answer
     assert (tmp_path / "benchmarks.png").read_bytes()[:4] == b"\x89PNG"
     assert "| contender |" in (tmp_path / "benchmark-results.md").read_text()
+
+
+def run_peers(tmp_path, *choice: str) -> dict:
+    """A quick run (``choice``: the bench's options choosing the contenders) on
+    every suite whose graph does not depend on the machine (mixed and cpu do): its JSON."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "dispatcher.bench", "--quick",
+         "--suites", "wide,deep,tree,manual,arrays,spread,io", *choice,
+         "--out", str(tmp_path), "--budget", "120", "--no-plot"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return json.loads((tmp_path / "results.json").read_text())
+
+
+def ran_everywhere(data: dict, name: str) -> None:
+    """``name`` ran every suite with the right outputs (the harness compares them
+    with plain Python's: a wrong one is an ``error``)."""
+    mine = [r for r in data["rows"] if r["contender"] == name]
+    assert [r for r in data["skipped"] if r["contender"] == name] == []
+    assert len(mine) == 7 and all("error" not in r for r in mine), mine
+    assert data["contenders"][name]["kind"] == "baseline"
+
+
+def test_joblib_runs_every_graph_level_by_level(tmp_path):
+    ran_everywhere(run_peers(tmp_path, "--executors", "python,joblib"), "joblib")
+
+
+def test_joblib_levels_and_drops():
+    from dispatcher.bench.peers import Joblib
+
+    g = suites.Graph()
+    a = g.add(abs, -1)
+    b = g.add(abs, a)  # level 1
+    c = g.add(max, b, a)  # level 2: a is last used here, not at b
+    g.outputs = [c.index]
+    _, levels, drops, outputs = Joblib().build(g)
+    assert levels == [[0], [1], [2]] and drops == [[], [], [0, 1]] and outputs == [2]

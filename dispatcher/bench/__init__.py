@@ -11,6 +11,7 @@ prints a table and writes a JSON file, a Markdown table and a plot. See
     python -m dispatcher.bench --quick              # a first look (under a minute)
     python -m dispatcher.bench --suites wide,deep --executors python,serial,threads,delayed-sync
     python -m dispatcher.bench --sizes wide=10,100000 --out results/
+    python -m dispatcher.bench --peers              # with joblib and Ray (pip install '.[peers]')
 """
 
 from __future__ import annotations
@@ -31,7 +32,15 @@ def _parser(contenders, suites) -> argparse.ArgumentParser:
     )
     p.add_argument("--quick", action="store_true", help="the smallest size of each suite, fewest runs")
     p.add_argument("--suites", help=f"comma-separated, of: {', '.join(suites)} (default: all)")
-    p.add_argument("--executors", help=f"comma-separated, of: {', '.join(contenders)} (default: all)")
+    p.add_argument(
+        "--executors",
+        help=f"comma-separated, of: {', '.join(contenders)} (default: all but the peers)",
+    )
+    p.add_argument(
+        "--peers",
+        action="store_true",
+        help="add the contenders of other tools (joblib, Ray: the peers extra) to those chosen",
+    )
     p.add_argument(
         "--sizes",
         action="append",
@@ -84,15 +93,16 @@ def _sizes(items, suites) -> dict:
 
 def main(argv=None) -> dict:
     from . import contenders as contending
-    from . import harness, report
+    from . import harness, peers, report
 
     try:
         module = harness.load_suites(_suites_file(argv))
     except FileNotFoundError as exc:
         raise SystemExit(str(exc)) from None
-    args = _parser(contending.CONTENDERS, module.SUITES).parse_args(argv)
+    known = (*contending.CONTENDERS, *peers.PEERS)
+    args = _parser(known, module.SUITES).parse_args(argv)
     if args.list:
-        contenders = contending.make_contenders()
+        contenders = {**contending.make_contenders(), **peers.make_peers()}
         print("suites:")
         for s in module.SUITES.values():
             print(f"  {s.name:8} {s.about}; sizes {s.sizes} {s.unit} (quick {s.quick})")
@@ -101,7 +111,9 @@ def main(argv=None) -> dict:
             print(f"  {c.name:20} {c.kind:9} {c.about}")
         return {}
     suites = _choose(args.suites, list(module.SUITES), "suite")
-    contenders = _choose(args.executors, contending.CONTENDERS, "executor")
+    contenders = _choose(args.executors, known, "executor") if args.executors else list(contending.CONTENDERS)
+    if args.peers:
+        contenders += [name for name in peers.PEERS if name not in contenders]
     sizes = _sizes(args.sizes, suites)
     repeat = args.repeat if args.repeat is not None else (1 if args.quick else 3)
     budget = args.budget if args.budget is not None else (2.0 if args.quick else 3.0)

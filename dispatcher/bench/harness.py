@@ -39,6 +39,7 @@ from ..executors._launch import cpu_count
 from . import suites
 from .contenders import GROUPS, Shared, make_contenders
 from .graphs import run_plain
+from .peers import PEER_GROUPS, make_peers
 from .timing import PeakMemory, calibrate, timed
 
 __all__ = ["load_suites", "machine", "measure"]
@@ -141,7 +142,7 @@ def measure(
     """Run the benchmark; returns the report (machine, settings, rows, skipped)."""
     workers = workers or cpu_count()
     say = progress or (lambda text: None)
-    all_contenders = make_contenders()
+    all_contenders = {**make_contenders(), **make_peers()}
     shared = Shared(workers)
     settings = {
         "quick": quick,
@@ -161,7 +162,7 @@ def measure(
         report["contenders"][c.name] = {"kind": c.kind, "about": c.about}
     spent = Budget(budget)
     try:
-        for group in GROUPS:
+        for group in (*GROUPS, *PEER_GROUPS):
             members = [c for c in chosen if c.group == group]
             if members:
                 _measure_group(

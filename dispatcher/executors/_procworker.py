@@ -178,14 +178,19 @@ def _map(fd: int, size: int, keep: bool) -> mmap.mmap:
     global _kept
     if not keep:
         return mmap.mmap(fd, size, access=mmap.ACCESS_COPY)
-    with _kept_lock:
-        room = _kept < KEPT_FILES_MAX
-        _kept += room
     buf = SharedBuffer(fd, size)
     buf.fd = None
-    if room:
+    with _kept_lock:
+        if _kept >= KEPT_FILES_MAX:
+            return buf
+        _kept += 1
+    try:
         buf.fd = os.dup(fd)
-        weakref.finalize(buf, _close_kept, buf.fd)
+    except OSError:  # out of descriptors: this one is copied when sent on
+        with _kept_lock:
+            _kept -= 1
+        return buf
+    weakref.finalize(buf, _close_kept, buf.fd)
     return buf
 
 
@@ -193,12 +198,15 @@ def kept_file(buf: memoryview) -> int | None:
     """The descriptor of the file whose whole mapping ``buf`` is (a buffer of an
     array made over a :class:`SharedBuffer`, through its chain of bases), or None."""
     obj = buf.obj
-    for _ in range(8):
-        if isinstance(obj, SharedBuffer):
-            return obj.fd if obj.fd is not None and len(obj) == buf.nbytes else None
-        obj = obj.obj if isinstance(obj, memoryview) else getattr(obj, "base", None)
-        if obj is None:
-            return None
+    try:
+        for _ in range(8):
+            if isinstance(obj, SharedBuffer):
+                return obj.fd if obj.fd is not None and len(obj) == buf.nbytes else None
+            obj = obj.obj if isinstance(obj, memoryview) else getattr(obj, "base", None)
+            if obj is None:
+                return None
+    except Exception:  # an exporter whose ``base`` cannot be read
+        return None
     return None
 
 
