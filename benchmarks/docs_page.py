@@ -223,8 +223,8 @@ are noisy (compare neighbours, not digits); on yours, run `make bench`.
   {arr_futures-processes_10} ms for a raw process pool, which send the array to a
   worker and back. One 10 MB array read by 20 calls takes
   {spread_processes_10} ms in all on `ProcessExecutor`, {spread_loky_10} ms on loky,
-  {spread_delayed-processes_10} ms on dask's process scheduler and
-  {spread_futures-processes_10} ms on a raw process pool. `DaskExecutor` keeps
+  {spread_delayed_processes_10} ms on dask's process scheduler and
+  {spread_futures_processes_10} ms on a raw process pool. `DaskExecutor` keeps
   the values on its workers and moves them worker to worker: {arr_dask_10} ms per
   hop at 10 MB, {arr_dask_50} ms at 50 MB, and the driver never holds them.
   `MPIExecutor`'s spawned ranks on this machine are served as `ProcessExecutor`'s
@@ -242,10 +242,12 @@ are noisy (compare neighbours, not digits); on yours, run `make bench`.
   microsecond nodes on a laptop.
 - **MPI** (`MPIExecutor`) costs {mpi} µs per node on wide graphs of 1,000 nodes
   and more, {mpi_ratio} times below raw `mpi4py.futures` ({mpi4py} µs per call),
-  but a round trip takes {mpi_hop} ms (mpi4py's pools poll with a 1 ms back-off),
-  so chains crawl. Use it where the ranks span the nodes of a cluster (`srun`,
-  `mpiexec`); use `SerialMPIExecutor` for functions that are MPI programs
-  themselves.
+  and a chain's hop takes {mpi_hop} ms on the ranks it spawns, which it serves
+  over sockets as `ProcessExecutor` serves its workers. The ranks of an `mpiexec`
+  job you start yourself are driven through `mpi4py.futures`, whose pools poll
+  with a 1 ms back-off: there a hop takes milliseconds. Use it where the ranks
+  span the nodes of a cluster (`srun`, `mpiexec`); use `SerialMPIExecutor` for
+  functions that are MPI programs themselves.
 """
 
 
