@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import dispatcher as dp
-from dispatcher.executors import _procworker as wire
+from dispatcher.executors import _wire as wire
 
 from .conftest import run_script
 
@@ -148,3 +148,56 @@ def test_the_driver_relays_large_values_without_holding_them(tmp_path):
     assert proc.returncode == 0, proc.stderr
     before, after = json.loads(proc.stdout.splitlines()[-1])
     assert after - before < 16, (before, after)
+
+
+def test_a_buffer_that_cannot_be_taken_leaves_the_connection_in_step(monkeypatch):
+    big, small = (
+        np.ones(2 * MB, dtype=np.uint8),
+        np.full(100_000, 2, dtype=np.uint8),
+    )  # a file, then in the stream
+    a, b = socket.socketpair(socket.AF_UNIX)
+    with a, b, concurrent.futures.ThreadPoolExecutor(1) as sender:
+        sent = sender.submit(lambda: [wire.send(a, ("first", big, small)), wire.send(a, ("second", small))])
+
+        def no_memory(fd, size, keep):
+            raise OSError(12, "Cannot allocate memory")
+
+        with monkeypatch.context() as patch:
+            patch.setattr(wire, "_map", no_memory)
+            with pytest.raises(wire.Unreceivable, match="Cannot allocate memory"):
+                wire.recv(b)
+        kind, got = wire.recv(b)  # the next message, whole
+        sent.result()
+    assert kind == "second" and got.tolist() == small.tolist()
+
+
+def test_a_worker_refused_a_private_mapping_reads_the_file_in_place(monkeypatch):
+    monkeypatch.setattr(wire, "_COPY_ON_WRITE", 0)  # neither shared nor private: the system refuses it
+    got = hop(np.arange(MB, dtype=np.int32), keep=False)
+    assert not got.flags.writeable and got[-1] == MB - 1
+
+
+def test_the_pool_keeps_an_eighth_of_the_descriptors_it_may_open(monkeypatch):
+    import resource
+
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (400, 4096))
+    assert wire._room() == 50
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (1 << 20, 1 << 20))
+    assert wire._room() == wire.KEPT_FILES_MAX
+
+
+def test_a_result_the_driver_cannot_take_fails_its_node_and_the_pool_goes_on(monkeypatch):
+    with dp.ProcessExecutor(1) as ex:
+        real = wire._map
+
+        def driver_out_of_memory(fd, size, keep):
+            if keep:
+                raise OSError(12, "Cannot allocate memory")
+            return real(fd, size, keep)
+
+        monkeypatch.setattr(wire, "_map", driver_out_of_memory)
+        with pytest.raises(dp.DependencyError, match=r"cannot be received here.*Cannot allocate memory"):
+            dp.execute(dp.Op(np.zeros, 2 * MB), ex)
+        monkeypatch.setattr(wire, "_map", real)
+        assert dp.execute(dp.Op(np.ones, 2 * MB), ex).sum() == 2 * MB
+        assert ex.stats.get("lost", 0) == 0

@@ -19,7 +19,8 @@ import types
 
 from ..checks import nout_error
 from ..coroutines import finish
-from ._procworker import failure, pickle_dumps
+from ._procworker import failure
+from ._wire import pickle_dumps
 
 __all__ = ["ATTEMPTS", "CORES", "NodeExit", "by_value", "call_node", "declare_cores"]
 
@@ -71,7 +72,7 @@ def by_value(func):
     """``func`` as bytes if dask would pickle it by value (it comes from ``__main__``
     or is local to another function), pickled with the file name of its code kept,
     so that a traceback from a worker names the real file and line (see
-    :class:`~dispatcher.executors._procworker.Pickler`); bytes, because the
+    :class:`~dispatcher.executors._wire.Pickler`); bytes, because the
     scheduler unpickles a graph and pickles each task again for its worker."""
     if isinstance(func, types.FunctionType) and (func.__module__ == "__main__" or "<" in func.__qualname__):
         return pickle_dumps(func)

@@ -22,7 +22,7 @@ import subprocess
 import time
 from multiprocessing import spawn
 
-from . import _procworker as wire
+from . import _procworker
 
 __all__ = ["Launcher", "LocalLauncher", "Worker", "cpu_count", "exit_text", "wait_or_kill"]
 
@@ -106,7 +106,7 @@ class LocalLauncher(Launcher):
             parent, child = socket.socketpair()
             try:
                 proc = subprocess.Popen(
-                    [self.executable, wire.__file__, str(child.fileno()), str(self.alive_r)],
+                    [self.executable, _procworker.__file__, str(child.fileno()), str(self.alive_r)],
                     pass_fds=(child.fileno(), self.alive_r),
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.PIPE,

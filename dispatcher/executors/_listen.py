@@ -20,7 +20,7 @@ import socket
 import uuid
 from collections.abc import Iterator
 
-from . import _procworker as wire
+from . import _wire as wire
 
 __all__ = ["HELLO_TIMEOUT", "Listener"]
 

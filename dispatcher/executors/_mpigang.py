@@ -45,7 +45,7 @@ from collections import Counter
 
 from ..node_allocation import Allocated, Allocation
 from ..store.worker import StoredCall
-from . import _procworker as wire
+from . import _wire as wire
 from ._listen import HELLO_TIMEOUT
 from ._mpicomm import agree, error_text, with_comm
 from ._procworker import failure

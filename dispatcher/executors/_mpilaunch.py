@@ -42,8 +42,7 @@ import time
 import uuid
 
 from ..results import ExecutorError
-from . import _mpisuper
-from . import _procworker as wire
+from . import _mpisuper, _procworker
 from ._launch import Launcher, wait_or_kill
 
 __all__ = [
@@ -201,7 +200,7 @@ class MPILauncher(Launcher):
             str(count),
             self.python,
             *self.python_args,
-            wire.__file__,
+            _procworker.__file__,
             "--connect",
             ",".join(pool.listener.addresses),
         ]

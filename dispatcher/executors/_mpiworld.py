@@ -43,7 +43,7 @@ from . import _mpiwork
 from ._jobs import PENDING, SENT, Job, JobQueue
 from ._mpicomm import too_many_ranks
 from ._mpigang import GangRun, Rendezvous
-from ._procworker import pickle_dumps
+from ._wire import pickle_dumps
 from .codec import decode_outcome
 
 __all__ = ["WorldRanks", "world_pool"]

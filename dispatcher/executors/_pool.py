@@ -66,7 +66,7 @@ import time
 import weakref
 
 from ..results import ExecutorError, WorkerLostError, format_exception
-from . import _procworker as wire
+from . import _wire as wire
 from ._forward import Forwarder
 from ._jobs import REPORTED, SENT, Job, JobQueue
 from ._launch import Worker
@@ -300,11 +300,12 @@ class Pool:
         except (EOFError, OSError):
             self.lost(worker)
             return
-        except Exception as exc:  # a result this process cannot unpickle
+        except Exception as exc:  # a result this process cannot unpickle, or take (wire.Unreceivable)
             batch, worker.batch = worker.batch, None
+            what = "received" if isinstance(exc, wire.Unreceivable) else "unpickled"
             for job in batch or ():
                 err = ExecutorError(
-                    f"the outcome of node {job.task.node.label!r} cannot be unpickled here: "
+                    f"the outcome of node {job.task.node.label!r} cannot be {what} here: "
                     f"{type(exc).__name__}: {exc}"
                 )
                 self.jobs.report(job, False, (err, format_exception(exc)))

@@ -32,7 +32,7 @@ import functools
 import itertools
 
 from ..results import WorkerLostError
-from . import _procworker as wire
+from . import _wire as wire
 from ._jobs import PENDING, REPORTED, SENT, Job
 from ._mpicomm import too_many_ranks
 from ._mpigang import GangRun, SpmdCall

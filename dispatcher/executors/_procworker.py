@@ -1,39 +1,14 @@
-"""The worker process of :class:`~dispatcher.ProcessExecutor`, and the wire format
-both ends speak.
+"""The worker process of :class:`~dispatcher.ProcessExecutor`.
 
 A worker is started as ``python _procworker.py SOCKET_FD ALIVE_FD`` (a worker
 process, given one end of a socket pair) or ``python _procworker.py --connect
 ADDRESSES`` (an MPI rank, which connects back to the pool and proves itself with
 the pool's token: see :func:`_connect`). This file runs as a script and imports
-nothing of the ``dispatcher`` package, so a worker is ready
-in a few tens of milliseconds and never imports the user's ``__main__`` module
-(functions from ``__main__`` arrive by value, through cloudpickle). The parent
-imports the same file as a module for :func:`send` and :func:`recv`.
-
-Wire format: each message is one cloudpickle stream (protocol 5) plus the
-out-of-band buffers of the large contiguous arrays in it, framed as::
-
-    !Q payload length, !I number of buffers,
-    !Q length of each buffer, !B how each buffer travels,
-    payload bytes, then the bytes of each buffer that travels in the stream
-
-A buffer of 1 MiB or more travels, where the system allows (Linux), as an
-anonymous shared-memory file: the sender writes the array's memory into a fresh
-``memfd`` once and passes the descriptor along with the header (``SCM_RIGHTS``);
-the receiver maps it, and that mapping becomes the new array's memory. Smaller
-buffers are written to the socket straight from the array's memory and read
-straight into a fresh ``bytearray``. Either way there is at most one copy per
-transfer and no pickling of the data.
-
-A value made on one worker and read on others is copied once in all: the pool
-(:func:`recv` with ``keep=True``) maps such a file shared and keeps it open, as a
-:class:`SharedBuffer`; sending that buffer on (the value as another node's
-argument) passes the same file again (:func:`kept_file`), which costs neither a
-copy nor touching the memory, so the pool's memory does not grow with values it
-only relays. A worker maps what it receives copy-on-write: a node that writes into
-its argument changes its own pages, never the value other nodes read. The pool's
-mapping is the file itself, so what the program writes into a value the pool holds
-(a run's output, given to a later run) is what a later node receives.
+nothing of the ``dispatcher`` package (the wire format, :mod:`_wire`, it loads
+from the file beside it), so a worker is ready in a few tens of milliseconds and
+never imports the user's ``__main__`` module (functions from ``__main__`` arrive
+by value, through cloudpickle). The package imports it as a module for how a
+worker runs calls and reports failures (:func:`run_calls`, :func:`failure`).
 
 Conversation: the parent sends ``("init", sys_path, initializer_bytes)``; the worker
 answers ``("ready", pid)`` or ``("init-failed", description)``. Then each message
@@ -45,8 +20,8 @@ and answers ``("done", outcomes, spans)`` with one
 ``(ok, value)`` per call, where a failure's value is ``(exception, traceback)``,
 or ``(type name, message, traceback)`` when the exception itself cannot be
 pickled, and ``spans`` when each call began and ended (``(start, end)``, wall clock). A batch that cannot be
-unpickled is answered ``("unreadable", description)``. End of file on the socket
-means stop.
+unpickled, or whose buffers cannot be taken, is answered ``("unreadable",
+description)``. End of file on the socket means stop.
 
 The pool decides when its workers end. A worker ignores SIGINT (the parent
 decides what Ctrl-C stops); a worker of this machine's pool also lets SIGTERM
@@ -65,242 +40,24 @@ from __future__ import annotations
 import os
 import sys
 
-if (
-    __name__ == "__main__"
-    and sys.path
-    and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__))
-):
-    del sys.path[0]  # never let this directory's files shadow the user's modules
+if __name__ == "__main__":
+    if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
+        del sys.path[0]  # never let this directory's files shadow the user's modules
+    import importlib.util
 
-import collections
-import io
-import mmap
+    _spec = importlib.util.spec_from_file_location(
+        "_dispatcher_wire", os.path.join(os.path.dirname(os.path.abspath(__file__)), "_wire.py")
+    )
+    _wire = sys.modules["_dispatcher_wire"] = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(_wire)
+else:
+    from . import _wire
+
 import pickle
 import socket
-import struct
-import threading
 import time
 import traceback
 import types
-import typing
-import weakref
-
-import cloudpickle
-
-_HEADER = struct.Struct("!QI")
-OUT_OF_BAND_MIN = 1 << 16  # smaller buffers stay in the pickle stream
-SHARED_MIN = 1 << 20  # buffers this large travel as shared-memory files
-_MAX_FDS = 200  # descriptors per message
-_SHARED = hasattr(os, "memfd_create") and hasattr(socket, "send_fds")
-_ANCILLARY = socket.CMSG_SPACE(_MAX_FDS * 4) if _SHARED else 0
-KEPT_FILES_MAX = 256  # shared-memory files the pool keeps open at once (each one descriptor)
-
-
-_reduce_code_by_value = cloudpickle.Pickler.dispatch_table[types.CodeType]
-_FILENAME = 10  # where a code object's file name sits among the arguments that rebuild it
-
-
-def _reduce_code(code: types.CodeType):
-    """cloudpickle's reduction of code sent by value, keeping its file name: a
-    traceback from the other side then names the real file and line, and shows
-    the source line when the file is there too (cloudpickle writes
-    ``<dynamic-code>`` instead, to make its bytes independent of the file)."""
-    rebuild, args = _reduce_code_by_value(code)
-    if len(args) > _FILENAME and args[_FILENAME] == "<dynamic-code>":
-        args = (*args[:_FILENAME], code.co_filename, *args[_FILENAME + 1 :])
-    return rebuild, args
-
-
-class Pickler(cloudpickle.Pickler):
-    """cloudpickle's pickler, with code sent by value keeping its file name."""
-
-    dispatch_table: typing.ClassVar = collections.ChainMap(
-        {types.CodeType: _reduce_code}, cloudpickle.Pickler.dispatch_table
-    )
-
-
-def pickle_dumps(obj, buffer_callback=None) -> bytes:
-    """``obj`` as :class:`Pickler` bytes (protocol 5)."""
-    out = io.BytesIO()
-    Pickler(out, protocol=5, buffer_callback=buffer_callback).dump(obj)
-    return out.getvalue()
-
-
-def dumps(obj) -> tuple[bytes, list]:
-    """``obj`` as a :class:`Pickler` payload and its large out-of-band buffers."""
-    buffers: list = []
-
-    def out_of_band(buf):  # a false answer keeps the buffer out of band
-        raw = buf.raw()
-        if raw.nbytes < OUT_OF_BAND_MIN:
-            return True
-        buffers.append(raw)
-        return False
-
-    return pickle_dumps(obj, out_of_band), buffers
-
-
-def _shared_file(buf) -> int:
-    fd = os.memfd_create("dispatcher-buffer", os.MFD_CLOEXEC)
-    try:
-        view = memoryview(buf).cast("B")
-        done = 0
-        while done < len(view):
-            done += os.write(fd, view[done:])
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
-class SharedBuffer(mmap.mmap):
-    """A buffer received as a shared-memory file, mapped shared with it; ``fd``
-    keeps the file open (closed when the mapping is collected), so that sending
-    the buffer on passes the file itself."""
-
-    __slots__ = ("fd",)
-
-
-_kept_lock = threading.Lock()
-_kept = 0  # the files SharedBuffers keep open
-
-
-def _close_kept(fd: int) -> None:
-    global _kept
-    os.close(fd)
-    with _kept_lock:
-        _kept -= 1
-
-
-def _map(fd: int, size: int, keep: bool) -> mmap.mmap:
-    """The received file ``fd``: copy-on-write, or (``keep``) shared and kept open
-    while there is room (:data:`KEPT_FILES_MAX`)."""
-    global _kept
-    if not keep:
-        return mmap.mmap(fd, size, access=mmap.ACCESS_COPY)
-    buf = SharedBuffer(fd, size)
-    buf.fd = None
-    with _kept_lock:
-        if _kept >= KEPT_FILES_MAX:
-            return buf
-        _kept += 1
-    try:
-        buf.fd = os.dup(fd)
-    except OSError:  # out of descriptors: this one is copied when sent on
-        with _kept_lock:
-            _kept -= 1
-        return buf
-    weakref.finalize(buf, _close_kept, buf.fd)
-    return buf
-
-
-def kept_file(buf: memoryview) -> int | None:
-    """The descriptor of the file whose whole mapping ``buf`` is (a buffer of an
-    array made over a :class:`SharedBuffer`, through its chain of bases), or None."""
-    obj = buf.obj
-    try:
-        for _ in range(8):
-            if isinstance(obj, SharedBuffer):
-                return obj.fd if obj.fd is not None and len(obj) == buf.nbytes else None
-            obj = obj.obj if isinstance(obj, memoryview) else getattr(obj, "base", None)
-            if obj is None:
-                return None
-    except Exception:  # an exporter whose ``base`` cannot be read
-        return None
-    return None
-
-
-def send_payload(sock: socket.socket, payload: bytes, buffers: list) -> None:
-    """Send what :func:`dumps` made as one message."""
-    head = _HEADER.pack(len(payload), len(buffers))
-    if not buffers:
-        sock.sendall(head + payload)
-        return
-    fds: list[int] = []
-    made: list[int] = []  # the files made for this message, closed once it is sent
-    can_share = _SHARED and sock.family == socket.AF_UNIX
-    try:
-        kinds = []
-        for buf in buffers:
-            shared = can_share and buf.nbytes >= SHARED_MIN and len(fds) < _MAX_FDS
-            if shared:
-                fd = kept_file(buf)
-                if fd is None:
-                    fd = _shared_file(buf)
-                    made.append(fd)
-                fds.append(fd)
-            kinds.append(shared)
-        n = len(buffers)
-        head += struct.pack(f"!{n}Q{n}B", *(b.nbytes for b in buffers), *kinds)
-        if fds:
-            sent = socket.send_fds(sock, [head], fds)
-            if sent < len(head):
-                sock.sendall(head[sent:])
-        else:
-            sock.sendall(head)
-        sock.sendall(payload)
-        for buf, shared in zip(buffers, kinds):
-            if not shared:
-                sock.sendall(buf)
-    finally:
-        for fd in made:  # the message holds its own references to the files
-            os.close(fd)
-
-
-def send(sock: socket.socket, obj) -> None:
-    send_payload(sock, *dumps(obj))
-
-
-def recv_exact(sock: socket.socket, size: int) -> bytearray:
-    """Exactly ``size`` bytes from ``sock`` (``EOFError`` if it closes first)."""
-    buf = bytearray(size)
-    view = memoryview(buf)
-    got = 0
-    while got < size:
-        n = sock.recv_into(view[got:], size - got, socket.MSG_WAITALL)
-        if n == 0:
-            raise EOFError("the other end closed the connection")
-        got += n
-    return buf
-
-
-def _recv_header(sock: socket.socket) -> tuple[bytes, list[int]]:
-    if not _SHARED:
-        return bytes(recv_exact(sock, _HEADER.size)), []
-    head, ancillary, _, _ = sock.recvmsg(_HEADER.size, _ANCILLARY, socket.MSG_WAITALL)
-    fds: list[int] = []
-    for level, kind, data in ancillary:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds.extend(struct.unpack(f"{len(data) // 4}i", data[: len(data) - len(data) % 4]))
-    if not head:
-        raise EOFError("the other end closed the connection")
-    if len(head) < _HEADER.size:
-        head += recv_exact(sock, _HEADER.size - len(head))
-    return head, fds
-
-
-def recv(sock: socket.socket, keep: bool = False):
-    """The next message; ``EOFError`` when the other end has gone. Buffers that
-    arrive as files are mapped copy-on-write, or (``keep``: the pool) shared and
-    kept to be sent on without a copy."""
-    head, fds = _recv_header(sock)
-    try:
-        size, nbuf = _HEADER.unpack(head)
-        if nbuf:
-            table = struct.unpack(f"!{nbuf}Q{nbuf}B", recv_exact(sock, 9 * nbuf))
-            sizes, kinds = table[:nbuf], table[nbuf:]
-        else:
-            sizes = kinds = ()
-        payload = recv_exact(sock, size)
-        buffers = []
-        shared = iter(fds)
-        for n, kind in zip(sizes, kinds):
-            buffers.append(_map(next(shared), n, keep) if kind else recv_exact(sock, n))
-    finally:
-        for fd in fds:  # a mapping outlives its descriptor
-            os.close(fd)
-    return pickle.loads(payload, buffers=buffers)
-
 
 # -- the worker --------------------------------------------------------------------
 
@@ -316,7 +73,7 @@ def failure(exc: BaseException) -> tuple:
     traceback))``, which the driver turns into a ``RemoteError``."""
     tb = describe(exc)
     try:
-        pickle.loads(pickle_dumps(exc))
+        pickle.loads(_wire.pickle_dumps(exc))
     except Exception:  # an exception that cannot travel goes as its name and text
         return (False, (f"{type(exc).__module__}.{type(exc).__qualname__}", str(exc), tb))
     return (False, (exc, tb))
@@ -343,9 +100,9 @@ def checked_outcomes(outcomes: list, dumps) -> list:
 
 def _outcome_message(outcomes: list, spans: list) -> tuple[bytes, list]:
     try:
-        return dumps(("done", outcomes, spans))
+        return _wire.dumps(("done", outcomes, spans))
     except Exception:
-        return dumps(("done", checked_outcomes(outcomes, dumps), spans))
+        return _wire.dumps(("done", checked_outcomes(outcomes, _wire.dumps), spans))
 
 
 def run_calls(batch: list) -> tuple[list, list]:
@@ -428,7 +185,7 @@ def _connect(addresses: str) -> tuple[socket.socket, int | None]:
     if sock is None:
         raise ConnectionError(f"cannot reach the worker pool at {addresses}")
     sock.sendall(token)
-    send(sock, ("hello", os.getpid(), socket.gethostname(), rank, launch))
+    _wire.send(sock, ("hello", os.getpid(), socket.gethostname(), rank, launch))
     return sock, rank
 
 
@@ -468,7 +225,7 @@ def main(argv: list[str]) -> int:
 
 def _serve(sock: socket.socket) -> int:
     try:
-        _, path, init = recv(sock)
+        _, path, init = _wire.recv(sock)
     except EOFError:
         return 0
     sys.path[:] = path
@@ -477,22 +234,22 @@ def _serve(sock: socket.socket) -> int:
             func, args = pickle.loads(init)
             func(*args)
     except BaseException as exc:
-        send(sock, ("init-failed", f"the worker initializer failed:\n{describe(exc)}"))
+        _wire.send(sock, ("init-failed", f"the worker initializer failed:\n{describe(exc)}"))
         return 1
-    send(sock, ("ready", os.getpid()))
+    _wire.send(sock, ("ready", os.getpid()))
     while True:
         try:
-            calls, timed = recv(sock)
+            calls, timed = _wire.recv(sock)
         except EOFError:
             return 0
         except Exception as exc:  # a batch that cannot be unpickled here
-            send(sock, ("unreadable", f"{type(exc).__name__}: {exc}\n{describe(exc)}"))
+            _wire.send(sock, ("unreadable", f"{type(exc).__name__}: {exc}\n{describe(exc)}"))
             continue
         if timed:  # its clock starts now, not when it was sent (see _pool)
-            send(sock, ("started",))
+            _wire.send(sock, ("started",))
         outcomes, spans = run_calls(calls)
         del calls
-        send_payload(sock, *_outcome_message(outcomes, spans))
+        _wire.send_payload(sock, *_outcome_message(outcomes, spans))
         del outcomes
 
 

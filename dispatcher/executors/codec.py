@@ -29,7 +29,8 @@ import cloudpickle
 from ..attempts import wall_offset
 from ..coroutines import finish
 from ..results import RemoteError, format_exception
-from ._procworker import failure, pickle_dumps
+from ._procworker import failure
+from ._wire import pickle_dumps
 
 __all__ = [
     "call_pickled",

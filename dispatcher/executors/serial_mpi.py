@@ -51,7 +51,7 @@ from ..results import (
 )
 from ._mpicomm import agree, check_grace, error_text, wait_request, with_comm
 from ._mpilaunch import import_mpi
-from ._procworker import pickle_dumps
+from ._wire import pickle_dumps
 from .base import Capabilities, Executor
 from .codec import dumps_failure, loads_failure, stand_in, unpicklable_error
 from .serial import call_in_thread, call_with_alarm

@@ -13,7 +13,7 @@ Format (one file, or one object of another store)::
     each out-of-band buffer, each starting at a multiple of 64 bytes
 
 The value is pickled as the worker wire pickles it (:func:`~dispatcher.executors.
-_procworker.dumps`): buffers of 64 KiB or more (numpy arrays, bytes, anything with
+_wire.dumps`): buffers of 64 KiB or more (numpy arrays, bytes, anything with
 pickle protocol 5 buffers) stay out of the pickle stream, so that they are written
 straight from the value's memory and, on load, mapped from the file rather than
 copied (copy-on-write: the arrays are writable, the file never changes). Entries of
@@ -124,9 +124,9 @@ def encode(value: Any, function: str) -> list:
 
 @functools.cache
 def _wire_dumps():
-    """The wire's pickler (:func:`~dispatcher.executors._procworker.dumps`), imported
+    """The wire's pickler (:func:`~dispatcher.executors._wire.dumps`), imported
     on first use: the executors package imports the engine, which imports the store."""
-    from ..executors._procworker import dumps
+    from ..executors._wire import dumps
 
     return dumps
 
