@@ -225,3 +225,25 @@ def test_calls_ready_together_start_in_the_order_submitted():
         release.set()
         cf.wait([first, *later], timeout=60)
     assert started == list(range(100))
+
+
+def test_a_retry_predicate_that_raises_fails_only_its_call():
+    import threading
+
+    def broken_predicate(exc):
+        raise RuntimeError("broken predicate")
+
+    go = threading.Event()
+    with dp.ThreadExecutor(2, retry_on=broken_predicate) as ex:
+        try:
+            waiting = ex.submit(go.wait, 60)  # in flight in the same open run
+            failed = ex.submit(refuse, 1)
+            with pytest.raises(dp.DispatcherError, match="raised for node") as info:
+                failed.result(timeout=60)
+            assert not waiting.done()  # its run goes on
+            assert isinstance(info.value.__cause__, RuntimeError)
+            assert isinstance(info.value.__context__, KeyError)  # the call's own error
+        finally:
+            go.set()
+        assert waiting.result(timeout=60) is True
+        assert ex.submit(inc, 1).result(timeout=60) == 2

@@ -6,7 +6,9 @@ pipelining ones are: :func:`failed_attempt` decides by the rules of
 wrong), :func:`back_off` puts a node to wait for its next attempt (BACKING_OFF),
 telling the log and the callbacks; :func:`fail` fails a node for good, and with
 it every node downstream; :func:`wrong_nout` and :func:`checked_timeout` fail a
-node whose value or hand-set timeout is not what it must be.
+node whose value or hand-set timeout is not what it must be. A ``retry_on``
+predicate that raises ends a run; in an open run (the calls of ``submit``, each
+independent of the others) it fails only the call it was asked about.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 from ..checks import check_timeout, nout_error
 from ..outcomes import Failure, Stored
-from ..results import DependencyError, format_exception
+from ..results import DependencyError, DispatcherError, format_exception
 from . import pipelining, release
 from .callbacks import notify
 from .plan import kids
@@ -59,7 +61,16 @@ def failed_attempt(run: Any, node, exc, tb, attempt: int) -> None:
         bad.__context__ = exc
         run._finish_error(node, DependencyError(bad, format_exception(bad), node, attempt))
         return
-    if run.error is None and should_retry(node, exc, attempt, limit, retry_on, run.options):
+    try:
+        again = run.error is None and should_retry(node, exc, attempt, limit, retry_on, run.options)
+    except DispatcherError as broken:  # a retry_on predicate raised
+        if run.intake is None:
+            raise  # it ends the run
+        # an open run serves independent calls: only this one fails, with the predicate's error
+        broken.__context__ = exc
+        run._finish_error(node, DependencyError(broken, format_exception(broken), node, attempt))
+        return
+    if again:
         back_off(run, node, exc, attempt, limit)
         return
     error = DependencyError(exc, tb, node, attempt)
