@@ -33,6 +33,19 @@ EXECUTOR_NAMES = list(EXECUTORS)  # every executor of the registry runs the shar
 LOCAL_EXECUTOR_NAMES = [name for name, entry in EXECUTORS.items() if entry.local]  # share our memory
 
 
+def pause(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+def start_workers(ex, workers: int = 2) -> None:
+    """Start ``ex``'s workers and have each import this test package (as a call of
+    a test module's function does), so that a test timing a call that follows
+    counts neither: on a busy machine each takes seconds. Calls with a timeout go
+    one at a time, and each sleeps, so every worker gets some."""
+    dp.run(ex, [dp.op(pause, timeout=60)(0.1) for _ in range(2 * workers)])
+
+
 class FileChannel:
     """A FIFO of JSON values in a file: what Dispatcher.jl's tests do with a
     ``RemoteChannel``, for nodes that may run in other processes. Pickles by path."""

@@ -17,7 +17,7 @@ import pytest
 import dispatcher as dp
 from dispatcher.engine import Backoff
 
-from .conftest import FileChannel, make_executor
+from .conftest import FileChannel, make_executor, start_workers
 
 FAST = Backoff(first_delay=0.001, factor=2.0, max_delay=0.01, jitter=0.1)
 
@@ -390,7 +390,7 @@ def test_node_timeout_fails_with_timeout_error(executor_factory):
             finished.append(True)
 
     node = dp.op(slow, timeout=0.2)()
-    dp.run(ex, [dp.Op(abs, -1)])  # workers started: on a busy machine that alone takes seconds
+    start_workers(ex)
     start = time.monotonic()
     with pytest.raises(dp.DependencyError) as info:
         dp.run(ex, [node])

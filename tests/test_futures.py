@@ -11,7 +11,7 @@ import pytest
 
 import dispatcher as dp
 
-from .conftest import DiesOnce
+from .conftest import DiesOnce, start_workers
 
 
 def inc(x):
@@ -69,7 +69,7 @@ def test_map_keeps_the_order_and_takes_a_timeout(executor):
 
 def test_a_submitted_call_has_the_executors_timeout(executor_factory):
     ex = executor_factory(timeout=0.3, retries=0)
-    dp.run(ex, [dp.op(abs, timeout=60)(-1)])  # workers started: on a busy machine that takes seconds
+    start_workers(ex)
     start = time.monotonic()
     with pytest.raises(TimeoutError):
         ex.submit(nap, 3.0).result(timeout=60)
