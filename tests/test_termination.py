@@ -124,7 +124,9 @@ import dispatcher as dp
 from dispatcher.engine import driver
 
 def hold(i):
-    print(os.getpid(), flush=True)
+    with open(os.path.join(HERE, f"pid-{i}.tmp"), "w") as f:
+        f.write(str(os.getpid()))
+    os.replace(os.path.join(HERE, f"pid-{i}.tmp"), os.path.join(HERE, f"pid-{i}"))
     time.sleep(120)
 
 def outer():  # a run inside a node passes the signal on to the run that drives it
@@ -141,11 +143,16 @@ except dp.DependencyError as exc:
 
 def test_a_script_sent_sigterm_says_why_and_leaves_no_worker(tmp_path):
     script = tmp_path / "script.py"
-    script.write_text(textwrap.dedent(SCRIPT))
+    script.write_text(textwrap.dedent(SCRIPT).replace("HERE", repr(str(tmp_path))))
     proc = subprocess.Popen(
         [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    pids = [int(proc.stdout.readline()) for _ in range(2)]  # both workers are in their node
+    files = [tmp_path / f"pid-{i}" for i in range(2)]
+    deadline = time.monotonic() + 120
+    while not all(f.exists() for f in files):  # both workers are in their node
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    pids = [int(f.read_text()) for f in files]
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 3, err
