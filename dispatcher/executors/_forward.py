@@ -7,6 +7,11 @@ holds only a pipe of the pool, and a caller reading this process's output sees i
 end when this process exits, not when that grandchild does. When the pool stops,
 what the pipes hold is still copied for :data:`STOP_COPYING` seconds; what is left
 open after that belongs to processes that outlive the pool.
+
+Lines are copied whole: what a worker writes after its last end of line (``\n``
+or ``\r``) is held until the rest of the line comes, for at most
+:data:`HOLD_SECONDS`, so that two workers printing at once (unbuffered, say, as
+``print`` writes a value and its end of line apart) never interleave inside a line.
 """
 
 from __future__ import annotations
@@ -17,9 +22,11 @@ import selectors
 import threading
 import time
 
-__all__ = ["STOP_COPYING", "Forwarder"]
+__all__ = ["HOLD_SECONDS", "STOP_COPYING", "Forwarder"]
 
 STOP_COPYING = 0.5  # seconds the output of stopped workers is still copied
+HOLD_SECONDS = 0.1  # seconds the start of a line waits for its end before it is copied as it is
+_HOLD_MAX = 1 << 16  # bytes of a line held at most
 
 
 class Forwarder:
@@ -48,13 +55,19 @@ class Forwarder:
 
     def _copy(self) -> None:
         selector = self._selector
+        held: dict = {}  # pipe -> (the start of a line, when it was first held)
         stop_by = None
         while True:
             if self._stopping and stop_by is None:
                 stop_by = time.monotonic() + STOP_COPYING
             if stop_by is not None and (len(selector.get_map()) <= 1 or time.monotonic() > stop_by):
+                _flush_held(held, selector)
                 return  # what is left open belongs to processes that outlive the pool
-            events = selector.select(None if stop_by is None else 0.05)
+            wait = None if stop_by is None else 0.05
+            if held:
+                first = min(since for _, since in held.values()) + HOLD_SECONDS - time.monotonic()
+                wait = max(0.0, first if wait is None else min(wait, first))
+            events = selector.select(wait)
             for key, _ in events:
                 if key.data is None:
                     with contextlib.suppress(OSError):
@@ -66,13 +79,25 @@ class Forwarder:
                     continue
                 except OSError:
                     data = b""
+                start, since = held.pop(key.fileobj, (b"", None))
                 if not data:
                     with self._lock:
                         selector.unregister(key.fileobj)
                     key.fileobj.close()
+                    _write_quietly(key.data, start)
                     continue
-                with contextlib.suppress(OSError):
-                    _write_all(key.data, data)
+                data = start + data
+                cut = max(data.rfind(b"\n"), data.rfind(b"\r")) + 1
+                if cut < len(data) and len(data) - cut < _HOLD_MAX:  # hold the start of a line
+                    held[key.fileobj] = (data[cut:], since or time.monotonic())
+                    data = data[:cut]
+                _write_quietly(key.data, data)
+            if held:  # the starts of lines that waited long enough go as they are
+                now = time.monotonic()
+                for pipe, (start, since) in list(held.items()):
+                    if now - since >= HOLD_SECONDS:
+                        del held[pipe]
+                        _write_quietly(selector.get_key(pipe).data, start)
 
     def stop(self) -> None:
         """Copy what the pipes hold now, then close them and end the thread."""
@@ -90,8 +115,16 @@ class Forwarder:
         os.close(self._wake_w)
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _flush_held(held: dict, selector) -> None:
+    for pipe, (start, _) in held.items():
+        _write_quietly(selector.get_key(pipe).data, start)
+    held.clear()
+
+
+def _write_quietly(fd: int, data: bytes) -> None:
+    """``data`` to ``fd``, all of it; an error (the reader has gone) drops it."""
     view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
+    with contextlib.suppress(OSError):
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
