@@ -102,7 +102,7 @@ def main(argv=None) -> dict:
     known = (*contending.CONTENDERS, *peers.PEERS)
     args = _parser(known, module.SUITES).parse_args(argv)
     if args.list:
-        contenders = {**contending.make_contenders(), **peers.make_peers()}
+        contenders = harness.every_contender()
         print("suites:")
         for s in module.SUITES.values():
             print(f"  {s.name:8} {s.about}; sizes {s.sizes} {s.unit} (quick {s.quick})")

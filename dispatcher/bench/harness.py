@@ -42,7 +42,7 @@ from .graphs import run_plain
 from .peers import PEER_GROUPS, make_peers
 from .timing import PeakMemory, calibrate, timed
 
-__all__ = ["load_suites", "machine", "measure"]
+__all__ = ["every_contender", "load_suites", "machine", "measure"]
 
 logger = logging.getLogger("dispatcher.bench")
 
@@ -126,6 +126,11 @@ def _one(contender, graph):
     return build_s, run_s, peak.rise, values
 
 
+def every_contender() -> dict:
+    """The library's executors, the baselines and the peers, by name."""
+    return {**make_contenders(), **make_peers()}
+
+
 def measure(
     suites_module,
     suite_names,
@@ -142,7 +147,7 @@ def measure(
     """Run the benchmark; returns the report (machine, settings, rows, skipped)."""
     workers = workers or cpu_count()
     say = progress or (lambda text: None)
-    all_contenders = {**make_contenders(), **make_peers()}
+    all_contenders = every_contender()
     shared = Shared(workers)
     settings = {
         "quick": quick,

@@ -31,30 +31,14 @@ __all__ = ["PEERS", "PEER_GROUPS", "Joblib", "Ray", "make_peers"]
 
 
 def _refs(value, found: list) -> Any:
-    """``value`` with each Ref (inside lists and tuples too) replaced by its place in ``found``."""
-    return _subst(value, lambda ref: _Slot(found.append(ref) or len(found) - 1))
-
-
-class _Slot:
-    __slots__ = ("index",)
-
-    def __init__(self, index: int):
-        self.index = index
-
-
-def _fill(value, values: tuple) -> Any:
-    if type(value) is _Slot:
-        return values[value.index]
-    if isinstance(value, list):
-        return [_fill(v, values) for v in value]
-    if isinstance(value, tuple):
-        return tuple(_fill(v, values) for v in value)
-    return value
+    """``value`` with each Ref (inside lists and tuples too) appended to ``found``
+    and replaced by a Ref to its place there."""
+    return _subst(value, lambda ref: found.append(ref) or Ref(len(found) - 1))
 
 
 def _call_filled(func, template, *values):
     """``func(*template)`` with the values of the references pulled out of it."""
-    return func(*_fill(template, values))
+    return func(*_subst(template, lambda ref: values[ref.index]))
 
 
 class Ray(Contender):

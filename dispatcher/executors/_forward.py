@@ -17,6 +17,7 @@ or ``\r``) is held until the rest of the line comes, for at most
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import selectors
 import threading
@@ -61,7 +62,7 @@ class Forwarder:
             if self._stopping and stop_by is None:
                 stop_by = time.monotonic() + STOP_COPYING
             if stop_by is not None and (len(selector.get_map()) <= 1 or time.monotonic() > stop_by):
-                _flush_held(held, selector)
+                _write_held(held, selector, math.inf)
                 return  # what is left open belongs to processes that outlive the pool
             wait = None if stop_by is None else 0.05
             if held:
@@ -93,11 +94,7 @@ class Forwarder:
                     data = data[:cut]
                 _write_quietly(key.data, data)
             if held:  # the starts of lines that waited long enough go as they are
-                now = time.monotonic()
-                for pipe, (start, since) in list(held.items()):
-                    if now - since >= HOLD_SECONDS:
-                        del held[pipe]
-                        _write_quietly(selector.get_key(pipe).data, start)
+                _write_held(held, selector, time.monotonic() - HOLD_SECONDS)
 
     def stop(self) -> None:
         """Copy what the pipes hold now, then close them and end the thread."""
@@ -115,10 +112,12 @@ class Forwarder:
         os.close(self._wake_w)
 
 
-def _flush_held(held: dict, selector) -> None:
-    for pipe, (start, _) in held.items():
-        _write_quietly(selector.get_key(pipe).data, start)
-    held.clear()
+def _write_held(held: dict, selector, before: float) -> None:
+    """Copy the starts of lines held since ``before`` or earlier, as they are."""
+    for pipe, (start, since) in list(held.items()):
+        if since <= before:
+            del held[pipe]
+            _write_quietly(selector.get_key(pipe).data, start)
 
 
 def _write_quietly(fd: int, data: bytes) -> None:
