@@ -218,3 +218,21 @@ def test_an_mpi_executor_counts_one_core_per_worker_rank():
         assert ex.cores == 2
         assert dp.execute([dp.op(cores=(1, 8))(busy)(FileChannel(), i, 0) for i in range(2)], ex) == [1, 1]
         assert dp.execute(dp.op(cores=(1, 8))(busy)(FileChannel(), 0, 0), ex) == 2
+
+
+def test_runs_that_start_together_get_one_budget(monkeypatch):
+    ex = dp.ThreadExecutor(2)
+    reachable = ex.reachable_cores
+
+    def slowly():  # (finding the cores may take a while: a cluster, a Slurm job)
+        time.sleep(0.1)
+        return reachable()
+
+    monkeypatch.setattr(ex, "reachable_cores", slowly)
+    budgets: list = []
+    threads = [threading.Thread(target=lambda: budgets.append(ex.core_budget())) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(budgets) == 4 and all(b is budgets[0] for b in budgets)

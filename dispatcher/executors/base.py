@@ -148,6 +148,7 @@ class Executor(cf.Executor):
         self.timeout = timeout
         self._cores = check_budget(cores)
         self._budget: CoreBudget | None = None
+        self._budget_lock = threading.Lock()  # runs that start together share one budget
         self.closed = False
         self._submitted = Submissions(self)
 
@@ -158,11 +159,17 @@ class Executor(cf.Executor):
         return self.core_budget().total
 
     def core_budget(self) -> CoreBudget:
-        """The budget every run on this executor draws on (made on first use)."""
+        """The budget every run on this executor draws on (made on first use, once
+        also when runs in several threads ask at the same time)."""
         if self._budget is None:
-            self._budget = CoreBudget(
-                self._cores or self.reachable_cores(), this_host(), self.slots(), self.cores_per_worker()
-            )
+            with self._budget_lock:
+                if self._budget is None:
+                    self._budget = CoreBudget(
+                        self._cores or self.reachable_cores(),
+                        this_host(),
+                        self.slots(),
+                        self.cores_per_worker(),
+                    )
         return self._budget
 
     def reachable_cores(self) -> int:
