@@ -14,7 +14,7 @@ from ..attempts import Attempt
 from ..nodes import DispatchNode
 from ..results import DependencyError, DispatcherError
 
-__all__ = ["Callback", "ProgressBar", "listeners", "notify"]
+__all__ = ["Callback", "ProgressBar", "listeners", "notify", "tell"]
 
 
 class Callback:
@@ -57,10 +57,21 @@ class Callback:
 
 
 def listeners(callbacks: tuple, method: str) -> tuple:
-    """The callbacks that do something on ``method`` (the base's does nothing): the
-    others need not be told of each node."""
+    """The bound ``method`` of each callback that does something on it (the base's
+    does nothing), for :func:`tell`: the others need not be told of each node."""
     base = getattr(Callback, method)
-    return tuple(cb for cb in callbacks if getattr(getattr(cb, method), "__func__", None) is not base)
+    bound = (getattr(cb, method) for cb in callbacks)
+    return tuple(m for m in bound if getattr(m, "__func__", None) is not base)
+
+
+def tell(methods: tuple, node: DispatchNode | None, *args: Any) -> None:
+    """Call each of ``methods`` (bound methods of callbacks, as :func:`listeners`
+    gives them) with ``args``; a failing one raises DispatcherError."""
+    for method in methods:
+        try:
+            method(*args)
+        except Exception as exc:
+            raise _failed(method.__self__, method.__name__, node, exc) from exc
 
 
 def notify(callbacks: tuple, method: str, node: DispatchNode | None, *args: Any) -> None:
@@ -69,10 +80,13 @@ def notify(callbacks: tuple, method: str, node: DispatchNode | None, *args: Any)
         try:
             getattr(cb, method)(*args)
         except Exception as exc:
-            where = f" for node {node.label!r}" if node is not None else ""
-            raise DispatcherError(
-                f"callback {type(cb).__name__}.{method}{where} raised {type(exc).__name__}: {exc}"
-            ) from exc
+            raise _failed(cb, method, node, exc) from exc
+
+
+def _failed(callback: Callback, method: str, node: DispatchNode | None, exc: Exception) -> DispatcherError:
+    where = f" for node {node.label!r}" if node is not None else ""
+    raised = f"raised {type(exc).__name__}: {exc}"
+    return DispatcherError(f"callback {type(callback).__name__}.{method}{where} {raised}")
 
 
 class ProgressBar(Callback):

@@ -78,7 +78,7 @@ from ..outcomes import NEVER, Remote, Stored
 from ..results import DependencyError, DispatcherError, DispatchResult, format_exception
 from . import caching, failures, openrun, pipelining, release
 from .caching import COMPUTE, RunCache
-from .callbacks import listeners, notify
+from .callbacks import listeners, notify, tell
 from .clock import Timers
 from .cores import CoreBudget, RunCores, wait_for_cores
 from .inline import call_here
@@ -135,7 +135,7 @@ class RunState:
         self.clock = clock
         self.rand = rand
         self.debug = logger.isEnabledFor(logging.DEBUG)
-        # the callbacks told of each node: only those that listen (see callbacks.listeners)
+        # the callbacks' methods told of each node: only those that listen (see callbacks.listeners)
         self.on_submit = listeners(self.callbacks, "on_submit")
         self.on_finish = listeners(self.callbacks, "on_finish")
         self.on_attempt = listeners(self.callbacks, "on_attempt")
@@ -456,7 +456,7 @@ class RunState:
             if self.debug:
                 logger.debug("finished %r", node.label)
             if self.on_finish:
-                notify(self.on_finish, "on_finish", node, node, value)
+                tell(self.on_finish, node, node, value)
         entry = self.children.get(node)
         if entry is not None:
             if self.pipelined:
@@ -485,7 +485,7 @@ class RunState:
         if node in self.keep:
             self.log.setdefault(node, []).append(attempt)
         if self.on_attempt:
-            notify(self.on_attempt, "on_attempt", node, node, attempt)
+            tell(self.on_attempt, node, node, attempt)
 
     def _cores_back(self, grant: int | None) -> None:
         if grant is not None:
@@ -495,4 +495,4 @@ class RunState:
         if self.debug:
             logger.debug("start %r", node.label)
         if self.on_submit:
-            notify(self.on_submit, "on_submit", node, node)
+            tell(self.on_submit, node, node)
