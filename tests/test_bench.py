@@ -161,6 +161,21 @@ def test_the_mixed_suite_asks_for_cores_and_is_measured_against_its_ideal():
     assert text.count("x ideal") == 1  # a column only where the suite knows the ideal
 
 
+def test_the_report_says_how_many_bytes_went_between_processes():
+    # one 2 MB array read by 20 calls on two worker processes: copied once, as the
+    # worker made it (with the messages: under a megabyte more), never once per reader
+    result = harness.measure(
+        suites, ["spread", "wide"], ["serial", "processes"], sizes={"spread": (2,), "wide": (10,)}, repeat=1
+    )
+    rows = {(r["suite"], r["contender"]): r for r in result["rows"]}
+    size = 2 * 2**20  # (the suite's sizes are in MiB)
+    assert size <= rows["spread", "processes"]["copied_bytes"] < size + 2**20
+    assert 0 < rows["wide", "processes"]["copied_bytes"] < 2**20
+    assert "copied_bytes" not in rows["spread", "serial"]  # it does not count them
+    text = report.table(result)
+    assert text.count("copied MB") == 2 and "  2.1" in text
+
+
 def mixed_ideal(result) -> float:
     return suites.SUITES["mixed"].build(1, result["settings"]).ideal_s
 

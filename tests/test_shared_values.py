@@ -109,6 +109,18 @@ def test_a_node_writing_into_its_argument_changes_only_its_copy():
         assert dp.execute([*bumped, late], ex) == [4 * MB] * 4 + [0]
 
 
+def test_the_executor_counts_the_bytes_copied_and_those_passed_on():
+    with dp.ProcessExecutor(2, batch_size=1) as ex:
+        dp.execute(dp.Op(abs, 1), ex)  # the workers are up
+        before = dict(ex.stats)
+        made = dp.Op(np.ones, 4 * MB, dtype=np.uint8)
+        assert dp.execute(dp.Op(sum, [dp.Op(total, made) for _ in range(6)]), ex) == 6 * 4 * MB
+        copied = ex.stats["bytes_copied"] - before["bytes_copied"]
+        shared = ex.stats["bytes_shared"] - before.get("bytes_shared", 0)
+    assert 4 * MB < copied < 4 * MB + 100_000  # the array once, as its worker wrote it
+    assert shared == 6 * 4 * MB  # then passed on to each reader (one message each) as that file
+
+
 def test_what_the_program_writes_into_an_output_is_what_a_later_node_receives():
     with dp.ProcessExecutor(2) as ex:
         out = dp.execute(dp.Op(np.zeros, 2 * MB, dtype=np.uint8), ex)

@@ -50,6 +50,11 @@ class Contender:
     def run(self, built) -> list:
         raise NotImplementedError
 
+    def bytes_copied(self) -> int | None:
+        """The bytes copied between processes so far, where the contender counts
+        them (the library's executors whose workers are processes), else None."""
+        return None
+
     def close(self) -> None:
         pass
 
@@ -82,6 +87,10 @@ class Library(Contender):
 
     def run(self, built) -> list:
         return [r.value for r in dp.run(self.ex, built)]
+
+    def bytes_copied(self) -> int | None:
+        stats = getattr(self.ex, "stats", None)
+        return stats.get("bytes_copied", 0) if isinstance(stats, dict) else None
 
     def close(self) -> None:
         if self.ex is not None:

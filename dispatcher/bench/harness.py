@@ -10,8 +10,11 @@ warm-up and one more), each on a freshly built graph. A figure is the median
 of its runs; the spread is the range of the runs around it, in percent of the
 median. The driver's peak memory is the rise of its resident set above where it
 stood before the run (Linux's ``VmHWM``, reset before each run), the largest of
-the runs. Worker start-up is never timed: pools and clusters start before the
-first suite and serve them all.
+the runs. The bytes copied between processes (messages to and from the workers, and
+the large buffers written to shared-memory files; a file passed on is not copied
+again) are those of the last run, for the contenders that count them. Worker
+start-up is never timed: pools and clusters start before the first suite and serve
+them all.
 
 A contender whose build and run of one size took longer than ``budget`` seconds,
 or are estimated to at the next size (growing as they did between the last two
@@ -119,11 +122,14 @@ def _same(got, expected) -> bool:
 
 
 def _one(contender, graph):
-    """Build and run once: (build s, run s, memory rise, outputs)."""
+    """Build and run once: (build s, run s, memory rise, bytes copied or None, outputs)."""
     build_s, built = timed(lambda: contender.build(graph))
+    copied = contender.bytes_copied()
     with PeakMemory() as peak:
         run_s, values = timed(functools.partial(contender.run, built))
-    return build_s, run_s, peak.rise, values
+    if copied is not None:
+        copied = contender.bytes_copied() - copied
+    return build_s, run_s, peak.rise, copied, values
 
 
 def every_contender() -> dict:
@@ -305,7 +311,7 @@ def runs_for(first_s: float, repeat: int, quick: bool) -> int:
 
 def _measure_one(c, graph, expected, repeat: int, quick: bool) -> dict:
     try:
-        build_s, first_s, first_peak, values = _one(c, graph)  # warm-up
+        build_s, first_s, first_peak, copied, values = _one(c, graph)  # warm-up
         if len(values) != len(expected) or not all(_same(v, e) for v, e in zip(values, expected)):
             return {"error": f"wrong outputs: {values!r:.60} instead of {expected!r:.60}"}
         del values
@@ -316,7 +322,7 @@ def _measure_one(c, graph, expected, repeat: int, quick: bool) -> dict:
             builds.append(build_s)
             times.append(first_s)
         for _ in range(runs):
-            b, r, m, values = _one(c, graph)
+            b, r, m, copied, values = _one(c, graph)
             del values
             builds.append(b)
             times.append(r)
@@ -334,6 +340,7 @@ def _measure_one(c, graph, expected, repeat: int, quick: bool) -> dict:
         "spread_pct": 100 * (max(times) - min(times)) / 2 / run_s if run_s > 0 else 0.0,
         "runs": len(times),
         "peak_bytes": max(peaks) if peaks else None,
+        **({"copied_bytes": copied} if copied is not None else {}),
     }
 
 

@@ -17,8 +17,9 @@ COLUMNS = (
     ("x serial", "speedup_vs_serial", "{:.2f}"),
     ("x ideal", "x_ideal", "{:.2f}"),
     ("peak MB", "peak_bytes", "{:.1f}"),
+    ("copied MB", "copied_bytes", "{:.1f}"),
 )
-OPTIONAL = {"x_ideal"}  # columns shown only where a row has them
+OPTIONAL = {"x_ideal", "copied_bytes"}  # columns shown only where a row has them
 
 
 def _cell(row: dict, key: str, fmt: str) -> str:
@@ -29,7 +30,7 @@ def _cell(row: dict, key: str, fmt: str) -> str:
         return "-"
     if key == "run_s":
         value *= 1e3
-    elif key == "peak_bytes":
+    elif key in ("peak_bytes", "copied_bytes"):
         value /= 1e6
     return fmt.format(value)
 

@@ -106,7 +106,7 @@ class Pool:
         self.broken: ExecutorError | None = None
         self.stopped = threading.Event()
         self.ready_changed = threading.Condition()
-        self.stats = self.jobs.stats  # batches, tasks, timeouts; workers started and lost
+        self.stats = self.jobs.stats  # batches, tasks, timeouts; workers started and lost; bytes
         self.wake_pending = False
         self.selector = selectors.DefaultSelector()
         self.wake_r, self.wake_w = socket.socketpair()
@@ -296,7 +296,7 @@ class Pool:
     # -- messages from workers ----------------------------------------------------------
     def _readable(self, worker: Worker) -> None:
         try:
-            msg = wire.recv(worker.sock, keep=True)
+            msg = wire.recv(worker.sock, keep=True, counts=self.stats)
         except (EOFError, OSError):
             self.lost(worker)
             return
@@ -374,7 +374,7 @@ class Pool:
             if encoded is not None:
                 break
         try:
-            wire.send_payload(worker.sock, *encoded)
+            wire.send_payload(worker.sock, *encoded, counts=self.stats)
         except OSError:
             jobs.requeue(batch, alone=False)  # it never ran: no attempt is charged
             self.lost(worker)

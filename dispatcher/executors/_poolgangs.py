@@ -153,7 +153,7 @@ class PoolGangs:
             member = Job(task, functools.partial(self._member_done, run, rank))
             run.members.append(member)
             try:
-                wire.send_payload(worker.sock, *encoded)
+                wire.send_payload(worker.sock, *encoded, counts=pool.stats)
             except OSError:
                 pool.lost(worker)
                 pool.jobs.report(member, False, (WorkerLostError(f"could not send node {label!r} to it"), ""))

@@ -198,14 +198,20 @@ def kept_file(buf: memoryview) -> int | None:
     return None
 
 
-def send_payload(sock: socket.socket, payload: bytes, buffers: list) -> None:
-    """Send what :func:`dumps` made as one message."""
+def send_payload(sock: socket.socket, payload: bytes, buffers: list, counts=None) -> None:
+    """Send what :func:`dumps` made as one message; ``counts`` (a Counter), if
+    given, adds the bytes copied to the other process (``bytes_copied``: the
+    message, and the buffers sent in it or written to new files) and those passed on
+    in files kept from an earlier message, without a copy (``bytes_shared``)."""
     head = _HEADER.pack(len(payload), len(buffers))
     if not buffers:
         sock.sendall(head + payload)
+        if counts is not None:
+            counts["bytes_copied"] += len(head) + len(payload)
         return
     fds: list[int] = []
     made: list[int] = []  # the files made for this message, closed once it is sent
+    shared_bytes = 0
     can_share = _SHARED and sock.family == socket.AF_UNIX
     try:
         kinds = []
@@ -216,6 +222,8 @@ def send_payload(sock: socket.socket, payload: bytes, buffers: list) -> None:
                 if fd is None:
                     fd = _shared_file(buf)
                     made.append(fd)
+                else:
+                    shared_bytes += buf.nbytes
                 fds.append(fd)
             kinds.append(shared)
         n = len(buffers)
@@ -233,6 +241,9 @@ def send_payload(sock: socket.socket, payload: bytes, buffers: list) -> None:
     finally:
         for fd in made:  # the message holds its own references to the files
             os.close(fd)
+    if counts is not None:
+        counts["bytes_copied"] += len(head) + len(payload) + sum(b.nbytes for b in buffers) - shared_bytes
+        counts["bytes_shared"] += shared_bytes
 
 
 def send(sock: socket.socket, obj) -> None:
@@ -287,12 +298,14 @@ def _discard(sock: socket.socket, size: int) -> None:
         size -= len(recv_exact(sock, min(size, 1 << 20)))
 
 
-def recv(sock: socket.socket, keep: bool = False):
+def recv(sock: socket.socket, keep: bool = False, counts=None):
     """The next message; ``EOFError`` when the other end has gone. Buffers that
     arrive as files are mapped copy-on-write, or (``keep``: the pool) shared and
     kept to be sent on without a copy. A buffer this process cannot take raises
     :class:`Unreceivable` once the rest of the message is read, so the next
-    message is read from its start."""
+    message is read from its start. ``counts`` (a Counter), if given, adds the
+    bytes the sender copied to make the message (``bytes_copied``: its buffers
+    written to files too)."""
     head, fds = _recv_header(sock)
     try:
         size, nbuf = _HEADER.unpack(head)
@@ -322,6 +335,8 @@ def recv(sock: socket.socket, keep: bool = False):
     finally:
         for fd in fds:  # a mapping outlives its descriptor
             os.close(fd)
+    if counts is not None:
+        counts["bytes_copied"] += len(head) + 9 * nbuf + size + sum(sizes)
     if failed is not None:
         raise Unreceivable(f"{type(failed).__name__}: {failed}") from failed
     return pickle.loads(payload, buffers=buffers)

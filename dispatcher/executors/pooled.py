@@ -42,7 +42,11 @@ class PooledExecutor(Executor):
     @property
     def stats(self) -> dict:
         """Counts for the current pool of ``tasks`` and ``batches`` sent, of nodes
-        that ``timeouts`` failed, and of workers ``started`` and ``lost``."""
+        that ``timeouts`` failed, of workers ``started`` and ``lost``, and of the
+        bytes that went between this process and the workers: ``bytes_copied``
+        (messages both ways, with the large buffers written to shared-memory files)
+        and ``bytes_shared`` (buffers a worker made, passed on to others as the file
+        they came in, without a copy)."""
         return self._workers.stats
 
     def open(self) -> None:
