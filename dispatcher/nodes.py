@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 
 import attrs
 
-from .outcomes import NEVER, RELEASED, Failure, Remote, Stored
+from .outcomes import NEVER, RELEASED, Failure, Remote, Stored, here
 from .results import DispatcherError
 
 __all__ = ["CollectNode", "DataNode", "DispatchNode", "IndexNode", "Op"]
@@ -133,7 +133,7 @@ class DispatchNode:
             raise outcome.error
         if type(outcome) in _ELSEWHERE:  # the value stayed on a worker, or in a store
             return outcome.fetch(self)
-        return outcome
+        return here(outcome)  # (read here if kept as the worker that made it pickled it)
 
     def state(self) -> str:
         """One of ``"not run"``, ``"done"``, ``"failed"``, ``"released"``."""

@@ -3,8 +3,9 @@
 A node's ``_outcome`` is :data:`NEVER` before it runs, its value once it has, a
 :class:`Failure` holding its error if it failed, :data:`RELEASED` if a run dropped
 its value once no other node needed it, :class:`Remote` if the value stayed
-where it was computed (on a dask worker), or :class:`Stored` if its worker wrote it
-to the run's store and sent only its key. :meth:`DispatchNode.fetch
+where it was computed (on a dask worker), :class:`Stored` if its worker wrote it
+to the run's store and sent only its key, or a value of one of the :data:`UNREAD`
+types, kept as its worker pickled it. :meth:`DispatchNode.fetch
 <dispatcher.DispatchNode.fetch>` reads it. The two markers survive pickling as
 themselves, so a node sent to a worker and back keeps its state.
 """
@@ -15,9 +16,9 @@ import os
 import uuid
 from typing import Any
 
-from .results import DependencyError, DispatcherError
+from .results import DependencyError, DispatcherError, ExecutorError, format_exception
 
-__all__ = ["NEVER", "RELEASED", "Failure", "Remote", "Stored"]
+__all__ = ["NEVER", "RELEASED", "UNREAD", "Failure", "Remote", "Stored", "here", "read_here"]
 
 
 class _Marker:
@@ -44,6 +45,27 @@ NEVER = _Marker("NEVER")
 RELEASED = _Marker("RELEASED")
 """Outcome of a node whose value a run released once no other node needed it."""
 _MARKERS = {"NEVER": NEVER, "RELEASED": RELEASED}
+
+
+UNREAD: set = set()
+"""The types of the values a run keeps as they were pickled where they were made,
+unread (:class:`~dispatcher.executors._wire.Held`, which the worker pool registers:
+:mod:`dispatcher.executors._held`); ``value.load()`` reads one."""
+
+
+def here(value: Any) -> Any:
+    """``value``, read here if it was kept unread (an :data:`UNREAD` type)."""
+    return value.load() if type(value) in UNREAD else value
+
+
+def read_here(node, value: Any) -> tuple:
+    """``(ok, payload)`` of a task whose ``value`` was kept unread, read here: the
+    value, or ``(error, traceback)`` that says why this process cannot unpickle it."""
+    try:
+        return True, value.load()
+    except Exception as exc:
+        why = f"the outcome of node {node.label!r} cannot be unpickled here: {type(exc).__name__}: {exc}"
+        return False, (ExecutorError(why), format_exception(exc))
 
 
 class Failure:

@@ -92,7 +92,7 @@ def test_the_pool_keeps_at_most_kept_files_max_files_open(wire_files, monkeypatc
 
 
 def bump(a):
-    a += 1  # copy-on-write: the other readers still see the original
+    a += 1  # copy-on-write: the parent's file, and other workers, still see the original
     return int(a.sum())
 
 
@@ -100,13 +100,15 @@ def total(a, *after):
     return int(a.sum())
 
 
-def test_a_node_writing_into_its_argument_changes_only_its_copy():
-    # (calls sent together share their arguments, as nodes in one process do: one per message)
+def test_a_node_writing_into_its_argument_changes_only_its_workers_copy():
+    # calls on one worker share what they read, as calls in one process do: the
+    # second writer on a worker sees the first's change; the parent's value, never
     with dp.ProcessExecutor(2, batch_size=1) as ex:
         made = dp.Op(np.zeros, 4 * MB, dtype=np.uint8)
         bumped = [dp.Op(bump, made) for _ in range(4)]
-        late = dp.Op(total, made, *bumped)  # after every writer
-        assert dp.execute([*bumped, late], ex) == [4 * MB] * 4 + [0]
+        *sums, value = dp.execute([*bumped, made], ex)
+    assert sorted(sums)[0] == 4 * MB and sum(sums) <= (1 + 2 + 1 + 2) * 4 * MB
+    assert not value.any()
 
 
 def test_the_executor_counts_the_bytes_copied_and_those_passed_on():
@@ -118,7 +120,8 @@ def test_the_executor_counts_the_bytes_copied_and_those_passed_on():
         copied = ex.stats["bytes_copied"] - before["bytes_copied"]
         shared = ex.stats["bytes_shared"] - before.get("bytes_shared", 0)
     assert 4 * MB < copied < 4 * MB + 100_000  # the array once, as its worker wrote it
-    assert shared == 6 * 4 * MB  # then passed on to each reader (one message each) as that file
+    # then passed on as that file, once to each worker (each keeps it for its next readers)
+    assert shared in (4 * MB, 2 * 4 * MB)
 
 
 def test_what_the_program_writes_into_an_output_is_what_a_later_node_receives():

@@ -51,6 +51,7 @@ from typing import Any
 
 from ..graph import topological_order
 from ..nodes import DispatchNode, Op, function_key
+from ..outcomes import here
 from ..results import ExecutorError
 from ..store import CorruptEntry, StoreError, UnreadableValue, open_store
 from ..store.keys import KeyMaker
@@ -281,6 +282,7 @@ class RunCache:
             try:
                 if self.fetch is not None:  # the value stayed on a worker: bring it to store it
                     value = self.fetch(node, value)
+                value = here(value)  # (kept as its worker pickled it)
                 self.store.save(key, value, node.label)
             except Exception as exc:
                 if not self._write_failed:

@@ -74,7 +74,7 @@ from typing import Any
 from ..attempts import Attempt, record
 from ..graph import DispatchGraph, _deps_of
 from ..nodes import DispatchNode
-from ..outcomes import NEVER, Remote, Stored
+from ..outcomes import NEVER, UNREAD, Remote, Stored, read_here
 from ..results import DependencyError, DispatcherError, DispatchResult, format_exception
 from . import caching, failures, openrun, pipelining, release
 from .caching import COMPUTE, RunCache
@@ -316,6 +316,8 @@ class RunState:
             self._cores_back(task.cores)
         if self.error is not None:
             return  # the run is ending; running tasks are only awaited
+        if ok and type(payload) in UNREAD and (node.nout is not None or caching.driver_needs(self, node)):
+            ok, payload = read_here(node, payload)  # a value kept as its worker pickled it, needed here
         if self.on_attempt or node in self.keep:
             self._attempt_ended(record(task, failures.attempt_error(self, node, ok, payload), self.clock()))
         if pipelined and self.state.get(node) is SENT:

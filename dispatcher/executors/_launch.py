@@ -30,7 +30,7 @@ __all__ = ["Launcher", "LocalLauncher", "Worker", "cpu_count", "exit_text", "wai
 class Worker:
     """One worker process as the pool sees it."""
 
-    __slots__ = ("batch", "host", "launch", "pid", "proc", "rank", "ready", "sock")
+    __slots__ = ("batch", "holds", "host", "launch", "pid", "proc", "rank", "ready", "sock")
 
     def __init__(self, sock, pid: int, host: str, proc=None, rank: int | None = None, launch=None):
         self.sock = sock
@@ -41,6 +41,7 @@ class Worker:
         self.launch = launch  # the launcher's record of how it was started
         self.ready = False
         self.batch: list | None = None
+        self.holds = None  # the pool's record of the values it keeps (executors._held)
 
     def describe(self) -> str:
         where = "" if self.host == socket.gethostname() else f" on {self.host}"

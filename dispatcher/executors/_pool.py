@@ -68,6 +68,7 @@ import weakref
 from ..results import ExecutorError, WorkerLostError, format_exception
 from . import _wire as wire
 from ._forward import Forwarder
+from ._held import HeldValues, Holds
 from ._jobs import REPORTED, SENT, Job, JobQueue
 from ._launch import Worker
 from ._listen import Listener
@@ -107,6 +108,7 @@ class Pool:
         self.stopped = threading.Event()
         self.ready_changed = threading.Condition()
         self.stats = self.jobs.stats  # batches, tasks, timeouts; workers started and lost; bytes
+        self.held = HeldValues(self.wake)  # what each worker keeps of the values made
         self.wake_pending = False
         self.selector = selectors.DefaultSelector()
         self.wake_r, self.wake_w = socket.socketpair()
@@ -181,6 +183,7 @@ class Pool:
                     kill = request
                     break
                 self._dispatch()
+                self.held.tell_idle(self.stats)  # values the workers may forget
                 if self.replace:  # the workers lost, killed or retired in this turn
                     count, self.replace = self.replace, 0
                     self._launch(count)
@@ -271,6 +274,7 @@ class Pool:
     def attach(self, worker: Worker) -> None:
         """A worker connected: register it and send it its set-up."""
         self.workers[worker.sock] = worker
+        worker.holds = Holds(self.held, worker)
         self.selector.register(worker.sock, selectors.EVENT_READ, worker)
         self.stats["started"] += 1
         path = self.path if self.path is not None else list(sys.path)
@@ -320,8 +324,9 @@ class Pool:
             self.start_failures = 0
             with self.ready_changed:
                 self.ready_changed.notify_all()
-        elif kind == "unreadable":
+        elif kind == "unreadable":  # (and the worker dropped every value it kept)
             batch, worker.batch = worker.batch, None
+            worker.holds.keys.clear()
             self.jobs.unreadable(batch, msg[1], self.launcher.what)
         elif kind == "init-failed":
             self._forget(worker)
@@ -368,17 +373,17 @@ class Pool:
             batch = jobs.take(share)
             if batch is None:
                 return
-            dumps = _timed_dumps if batch[0].task.timeout is not None else _untimed_dumps
-            # KeyboardInterrupt from a __reduce__ too: this thread gets no Ctrl-C
-            encoded = jobs.encode(batch, dumps, catch=BaseException)
+            # a timed batch: the worker says when it starts the call
+            encoded = self.held.encode(jobs, batch, worker.holds, batch[0].task.timeout is not None)
             if encoded is not None:
                 break
         try:
-            wire.send_payload(worker.sock, *encoded, counts=self.stats)
+            wire.send_payload(worker.sock, *encoded[0], counts=self.stats)
         except OSError:
             jobs.requeue(batch, alone=False)  # it never ran: no attempt is charged
             self.lost(worker)
             return
+        self.held.sent(worker.holds, encoded[1])
         worker.batch = batch
         jobs.sent(batch, worker)
 
@@ -387,6 +392,7 @@ class Pool:
         """Drop ``worker`` from the pool and let its launcher reap it."""
         if self.workers.pop(worker.sock, None) is None:
             return
+        worker.holds.gone = True
         self.selector.unregister(worker.sock)
         worker.sock.close()
         self.launcher.reap(worker)
@@ -481,14 +487,6 @@ class Pool:
         self.selector.close()
         self.wake_r.close()
         self.wake_w.close()
-
-
-def _timed_dumps(calls: list):
-    return wire.dumps((calls, True))  # the worker says when it starts the call
-
-
-def _untimed_dumps(calls: list):
-    return wire.dumps((calls, False))
 
 
 POOLS: weakref.WeakSet = weakref.WeakSet()

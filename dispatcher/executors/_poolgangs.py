@@ -140,7 +140,7 @@ class PoolGangs:
 
         def gang_dumps(calls):
             wrapped = [(SpmdCall(f, ranks, "world", run.gang, label, None), a, k) for f, a, k in calls]
-            return wire.dumps((wrapped, timed))
+            return wire.dumps((wrapped, timed, ()))
 
         encoded = pool.jobs.encode([job], gang_dumps, catch=BaseException)
         if encoded is None:  # it failed, naming what would not pickle

@@ -12,16 +12,20 @@ worker runs calls and reports failures (:func:`run_calls`, :func:`failure`).
 
 Conversation: the parent sends ``("init", sys_path, initializer_bytes)``; the worker
 answers ``("ready", pid)`` or ``("init-failed", description)``. Then each message
-from the parent is a batch, ``(calls, timed)`` with ``calls`` a list of ``(func,
-args, kwargs)``; for a ``timed`` batch (a node with a timeout) the worker first
-answers ``("started",)``, from which the parent counts the timeout, so that
-neither the unpickling nor the imports it brings count. It runs the calls in order
-and answers ``("done", outcomes, spans)`` with one
-``(ok, value)`` per call, where a failure's value is ``(exception, traceback)``,
-or ``(type name, message, traceback)`` when the exception itself cannot be
-pickled, and ``spans`` when each call began and ended (``(start, end)``, wall clock). A batch that cannot be
-unpickled, or whose buffers cannot be taken, is answered ``("unreadable",
-description)``. End of file on the socket means stop.
+from the parent is a batch, ``(calls, timed, forget)`` with ``calls`` a list of
+``(func, args, kwargs)`` and ``forget`` the keys of the held values the worker may
+drop (a message with no calls only forgets, and gets no answer); for a ``timed``
+batch (a node with a timeout) the worker first answers ``("started",)``, from which
+the parent counts the timeout, so that neither the unpickling nor the imports it
+brings count. It runs the calls in order and answers ``("done", outcomes,
+spans)`` with one ``(ok, value)`` per call, where a value of 1 KiB or more
+goes as a :class:`~_wire.Held` (values stay where they are made:
+:mod:`_held`), a failure's value is ``(exception, traceback)``, or ``(type name,
+message, traceback)`` when the exception itself cannot be pickled, and ``spans``
+when each call began and ended (``(start, end)``, wall clock). A batch that
+cannot be unpickled, or whose buffers cannot be taken, is answered
+``("unreadable", description)``, and the worker drops the held values it kept.
+End of file on the socket means stop.
 
 The pool decides when its workers end. A worker ignores SIGINT (the parent
 decides what Ctrl-C stops); a worker of this machine's pool also lets SIGTERM
@@ -105,11 +109,15 @@ def _outcome_message(outcomes: list, spans: list) -> tuple[bytes, list]:
         return _wire.dumps(("done", checked_outcomes(outcomes, _wire.dumps), spans))
 
 
-def run_calls(batch: list) -> tuple[list, list]:
+def run_calls(batch: list, hold: bool = False) -> tuple[list, list]:
     """Run each ``(func, args, kwargs)`` of ``batch`` in order: one ``(ok, value)``
     per call (a failure's value as :func:`_failure` makes it), and when each began
     and ended, ``(start, end)`` on the wall clock (which the driver reads on its
-    own clock: :func:`dispatcher.attempts.wall_offset`)."""
+    own clock: :func:`dispatcher.attempts.wall_offset`). With ``hold``, a value
+    not of the :data:`~_wire.AS_IS` types whose pickle takes :data:`~_wire.HELD_MIN`
+    bytes or more goes as a :class:`~_wire.Held`, unless
+    its function says how it reports (``reports_itself``: a stored call, which
+    may send the key of its value in the run's store)."""
     clock = time.time
     outcomes = []
     spans = []
@@ -124,9 +132,20 @@ def run_calls(batch: list) -> tuple[list, list]:
         except BaseException as exc:  # SystemExit too: it fails the node, not the worker
             outcomes.append(failure(exc))
         else:
+            if hold and type(value) not in _wire.AS_IS and not getattr(func, "reports_itself", False):
+                value = _held(value)
             outcomes.append((True, value))
         spans.append((start, clock()))
     return outcomes, spans
+
+
+def _held(value):
+    """``value`` as a :class:`~_wire.Held` (if it is large enough), or as itself if
+    it will not pickle (the report then says why)."""
+    try:
+        return _wire.Held.of(value)
+    except Exception:
+        return value
 
 
 def _watch_parent(fd: int) -> None:
@@ -200,6 +219,7 @@ def main(argv: list[str]) -> int:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     faulthandler.enable()
+    _wire.IN_WORKER = True
     mpi = False
     if argv[1] == "--connect":
         sock, rank = _connect(argv[2])
@@ -239,15 +259,19 @@ def _serve(sock: socket.socket) -> int:
     _wire.send(sock, ("ready", os.getpid()))
     while True:
         try:
-            calls, timed = _wire.recv(sock)
+            calls, timed, forget = _wire.recv(sock)
         except EOFError:
             return 0
         except Exception as exc:  # a batch that cannot be unpickled here
+            _wire.forget(list(_wire._cache))  # (the pool forgets what this worker kept)
             _wire.send(sock, ("unreadable", f"{type(exc).__name__}: {exc}\n{describe(exc)}"))
+            continue
+        _wire.forget(forget)
+        if not calls:  # (only values to forget: no answer)
             continue
         if timed:  # its clock starts now, not when it was sent (see _pool)
             _wire.send(sock, ("started",))
-        outcomes, spans = run_calls(calls)
+        outcomes, spans = run_calls(calls, hold=True)
         del calls
         _wire.send_payload(sock, *_outcome_message(outcomes, spans))
         del outcomes

@@ -29,6 +29,11 @@ mapping is the file itself, so what the program writes into a value the pool hol
 (a run's output, given to a later run) is what a later node receives. A message
 whose buffers this process cannot take (out of memory or descriptors) is read to
 its end and raises :class:`Unreceivable`, so the connection stays in step.
+
+A worker's value of :data:`HELD_MIN` bytes or more travels as a :class:`Held`: the
+value pickled where it was made, which the pool keeps unread and sends on to the
+workers that need it, by key to those that have it already (the pool's side is
+:mod:`dispatcher.executors._held`; the worker's cache is :data:`_cache`).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ import os
 import pickle
 import socket
 import struct
+import sys
 import threading
 import types
 import typing
@@ -340,3 +346,89 @@ def recv(sock: socket.socket, keep: bool = False, counts=None):
     if failed is not None:
         raise Unreceivable(f"{type(failed).__name__}: {failed}") from failed
     return pickle.loads(payload, buffers=buffers)
+
+
+# -- values a worker made that the pool has no use for ------------------------------------
+
+WIRE_MODULE = "_dispatcher_wire"
+"""The name both ends know this module by: a worker loads it by its path under this
+name, and the pool's process knows it by it too, so that what one end pickles by
+reference (:class:`Held`, :func:`_loaded`, :func:`_cached`) the other finds."""
+
+AS_IS = (type(None), bool, int, float, complex)
+"""The types of the values a worker always sends as themselves, never held."""
+HELD_MIN = 1 << 10
+"""Bytes from which a worker's value is held: a smaller one costs less to send as
+itself than to keep track of."""
+
+IN_WORKER = False  # set by the worker script: Held pickles there as itself
+_sending = threading.local()  # .to: the pool's choice for the worker a message goes to
+_cache: dict = {}  # (in a worker) the held values it was sent to keep, by key
+
+
+class Held:
+    """A value a worker made, as that worker pickled it (``payload`` and its
+    out-of-band ``buffers``). The pool keeps it so, never unpickled, and sends it on
+    to the workers whose calls take it: pickled in a worker it travels as itself;
+    pickled in the pool it arrives as the value, or (where the pool's
+    :mod:`~dispatcher.executors._held` says the worker has it already) as the key
+    of the worker's copy. :meth:`load` unpickles it here."""
+
+    __slots__ = ("__weakref__", "buffers", "holders", "key", "payload")
+
+    def __init__(self, payload: bytes, *buffers):
+        self.payload = payload
+        self.buffers = buffers
+        self.key: int | None = None  # (the pool's) its name in the workers' caches
+        self.holders: list | None = None  # (the pool's) the workers that keep it
+
+    @classmethod
+    def of(cls, value):
+        """``value`` pickled (its buffers out of band: not copied, they are the
+        value's), held if it takes :data:`HELD_MIN` bytes or more, else ``value``."""
+        buffers: list = []
+        try:  # the C pickler, where it will do (cloudpickle's takes longer to make)
+            payload = pickle.dumps(value, protocol=5, buffer_callback=buffers.append)
+        except Exception:
+            buffers = []
+            payload = pickle_dumps(value, buffers.append)
+        if len(payload) + sum(b.raw().nbytes for b in buffers) < HELD_MIN:
+            return value
+        return cls(payload, *buffers)
+
+    def load(self):
+        return pickle.loads(self.payload, buffers=self.buffers)
+
+    def __reduce__(self):
+        buffers = [pickle.PickleBuffer(b) for b in self.buffers]
+        if IN_WORKER:  # made here: to the pool as itself
+            return (Held, (self.payload, *buffers))
+        choose = getattr(_sending, "to", None)
+        if choose is None:  # (not to a worker of the pool: the value, to keep nowhere)
+            return (_loaded, (None, self.payload, *buffers))
+        return choose(self, buffers)
+
+
+def _loaded(key: int | None, payload: bytes, *buffers):
+    """(In a worker) a held value that arrives: unpickled, and kept under ``key``."""
+    value = pickle.loads(payload, buffers=buffers)
+    if key is not None:
+        _cache[key] = value
+    return value
+
+
+def _cached(key: int):
+    """(In a worker) a held value it was sent before."""
+    return _cache[key]
+
+
+def forget(keys) -> None:
+    """(In a worker) drop the held values the pool no longer needs."""
+    for key in keys:
+        _cache.pop(key, None)
+
+
+if __name__ != WIRE_MODULE:  # the pool's process: known by the worker's name too
+    sys.modules.setdefault(WIRE_MODULE, sys.modules[__name__])
+    for _shared in (Held, _loaded, _cached):
+        _shared.__module__ = WIRE_MODULE

@@ -49,6 +49,8 @@ class StoredCall:
 
     __slots__ = ("__wrapped__", "driver", "key", "label", "nout", "report_key", "store", "timeout")
 
+    reports_itself = True  # its value goes as itself or as its key, never held (executors._held)
+
     def __init__(
         self,
         func,
