@@ -133,7 +133,7 @@ class DispatchNode:
             raise outcome.error
         if type(outcome) in _ELSEWHERE:  # the value stayed on a worker, or in a store
             return outcome.fetch(self)
-        return here(outcome)  # (read here if kept as the worker that made it pickled it)
+        return here(outcome, self)  # (read here if kept as the worker that made it pickled it)
 
     def state(self) -> str:
         """One of ``"not run"``, ``"done"``, ``"failed"``, ``"released"``."""

@@ -18,7 +18,7 @@ from typing import Any
 
 from .results import DependencyError, DispatcherError, ExecutorError, format_exception
 
-__all__ = ["NEVER", "RELEASED", "UNREAD", "Failure", "Remote", "Stored", "here", "read_here"]
+__all__ = ["NEVER", "RELEASED", "UNREAD", "Failure", "Remote", "Stored", "here", "read_here", "value_here"]
 
 
 class _Marker:
@@ -53,19 +53,31 @@ unread (:class:`~dispatcher.executors._wire.Held`, which the worker pool registe
 :mod:`dispatcher.executors._held`); ``value.load()`` reads one."""
 
 
-def here(value: Any) -> Any:
-    """``value``, read here if it was kept unread (an :data:`UNREAD` type)."""
-    return value.load() if type(value) in UNREAD else value
+def here(value: Any, node=None) -> Any:
+    """``value``, read here if it was kept unread (an :data:`UNREAD` type: read once,
+    then kept beside its bytes); ``ExecutorError`` if this process cannot unpickle it."""
+    if type(value) not in UNREAD:
+        return value
+    try:
+        return value.load()
+    except Exception as exc:
+        of = "" if node is None else f" of node {node.label!r}"
+        raise ExecutorError(f"the outcome{of} cannot be unpickled here: {type(exc).__name__}: {exc}") from exc
+
+
+def value_here(values: dict, node) -> Any:
+    """``values[node]``, read here (see :func:`here`)."""
+    return here(values[node], node)
 
 
 def read_here(node, value: Any) -> tuple:
-    """``(ok, payload)`` of a task whose ``value`` was kept unread, read here: the
-    value, or ``(error, traceback)`` that says why this process cannot unpickle it."""
+    """``(ok, payload)`` of a task whose ``value`` was kept unread and is needed
+    here: ``value``, read (see :func:`here`), or ``(error, traceback)``."""
     try:
-        return True, value.load()
-    except Exception as exc:
-        why = f"the outcome of node {node.label!r} cannot be unpickled here: {type(exc).__name__}: {exc}"
-        return False, (ExecutorError(why), format_exception(exc))
+        here(value, node)
+    except ExecutorError as exc:
+        return False, (exc, format_exception(exc.__cause__))
+    return True, value
 
 
 class Failure:

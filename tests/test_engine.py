@@ -485,6 +485,20 @@ def test_exception_in_callback_ends_the_run_clearly(executor):
     assert dp.run(executor, [dp.Op(inc, 1)])[0].value == 2
 
 
+def test_a_callback_method_that_is_no_bound_method_is_named_when_it_raises():
+    class Static(dp.Callback):
+        @staticmethod
+        def on_attempt(node, attempt):
+            raise RuntimeError("static bug")
+
+    plain = dp.Callback()
+    plain.on_finish = lambda node, value: 1 / 0  # a function set on the object
+    with pytest.raises(dp.DispatcherError, match=r"Static.on_attempt for node 'inc'.*static bug"):
+        dp.run(dp.SerialExecutor(), [dp.Op(inc, 1)], callbacks=[Static()])
+    with pytest.raises(dp.DispatcherError, match=r"Callback.on_finish for node 'inc'.*ZeroDivisionError"):
+        dp.run(dp.SerialExecutor(), [dp.Op(inc, 1)], callbacks=[plain])
+
+
 def test_progress_bar_on_stderr(executor, capsys):
     dp.run(executor, [dp.Op(sum, [dp.Op(inc, i) for i in range(7)])], progress=True)
     err = capsys.readouterr().err

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 import pytest
 
@@ -55,6 +56,31 @@ def read_or_die(value: Logged, flag: str) -> int:
     os._exit(3)
 
 
+def told_to_forget(ex, within: float = 30.0) -> bool:
+    """Every worker of ``ex``'s pool was sent what it may forget (waiting for the
+    pool's thread, which does it)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        holds = [w.holds for w in ex._workers.pool.workers.values()]
+        if not any(h.forget for h in holds):
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def nested(size: int) -> tuple:
+    """A node that runs a process pool of its own, on a worker of another."""
+    with dp.ProcessExecutor(1) as inner:
+        got = dp.execute(dp.Op(list, range(size)), inner)
+        length = dp.execute(dp.Op(len, dp.Op(list, range(size))), inner)
+    return type(got).__name__, len(got), length
+
+
+def append_one(values: list) -> int:
+    values.append(-1)
+    return len(values)
+
+
 def unpicklings(path) -> list[int]:
     return [int(line) for line in path.read_text().split()] if path.exists() else []
 
@@ -72,9 +98,10 @@ def test_a_value_the_driver_does_not_need_is_never_unpickled_there_and_reaches_e
         # an output is the value itself, read in the driver
         assert isinstance(dp.execute(value, ex), Logged)
         assert os.getpid() in unpicklings(log)
-        # the node that keeps its value (release=False) is gone: each worker forgets
-        # it (told in a message of its own, or with its next batch)
+        # the node that keeps its value (release=False) is gone: each worker is told
+        # to forget it at once, idle as it is (a message of its own)
         del value, readers
+        assert told_to_forget(ex)
         assert dp.execute([dp.Op(kept_here) for _ in range(4)], ex) == [0] * 4
         # with release=True, once no node needs it
         value = dp.Op(made, str(log), 5000)
@@ -135,3 +162,20 @@ def test_a_small_value_comes_back_as_itself():
         big = dp.Op(list, range(1000))  # over 1 KiB pickled: held
         assert dp.execute(dp.Op(len, big), ex) == 1000
         assert type(big._outcome).__name__ == "Held" and big.fetch() == list(range(1000))
+
+
+def test_a_node_running_a_process_pool_of_its_own_gets_values_not_held_bytes():
+    with dp.ProcessExecutor(1) as ex:
+        assert dp.execute(dp.Op(nested, 2000), ex) == ("list", 2000, 2000)
+
+
+def test_calls_on_one_worker_share_what_it_keeps_whether_or_not_the_driver_read_it_too():
+    with dp.ProcessExecutor(1, batch_size=1) as ex:
+        for also_an_output in (False, True):
+            values = dp.Op(list, range(2000))
+            appends = [dp.Op(append_one, values) for _ in range(3)]
+            got = dp.execute([*appends, values] if also_an_output else appends, ex)
+            assert sorted(got[:3]) == [2001, 2002, 2003]  # one copy on the worker, shared
+            if also_an_output:
+                assert got[3] == list(range(2000))  # the driver's value, never changed by them
+                assert values.fetch() is values.fetch() is got[3]  # read once, then kept

@@ -27,8 +27,10 @@ class Callback:
     ``wants_values``: whether :meth:`on_finish` needs each node's value. A callback
     that does not (a progress bar, a trace) sets it False, so that in a run with a
     store the workers of other processes may keep a value the driver has no use
-    for in the store instead of sending it back; ``on_finish`` is then given a
-    :class:`~dispatcher.outcomes.Stored` reference for such a node.
+    for in the store instead of sending it back, and the driver need not unpickle
+    what a worker process made; ``on_finish`` is then given a
+    :class:`~dispatcher.outcomes.Stored` reference for such a node, or the value
+    as its worker pickled it (an :data:`~dispatcher.outcomes.UNREAD` type).
     """
 
     wants_values = True
@@ -57,21 +59,22 @@ class Callback:
 
 
 def listeners(callbacks: tuple, method: str) -> tuple:
-    """The bound ``method`` of each callback that does something on it (the base's
-    does nothing), for :func:`tell`: the others need not be told of each node."""
+    """``(callback, its method)`` of each callback that does something on ``method``
+    (the base's does nothing), for :func:`tell`: the others need not be told of
+    each node."""
     base = getattr(Callback, method)
-    bound = (getattr(cb, method) for cb in callbacks)
-    return tuple(m for m in bound if getattr(m, "__func__", None) is not base)
+    pairs = ((cb, getattr(cb, method)) for cb in callbacks)
+    return tuple((cb, m) for cb, m in pairs if getattr(m, "__func__", None) is not base)
 
 
-def tell(methods: tuple, node: DispatchNode | None, *args: Any) -> None:
-    """Call each of ``methods`` (bound methods of callbacks, as :func:`listeners`
-    gives them) with ``args``; a failing one raises DispatcherError."""
-    for method in methods:
+def tell(listening: tuple, method: str, node: DispatchNode | None, *args: Any) -> None:
+    """Call each method of ``listening`` (as :func:`listeners` gives them, for
+    ``method``) with ``args``; a failing one raises DispatcherError."""
+    for cb, bound in listening:
         try:
-            method(*args)
+            bound(*args)
         except Exception as exc:
-            raise _failed(method.__self__, method.__name__, node, exc) from exc
+            raise _failed(cb, method, node, exc) from exc
 
 
 def notify(callbacks: tuple, method: str, node: DispatchNode | None, *args: Any) -> None:

@@ -74,7 +74,7 @@ from typing import Any
 from ..attempts import Attempt, record
 from ..graph import DispatchGraph, _deps_of
 from ..nodes import DispatchNode
-from ..outcomes import NEVER, UNREAD, Remote, Stored, read_here
+from ..outcomes import NEVER, UNREAD, Remote, Stored, here, read_here, value_here
 from ..results import DependencyError, DispatcherError, DispatchResult, format_exception
 from . import caching, failures, openrun, pipelining, release
 from .caching import COMPUTE, RunCache
@@ -135,9 +135,9 @@ class RunState:
         self.clock = clock
         self.rand = rand
         self.debug = logger.isEnabledFor(logging.DEBUG)
-        # the callbacks' methods told of each node: only those that listen (see callbacks.listeners)
-        self.on_submit = listeners(self.callbacks, "on_submit")
+        self.on_submit = listeners(self.callbacks, "on_submit")  # (only those that listen)
         self.on_finish = listeners(self.callbacks, "on_finish")
+        self.wanted = any(getattr(cb, "wants_values", True) for cb, _ in self.on_finish)  # values read
         self.on_attempt = listeners(self.callbacks, "on_attempt")
         self.hooks = bool(self.on_submit or self.on_finish) or self.debug
 
@@ -168,7 +168,7 @@ class RunState:
         self.needed = release.needed(self) if options.release else None
         self.keep = set(self.outputs)
         self._get = self.values.__getitem__
-
+        self._get_here = functools.partial(value_here, self.values)  # (for a node run in the driver)
         self.running: dict = {}
         self.interrupted = None  # the node called in the driver's thread when Ctrl-C or SIGTERM came
         self.attempts: dict = {}
@@ -250,7 +250,7 @@ class RunState:
                 wait_for_cores(self, node)  # -> the queue of the nodes waiting for cores (or FAILED)
                 continue
             try:
-                func, args, kwargs = node.prepare(get)
+                func, args, kwargs = node.prepare(self._get_here if node.light else get)
             except Exception as exc:  # a malformed node: fail it, do not crash the run
                 self._cores_back(grant)
                 failures.failed_attempt(self, node, exc, format_exception(exc), self._attempt(node))
@@ -317,7 +317,7 @@ class RunState:
         if self.error is not None:
             return  # the run is ending; running tasks are only awaited
         if ok and type(payload) in UNREAD and (node.nout is not None or caching.driver_needs(self, node)):
-            ok, payload = read_here(node, payload)  # a value kept as its worker pickled it, needed here
+            ok, payload = read_here(node, payload)  # kept as its worker pickled it: read it here now
         if self.on_attempt or node in self.keep:
             self._attempt_ended(record(task, failures.attempt_error(self, node, ok, payload), self.clock()))
         if pipelined and self.state.get(node) is SENT:
@@ -379,7 +379,7 @@ class RunState:
             if node in errors:
                 out.append(DispatchResult(node, error=errors[node], attempts=attempts))
             elif node in values:
-                out.append(DispatchResult(node, value=values[node], attempts=attempts))
+                out.append(DispatchResult(node, value=here(values[node], node), attempts=attempts))
             else:
                 raise DispatcherError(f"node {node.label!r} did not finish")
         return out
@@ -418,7 +418,7 @@ class RunState:
         if (
             node.nout is not None
             and type(payload) is not Stored
-            and failures.wrong_nout(self, node, payload, task.attempt)
+            and failures.wrong_nout(self, node, here(payload, node), task.attempt)
         ):
             return  # (a Stored value was checked by the worker that stored it)
         self._finish_ok(node, payload)
@@ -458,7 +458,7 @@ class RunState:
             if self.debug:
                 logger.debug("finished %r", node.label)
             if self.on_finish:
-                tell(self.on_finish, node, node, value)
+                tell(self.on_finish, "on_finish", node, node, here(value, node) if self.wanted else value)
         entry = self.children.get(node)
         if entry is not None:
             if self.pipelined:
@@ -487,7 +487,7 @@ class RunState:
         if node in self.keep:
             self.log.setdefault(node, []).append(attempt)
         if self.on_attempt:
-            tell(self.on_attempt, node, node, attempt)
+            tell(self.on_attempt, "on_attempt", node, node, attempt)
 
     def _cores_back(self, grant: int | None) -> None:
         if grant is not None:
@@ -497,4 +497,4 @@ class RunState:
         if self.debug:
             logger.debug("start %r", node.label)
         if self.on_submit:
-            tell(self.on_submit, node, node)
+            tell(self.on_submit, "on_submit", node, node)

@@ -9,13 +9,16 @@ Policy:
   process keeps it so and never unpickles it unless it needs the value: a run's
   outputs, the argument of a node the driver runs itself, a callback that wants
   values, ``fetch()``, a value the driver stores (the engine calls
-  :func:`~dispatcher.engine.values.here` there). An intermediate value passes
-  through the driver as bytes, its large arrays as the shared-memory files they
-  came in (never copied, see :mod:`._wire`).
+  :func:`~dispatcher.outcomes.here` there); it then keeps what it read beside the
+  bytes, which the workers still get. An intermediate value passes through the
+  driver as bytes, its large arrays as the shared-memory files they came in
+  (never copied, see :mod:`._wire`).
 * **Once per worker.** Each worker keeps what it was sent of a held value, by
   key: a value read by many calls on one worker is sent and unpickled there once,
   and later messages name its key (:class:`Holds` is the pool's record of the keys
-  each worker keeps). A worker that cannot read a message drops every value it
+  each worker keeps). Calls on one worker share what it keeps, as calls in one
+  process do, whether or not the driver read the value too. An SPMD node's ranks
+  get the whole value, kept by none. A worker that cannot read a message drops every value it
   keeps, and the pool's record of it is cleared.
 * **Released with the run's values.** When the driver drops a held value (the
   engine released it once no node needed it, or the run ended and it was no
@@ -42,7 +45,7 @@ outcomes.UNREAD.add(wire.Held)  # the engine reads one only where it needs the v
 class Holds:
     """The keys of the held values one worker keeps, and those it is to forget."""
 
-    __slots__ = ("forget", "gone", "keys", "queued", "values", "worker")
+    __slots__ = ("__weakref__", "forget", "gone", "keys", "queued", "values", "worker")
 
     def __init__(self, values: HeldValues, worker):
         self.values = values
@@ -83,6 +86,10 @@ class _Choice:
         self.new = []
 
 
+def _nothing() -> None:
+    pass
+
+
 def _dropped(key: int, holders: list) -> None:
     """A held value is no more: the workers that keep it are to forget it."""
     for holds in holders:
@@ -103,6 +110,31 @@ class HeldValues:
     def __init__(self, wake):
         self.wake = wake  # wakes the pool's I/O thread
         self.waiting: list = []  # the Holds with keys to forget
+        self.all: weakref.WeakSet = weakref.WeakSet()  # the Holds of the workers
+
+    def holds(self, worker) -> Holds:
+        """The record of what a new ``worker`` keeps."""
+        holds = Holds(self, worker)
+        self.all.add(holds)
+        return holds
+
+    def close(self) -> None:
+        """The pool has stopped: its workers keep nothing, and the values that
+        outlive it need not keep it alive."""
+        for holds in list(self.all):
+            holds.gone = True
+        self.waiting = []
+        self.wake = _nothing
+
+    @staticmethod
+    def encode_whole(jobs, batch: list, dumps):
+        """``jobs.encode`` of a message that goes to several workers (an SPMD node's):
+        each held value in it whole, kept by none."""
+        wire._sending.to = wire.whole
+        try:
+            return jobs.encode(batch, dumps, BaseException)
+        finally:
+            wire._sending.to = None
 
     def encode(self, jobs, batch: list, holds: Holds, timed: bool):
         """``jobs.encode`` of ``batch`` for the worker of ``holds``: the message, and
@@ -130,12 +162,14 @@ class HeldValues:
             return
         waiting, self.waiting = self.waiting, []
         for holds in waiting:
-            holds.queued = False
             worker = holds.worker
             if holds.gone or not holds.forget:
+                holds.queued = False
                 continue
             if not worker.ready or worker.batch is not None:
-                continue  # it will hear with its next batch
+                self.waiting.append(holds)  # (it may hear with its next batch; else once idle)
+                continue
+            holds.queued = False
             forget = holds.forget[:]
             try:
                 wire.send_payload(worker.sock, *wire.dumps(([], False, forget)), counts=counts)

@@ -68,7 +68,7 @@ import weakref
 from ..results import ExecutorError, WorkerLostError, format_exception
 from . import _wire as wire
 from ._forward import Forwarder
-from ._held import HeldValues, Holds
+from ._held import HeldValues
 from ._jobs import REPORTED, SENT, Job, JobQueue
 from ._launch import Worker
 from ._listen import Listener
@@ -274,7 +274,7 @@ class Pool:
     def attach(self, worker: Worker) -> None:
         """A worker connected: register it and send it its set-up."""
         self.workers[worker.sock] = worker
-        worker.holds = Holds(self.held, worker)
+        worker.holds = self.held.holds(worker)
         self.selector.register(worker.sock, selectors.EVENT_READ, worker)
         self.stats["started"] += 1
         path = self.path if self.path is not None else list(sys.path)
@@ -474,6 +474,7 @@ class Pool:
             self.selector.unregister(worker.sock)
             worker.sock.close()
         self.workers.clear()
+        self.held.close()
         self.output.stop()
         with self.ready_changed:
             self.ready_changed.notify_all()

@@ -142,7 +142,7 @@ class PoolGangs:
             wrapped = [(SpmdCall(f, ranks, "world", run.gang, label, None), a, k) for f, a, k in calls]
             return wire.dumps((wrapped, timed, ()))
 
-        encoded = pool.jobs.encode([job], gang_dumps, catch=BaseException)
+        encoded = pool.held.encode_whole(pool.jobs, [job], gang_dumps)  # (held values whole)
         if encoded is None:  # it failed, naming what would not pickle
             return
         pool.jobs.sent([job], run)

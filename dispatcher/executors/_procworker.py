@@ -54,6 +54,8 @@ if __name__ == "__main__":
     )
     _wire = sys.modules["_dispatcher_wire"] = importlib.util.module_from_spec(_spec)
     _spec.loader.exec_module(_wire)
+    # one wire module in the process: the package's (a node that runs a pool of its own) is this one
+    sys.modules["dispatcher.executors._wire"] = _wire
 else:
     from . import _wire
 

@@ -23,8 +23,8 @@ A value made on one worker and read on others is copied once in all: the pool
 :class:`SharedBuffer`; sending that buffer on (the value as another node's
 argument) passes the same file again (:func:`kept_file`), which costs neither a
 copy nor touching the memory, so the pool's memory does not grow with values it
-only relays. A worker maps what it receives copy-on-write: a node that writes into
-its argument changes its own pages, never the value other nodes read. The pool's
+only relays. A worker maps what it receives copy-on-write: what a node writes into
+its argument never reaches the pool's file, nor other workers. The pool's
 mapping is the file itself, so what the program writes into a value the pool holds
 (a run's output, given to a later run) is what a later node receives. A message
 whose buffers this process cannot take (out of memory or descriptors) is read to
@@ -33,7 +33,8 @@ its end and raises :class:`Unreceivable`, so the connection stays in step.
 A worker's value of :data:`HELD_MIN` bytes or more travels as a :class:`Held`: the
 value pickled where it was made, which the pool keeps unread and sends on to the
 workers that need it, by key to those that have it already (the pool's side is
-:mod:`dispatcher.executors._held`; the worker's cache is :data:`_cache`).
+:mod:`dispatcher.executors._held`; the worker's cache is :data:`_cache`). Calls
+on one worker share what it keeps, as calls in one process do.
 """
 
 from __future__ import annotations
@@ -361,7 +362,8 @@ HELD_MIN = 1 << 10
 """Bytes from which a worker's value is held: a smaller one costs less to send as
 itself than to keep track of."""
 
-IN_WORKER = False  # set by the worker script: Held pickles there as itself
+IN_WORKER = False  # set by the worker script: Held pickles there as itself (to its pool)
+_UNREAD = object()
 _sending = threading.local()  # .to: the pool's choice for the worker a message goes to
 _cache: dict = {}  # (in a worker) the held values it was sent to keep, by key
 
@@ -374,13 +376,14 @@ class Held:
     :mod:`~dispatcher.executors._held` says the worker has it already) as the key
     of the worker's copy. :meth:`load` unpickles it here."""
 
-    __slots__ = ("__weakref__", "buffers", "holders", "key", "payload")
+    __slots__ = ("__weakref__", "buffers", "holders", "key", "payload", "value")
 
     def __init__(self, payload: bytes, *buffers):
         self.payload = payload
         self.buffers = buffers
         self.key: int | None = None  # (the pool's) its name in the workers' caches
         self.holders: list | None = None  # (the pool's) the workers that keep it
+        self.value = _UNREAD  # (the pool's) the value, once read here
 
     @classmethod
     def of(cls, value):
@@ -397,16 +400,25 @@ class Held:
         return cls(payload, *buffers)
 
     def load(self):
-        return pickle.loads(self.payload, buffers=self.buffers)
+        """The value, unpickled here the first time (then kept: the workers still
+        get the bytes)."""
+        if self.value is _UNREAD:
+            self.value = pickle.loads(self.payload, buffers=self.buffers)
+        return self.value
 
     def __reduce__(self):
         buffers = [pickle.PickleBuffer(b) for b in self.buffers]
-        if IN_WORKER:  # made here: to the pool as itself
-            return (Held, (self.payload, *buffers))
         choose = getattr(_sending, "to", None)
-        if choose is None:  # (not to a worker of the pool: the value, to keep nowhere)
-            return (_loaded, (None, self.payload, *buffers))
-        return choose(self, buffers)
+        if choose is not None:  # a pool's message to one of its workers
+            return choose(self, buffers)
+        if IN_WORKER:  # a worker's report to its pool: as itself
+            return (Held, (self.payload, *buffers))
+        return whole(self, buffers)
+
+
+def whole(held: Held, buffers: list) -> tuple:
+    """How a held value goes where it is not to be kept: as the value."""
+    return (_loaded, (None, held.payload, *buffers))
 
 
 def _loaded(key: int | None, payload: bytes, *buffers):
