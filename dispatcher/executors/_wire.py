@@ -44,6 +44,7 @@ import io
 import mmap
 import os
 import pickle
+import queue
 import socket
 import struct
 import sys
@@ -435,9 +436,33 @@ def _cached(key: int):
 
 
 def forget(keys) -> None:
-    """(In a worker) drop the held values the pool no longer needs."""
-    for key in keys:
-        _cache.pop(key, None)
+    """(In a worker) drop the held values the pool no longer needs, in a thread of
+    their own: the last mapping of a large array's file to go frees its memory,
+    which takes a while (some 0.2 ms a megabyte), and the next call need not wait."""
+    global _dropper
+    dropped = [_cache.pop(key, None) for key in keys]
+    if not any(value is not None for value in dropped):
+        return
+    if _dropper is None:
+        _dropper = queue.SimpleQueue()
+        threading.Thread(target=_drop, args=(_dropper,), name="dispatcher-forget", daemon=True).start()
+    _dropper.put(dropped)
+
+
+def _drop(values: queue.SimpleQueue) -> None:
+    while True:
+        values.get()  # (and dropped here)
+
+
+_dropper: queue.SimpleQueue | None = None  # (in a worker) the values its thread drops
+
+
+def _no_dropper_in_child() -> None:
+    global _dropper
+    _dropper = None  # (the thread is not forked)
+
+
+os.register_at_fork(after_in_child=_no_dropper_in_child)
 
 
 if __name__ != WIRE_MODULE:  # the pool's process: known by the worker's name too
