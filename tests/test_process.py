@@ -548,3 +548,17 @@ def test_exception_that_cannot_be_rebuilt_is_a_remote_error(pool_kind):
     assert isinstance(result.error.error, dp.RemoteError), repr(result.error.error)
     assert "NeedsTwo" in result.error.error.type_name
     assert "needs 1 and 2" in str(result.error)
+
+
+def test_a_batch_interrupted_by_sigint_runs_none_of_its_later_calls():
+    # (what ends a run's batches on MPI world ranks, which SIGINT interrupts)
+    from dispatcher.executors._procworker import run_calls
+
+    ran: list = []
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    outcomes, spans = run_calls([(interrupted, (), None), (ran.append, (1,), None)])
+    assert ran == [] and [ok for ok, _ in outcomes] == [False, False] and len(spans) == 2
+    assert type(outcomes[1][1][0]) is KeyboardInterrupt and "not run" in str(outcomes[1][1][0])

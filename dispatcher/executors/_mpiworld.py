@@ -373,9 +373,10 @@ class WorldRanks:
 
     def interrupt(self) -> None:
         self._cancel_pending()
-        if self._inflight > 0:
-            self._signal_busy()
-            self._drain(INTERRUPT_WAIT)
+        deadline = time.monotonic() + INTERRUPT_WAIT
+        while self._inflight > 0 and time.monotonic() < deadline:
+            self._signal_busy()  # (again: a worker whose batch had not started ignored the last)
+            self._drain(0.1)
 
     def shutdown(self) -> None:
         self._cancel_pending()  # the world's ranks are released when the driver exits

@@ -119,12 +119,18 @@ def run_calls(batch: list, hold: bool = False) -> tuple[list, list]:
     not of the :data:`~_wire.AS_IS` types whose pickle takes :data:`~_wire.HELD_MIN`
     bytes or more goes as a :class:`~_wire.Held`, unless
     its function says how it reports (``reports_itself``: a stored call, which
-    may send the key of its value in the run's store)."""
+    may send the key of its value in the run's store). A call interrupted
+    (``KeyboardInterrupt``: the SIGINT that ends a run on MPI world ranks) ends the
+    batch: the calls after it fail the same way, not run."""
     clock = time.time
     outcomes = []
     spans = []
     for func, args, kwargs in batch:
         start = clock()
+        if outcomes and not outcomes[-1][0] and type(outcomes[-1][1][0]) is KeyboardInterrupt:
+            outcomes.append(failure(KeyboardInterrupt("not run: the batch was interrupted")))
+            spans.append((start, start))
+            continue
         try:
             value = func(*args, **kwargs) if kwargs else func(*args)
             if type(value) is types.CoroutineType:  # an async def node: run it to its end here
