@@ -524,10 +524,15 @@ def test_pool_executor_sends_cloudpickled_calls_to_a_process_pool():
 
 
 class NeedsTwo(Exception):
-    """Pickles, but cannot be rebuilt: unpickling calls NeedsTwo(message)."""
+    """Pickles, but cannot be rebuilt: unpickling calls NeedsTwo(message). (Its own
+    ``__reduce__`` says so: importing distributed installs tblib's pickling of
+    exceptions, which would otherwise rebuild it without calling ``__init__``.)"""
 
     def __init__(self, a, b):
         super().__init__(f"needs {a} and {b}")
+
+    def __reduce__(self):
+        return (NeedsTwo, self.args)
 
 
 def raise_needs_two():
