@@ -556,7 +556,7 @@ def test_exception_that_cannot_be_rebuilt_is_a_remote_error(pool_kind):
 
 
 def test_a_batch_interrupted_by_sigint_runs_none_of_its_later_calls():
-    # (what ends a run's batches on MPI world ranks, which SIGINT interrupts)
+    # (on MPI world ranks, where SIGINT interrupts a call and ends the run)
     from dispatcher.executors._procworker import run_calls
 
     ran: list = []
@@ -564,6 +564,10 @@ def test_a_batch_interrupted_by_sigint_runs_none_of_its_later_calls():
     def interrupted():
         raise KeyboardInterrupt
 
-    outcomes, spans = run_calls([(interrupted, (), None), (ran.append, (1,), None)])
+    calls = [(interrupted, (), None), (ran.append, (1,), None)]
+    outcomes, spans = run_calls(calls, interruptible=True)
     assert ran == [] and [ok for ok, _ in outcomes] == [False, False] and len(spans) == 2
     assert type(outcomes[1][1][0]) is KeyboardInterrupt and "not run" in str(outcomes[1][1][0])
+    # elsewhere (a worker process, which ignores SIGINT) only the call that raised it fails
+    outcomes, _ = run_calls(calls)
+    assert ran == [1] and [ok for ok, _ in outcomes] == [False, True]

@@ -94,7 +94,7 @@ def run_batch(payload: bytes, timeout: float | None = None, labels: list = (), l
     _running[:] = labels
     try:
         with alarm(timeout, lambda: TimeoutError(late)) if timed else contextlib.nullcontext():
-            outcomes, spans = run_calls(calls)
+            outcomes, spans = run_calls(calls, interruptible=True)
     finally:
         _in_call = False
         _running.clear()

@@ -51,6 +51,7 @@ __all__ = ["WorldRanks", "world_pool"]
 logger = logging.getLogger("dispatcher")
 
 INTERRUPT_WAIT = 5.0  # seconds an interrupted run waits for its interrupted nodes
+RESIGNAL_AFTER = 1.0  # seconds an interrupted node has to clean up before it is signalled again
 TIMEOUT_SLACK = 1.0  # seconds after a node's timeout that the engine fails it, if the worker did not
 WORLD_LATE = " (and did not stop: its worker rank stays busy until the call returns)"
 
@@ -375,8 +376,8 @@ class WorldRanks:
         self._cancel_pending()
         deadline = time.monotonic() + INTERRUPT_WAIT
         while self._inflight > 0 and time.monotonic() < deadline:
-            self._signal_busy()  # (again: a worker whose batch had not started ignored the last)
-            self._drain(0.1)
+            self._signal_busy()  # (again after a while: a rank whose batch had not started ignored it)
+            self._drain(RESIGNAL_AFTER)
 
     def shutdown(self) -> None:
         self._cancel_pending()  # the world's ranks are released when the driver exits

@@ -111,7 +111,7 @@ def _outcome_message(outcomes: list, spans: list) -> tuple[bytes, list]:
         return _wire.dumps(("done", checked_outcomes(outcomes, _wire.dumps), spans))
 
 
-def run_calls(batch: list, hold: bool = False) -> tuple[list, list]:
+def run_calls(batch: list, hold: bool = False, interruptible: bool = False) -> tuple[list, list]:
     """Run each ``(func, args, kwargs)`` of ``batch`` in order: one ``(ok, value)``
     per call (a failure's value as :func:`_failure` makes it), and when each began
     and ended, ``(start, end)`` on the wall clock (which the driver reads on its
@@ -119,15 +119,21 @@ def run_calls(batch: list, hold: bool = False) -> tuple[list, list]:
     not of the :data:`~_wire.AS_IS` types whose pickle takes :data:`~_wire.HELD_MIN`
     bytes or more goes as a :class:`~_wire.Held`, unless
     its function says how it reports (``reports_itself``: a stored call, which
-    may send the key of its value in the run's store). A call interrupted
-    (``KeyboardInterrupt``: the SIGINT that ends a run on MPI world ranks) ends the
-    batch: the calls after it fail the same way, not run."""
+    may send the key of its value in the run's store). With ``interruptible`` (an
+    MPI world rank, where the SIGINT that ends a run interrupts the call), a call
+    that raised ``KeyboardInterrupt`` ends the batch: the calls after it fail the
+    same way, not run."""
     clock = time.time
     outcomes = []
     spans = []
     for func, args, kwargs in batch:
         start = clock()
-        if outcomes and not outcomes[-1][0] and type(outcomes[-1][1][0]) is KeyboardInterrupt:
+        if (
+            interruptible
+            and outcomes
+            and not outcomes[-1][0]
+            and type(outcomes[-1][1][0]) is KeyboardInterrupt
+        ):
             outcomes.append(failure(KeyboardInterrupt("not run: the batch was interrupted")))
             spans.append((start, start))
             continue
