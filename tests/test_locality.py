@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 
 import pytest
@@ -79,6 +80,25 @@ def nested(size: int) -> tuple:
 def append_one(values: list) -> int:
     values.append(-1)
     return len(values)
+
+
+class Noted(Logged):
+    """A logged value that notes, as it goes, the thread it goes in."""
+
+    def __reduce__(self):
+        return (_noted, (self.path, self.data))
+
+    def __del__(self):
+        with open(f"{self.path}.gone", "a") as f:
+            f.write(f"{threading.current_thread().name}\n")
+
+
+def _noted(path: str, data: bytearray) -> Noted:
+    return Noted(path, _unpickled(path, data).data)
+
+
+def made_noted(path: str, size: int) -> Noted:
+    return Noted(path, bytearray(size))
 
 
 def unpicklings(path) -> list[int]:
@@ -179,3 +199,17 @@ def test_calls_on_one_worker_share_what_it_keeps_whether_or_not_the_driver_read_
             if also_an_output:
                 assert got[3] == list(range(2000))  # the driver's value, never changed by them
                 assert values.fetch() is values.fetch() is got[3]  # read once, then kept
+
+
+def test_a_forgotten_value_goes_in_the_workers_main_thread(tmp_path):
+    # (its finalizer runs where the calls run, never beside them; a large array's
+    # file alone is unmapped in a thread of its own)
+    log = tmp_path / "unpickled"
+    with dp.ProcessExecutor(2, batch_size=1) as ex:
+        value = dp.Op(made_noted, str(log), 2_000_000)
+        assert dp.execute(dp.Op(sum, [dp.Op(size_of, value) for _ in range(4)]), ex) == 8_000_000
+        del value
+        assert told_to_forget(ex)
+        assert dp.execute([dp.Op(kept_here) for _ in range(4)], ex) == [0] * 4
+    gone = (tmp_path / "unpickled.gone").read_text().split()
+    assert gone and set(gone) == {"MainThread"}

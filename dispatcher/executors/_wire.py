@@ -136,8 +136,9 @@ _kept = 0  # the files SharedBuffers keep open
 
 
 def _new_lock_in_child() -> None:
-    global _kept_lock
+    global _kept_lock, _loading
     _kept_lock = threading.Lock()  # (a fork while another thread held it)
+    _loading = threading.Lock()
 
 
 os.register_at_fork(after_in_child=_new_lock_in_child)
@@ -365,8 +366,9 @@ itself than to keep track of."""
 
 IN_WORKER = False  # set by the worker script: Held pickles there as itself (to its pool)
 _UNREAD = object()
+_loading = threading.Lock()  # (the pool's) held values are read one at a time
 _sending = threading.local()  # .to: the pool's choice for the worker a message goes to
-_cache: dict = {}  # (in a worker) the held values it was sent to keep, by key
+_cache: dict = {}  # (in a worker) key -> (a held value it was sent to keep, the buffers it came in)
 
 
 class Held:
@@ -402,9 +404,11 @@ class Held:
 
     def load(self):
         """The value, unpickled here the first time (then kept: the workers still
-        get the bytes)."""
+        get the bytes); one thread unpickles it, the others wait for it."""
         if self.value is _UNREAD:
-            self.value = pickle.loads(self.payload, buffers=self.buffers)
+            with _loading:
+                if self.value is _UNREAD:
+                    self.value = pickle.loads(self.payload, buffers=self.buffers)
         return self.value
 
     def __reduce__(self):
@@ -426,35 +430,40 @@ def _loaded(key: int | None, payload: bytes, *buffers):
     """(In a worker) a held value that arrives: unpickled, and kept under ``key``."""
     value = pickle.loads(payload, buffers=buffers)
     if key is not None:
-        _cache[key] = value
+        _cache[key] = (value, buffers)
     return value
 
 
 def _cached(key: int):
     """(In a worker) a held value it was sent before."""
-    return _cache[key]
+    return _cache[key][0]
 
 
 def forget(keys) -> None:
-    """(In a worker) drop the held values the pool no longer needs, in a thread of
-    their own: the last mapping of a large array's file to go frees its memory,
-    which takes a while (some 0.2 ms a megabyte), and the next call need not wait."""
+    """(In a worker) drop the held values the pool no longer needs, here (their
+    finalizers run in this thread), and the files their large arrays were mapped
+    from in a thread of its own: the last mapping of a file to go frees its memory,
+    some 0.2 ms a megabyte, and the next call need not wait for it."""
     global _dropper
-    dropped = [_cache.pop(key, None) for key in keys]
-    if not any(value is not None for value in dropped):
-        return
-    if _dropper is None:
-        _dropper = queue.SimpleQueue()
-        threading.Thread(target=_drop, args=(_dropper,), name="dispatcher-forget", daemon=True).start()
-    _dropper.put(dropped)
+    files = []
+    for key in keys:
+        entry = _cache.pop(key, None)
+        if entry is not None:
+            files.extend(b for b in entry[1] if isinstance(b, mmap.mmap))
+            del entry
+    if files:
+        if _dropper is None:
+            _dropper = queue.SimpleQueue()
+            threading.Thread(target=_drop, args=(_dropper,), name="dispatcher-forget", daemon=True).start()
+        _dropper.put(files)
 
 
-def _drop(values: queue.SimpleQueue) -> None:
+def _drop(files: queue.SimpleQueue) -> None:
     while True:
-        values.get()  # (and dropped here)
+        files.get()  # (and unmapped here: no code of the user's runs)
 
 
-_dropper: queue.SimpleQueue | None = None  # (in a worker) the values its thread drops
+_dropper: queue.SimpleQueue | None = None  # (in a worker) the files its thread unmaps
 
 
 def _no_dropper_in_child() -> None:
