@@ -86,6 +86,17 @@ class _Choice:
         self.new = []
 
 
+def _encode(jobs, batch: list, dumps, choose):
+    """``jobs.encode(batch, dumps)`` with each held value in it going as ``choose``
+    says (see :meth:`~._wire.Held.__reduce__`)."""
+    wire._sending.to = choose
+    try:
+        # KeyboardInterrupt from a __reduce__ too: this thread gets no Ctrl-C
+        return jobs.encode(batch, dumps, BaseException)
+    finally:
+        wire._sending.to = None
+
+
 def _nothing() -> None:
     pass
 
@@ -130,23 +141,14 @@ class HeldValues:
     def encode_whole(jobs, batch: list, dumps):
         """``jobs.encode`` of a message that goes to several workers (an SPMD node's):
         each held value in it whole, kept by none."""
-        wire._sending.to = wire.whole
-        try:
-            return jobs.encode(batch, dumps, BaseException)
-        finally:
-            wire._sending.to = None
+        return _encode(jobs, batch, dumps, wire.whole)
 
     def encode(self, jobs, batch: list, holds: Holds, timed: bool):
         """``jobs.encode`` of ``batch`` for the worker of ``holds``: the message, and
         what :meth:`sent` needs once it went; None if the batch would not pickle."""
         forget = holds.forget[:]
         choice = _Choice(holds)
-        wire._sending.to = choice
-        try:
-            # KeyboardInterrupt from a __reduce__ too: this thread gets no Ctrl-C
-            encoded = jobs.encode(batch, lambda calls: wire.dumps((calls, timed, forget)), BaseException)
-        finally:
-            wire._sending.to = None
+        encoded = _encode(jobs, batch, lambda calls: wire.dumps((calls, timed, forget)), choice)
         return None if encoded is None else (encoded, (choice, forget))
 
     @staticmethod
