@@ -33,6 +33,7 @@ Policy:
 from __future__ import annotations
 
 import collections
+import functools
 import json
 import os
 import time
@@ -129,7 +130,7 @@ class Trace(Callback):
             out.append(_META % ("thread_name", tid, "name", quote(name)))
             out.append(_META % ("thread_sort_index", tid, "sort_index", tid))
         tids = {where: lanes[where or "executor"] for where in {a.where for a in attempts}}
-        name = _Names()
+        name = functools.partial(_json_label, {})
         plain = [a for a in attempts if a.error is None and a.cores is None]
         # the hot loop: one tuple per attempt, formatted by map in C
         out.extend(
@@ -137,7 +138,7 @@ class Trace(Callback):
                 _SLICE.__mod__,
                 [
                     (
-                        name[a.node],
+                        name(a.node),
                         (a.started - start) * 1e6,
                         (a.finished - a.started) * 1e6,
                         tids[a.where],
@@ -162,7 +163,7 @@ class Trace(Callback):
                 extra += f',"error":{quote(f"{type(a.error).__name__}: {a.error}")},"retried":{retried}'
             times = (a.started - start) * 1e6, (a.finished - a.started) * 1e6
             waits = (a.ready - start) * 1e6, (a.submitted - start) * 1e6
-            out.append(template % (name[a.node], *times, tids[a.where], a.number, *waits, extra))
+            out.append(template % (name(a.node), *times, tids[a.where], a.number, *waits, extra))
         if len(lanes) > 1:  # (on one lane, the order of the slices shows every dependency)
             out.extend(self._flows(start, tids))
         started = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(self.wall0 + start - self.mono0))
@@ -304,22 +305,17 @@ _FLOW = (
 )
 
 
-class _Names(dict):
-    """Each node's label as JSON text, made once per function for the nodes named
-    after theirs (an :class:`~dispatcher.Op` without a label of its own)."""
-
-    def __init__(self):
-        super().__init__()
-        self.of_function: dict = {}  # id(function) -> its name as JSON text
-
-    def __missing__(self, node) -> str:
-        if type(node) is Op and node._label is None:
-            key = id(node.func)
-            text = self.of_function.get(key)
-            if text is None:
-                text = self.of_function[key] = json.dumps(node.label)
-            return text
-        return json.dumps(node.label)
+def _json_label(by_function: dict, node) -> str:
+    """``node``'s label as JSON text, made once per function (in ``by_function``)
+    for the nodes named after theirs (an :class:`~dispatcher.Op` without a label of
+    its own)."""
+    if type(node) is Op and node._label is None:
+        key = id(node.func)
+        text = by_function.get(key)
+        if text is None:
+            text = by_function[key] = json.dumps(node.label)
+        return text
+    return json.dumps(node.label)
 
 
 def _lane_order(name: str) -> tuple:
