@@ -36,6 +36,15 @@ executor's retries, timeouts and lost-worker handling, and its future is a plain
   (when it has none of its own). A call is *running* (``cancel()`` cannot take it
   back) once its run has taken it. A node among a call's arguments (not a future)
   runs with it; one on a cycle makes ``submit`` raise ``ExecutorError`` at once.
+* **Map.** ``map(fn, *iterables, timeout=None, chunksize=1)`` submits all its
+  calls at once (one taking of the lock) and yields their values in order; an
+  error raises at its place, and ``timeout`` counts from the call to ``map``, as
+  in ``concurrent.futures``. With ``chunksize=1`` each call is a node of its own
+  (its own retries, timeout and trace span). With ``chunksize=k`` each chunk of
+  ``k`` calls is one node (:class:`CallsOfChunk`, labelled ``map(fn)[i:j]``) that
+  returns their values in a list, as ``ProcessPoolExecutor`` does: far less cost
+  per call for quick calls, but the executor's retries and timeout apply to the
+  chunk, and a call that raises loses the values of its chunk's other calls.
 * **Shutdown.** ``shutdown(wait=True, cancel_futures=False)`` refuses new calls,
   cancels those not yet taken if asked, waits for the others if asked, and
   closes the executor; leaving a ``with`` block does ``shutdown(wait=True)``.
@@ -45,17 +54,26 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import functools
+import itertools
 import threading
 import time
 from typing import Any
 
 from .engine import Callback
 from .graph import _deps_of, topological_order
-from .nodes import CONTAINERS, Op
+from .nodes import CONTAINERS, Op, _func_name
 from .results import DependencyError, DispatcherError
 from .running import run_graph
 
-__all__ = ["GATHER_MAX", "GATHER_STEP", "CallFuture", "Submissions", "takes_calls_as_they_come"]
+__all__ = [
+    "GATHER_MAX",
+    "GATHER_STEP",
+    "CallFuture",
+    "CallsOfChunk",
+    "Submissions",
+    "map_calls",
+    "takes_calls_as_they_come",
+]
 
 GATHER_STEP = 0.0002  # seconds a burst waits for more calls while they keep coming
 GATHER_MAX = 0.005  # and no longer than this
@@ -98,23 +116,34 @@ class Submissions:
         self.futures: dict = {}  # node -> future: the open run's calls not yet settled
 
     def submit(self, fn, args: tuple, kwargs: dict) -> CallFuture:
-        deps: Any = ()
+        """The future of ``fn(*args, **kwargs)``: a node of the open run (or of a burst)."""
         with self.lock:
-            if self.shut or self.executor.closed:
-                raise RuntimeError("cannot schedule new futures after shutdown")
-            if _may_hold_futures(args) or (kwargs and _may_hold_futures(kwargs.values())):
-                deps = []
-                args = tuple([self._nodes_for(a, deps) for a in args])
+            return self._submit_locked(fn, args, kwargs)
+
+    def submit_all(self, calls) -> list[CallFuture]:
+        """The futures of ``fn(*args)`` for each ``(fn, args)`` of ``calls``, submitted
+        under one taking of the lock (the calls of a ``map``)."""
+        with self.lock:
+            return [self._submit_locked(fn, args, None) for fn, args in calls]
+
+    def _submit_locked(self, fn, args: tuple, kwargs: dict | None) -> CallFuture:
+        if self.shut or self.executor.closed:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+        deps: Any = ()
+        if _may_hold_futures(args) or (kwargs and _may_hold_futures(kwargs.values())):
+            deps = []
+            args = tuple([self._nodes_for(a, deps) for a in args])
+            if kwargs:
                 kwargs = {k: self._nodes_for(v, deps) for k, v in kwargs.items()}
-            node = Op(fn, *args, **kwargs)
-            if node.dependencies() and len(node.dependencies()) > len({d.node for d in deps}):
-                _refuse_cycles(node, deps)  # nodes among the arguments, which run with it
-            future = CallFuture(self, node, deps)
-            if not self.serving:
-                self._start_serving()
-            elif not self.pending and self.wake is not None:
-                self.wake()  # the open run's driver waits: it has calls to take
-            self.pending.append(future)
+        node = Op(fn, *args, **kwargs) if kwargs else Op(fn, *args)
+        if node.dependencies() and len(node.dependencies()) > len({d.node for d in deps}):
+            _refuse_cycles(node, deps)  # nodes among the arguments, which run with it
+        future = CallFuture(self, node, deps)
+        if not self.serving:
+            self._start_serving()
+        elif not self.pending and self.wake is not None:
+            self.wake()  # the open run's driver waits: it has calls to take
+        self.pending.append(future)
         return future
 
     def _nodes_for(self, value: Any, deps: list) -> Any:
@@ -253,6 +282,66 @@ class Submissions:
                 return
             for thread in runs:
                 thread.join()
+
+
+def map_calls(submissions: Submissions, fn, iterables: tuple, timeout: float | None, chunksize: int):
+    """``Executor.map``: the values of ``fn`` over the zipped ``iterables``, in order,
+    as an iterator; all calls are submitted at once (see the module docstring)."""
+    if not isinstance(chunksize, int) or chunksize < 1:
+        raise ValueError(f"chunksize must be a positive integer, got {chunksize!r}")
+    end = None if timeout is None else time.monotonic() + timeout
+    calls = zip(*iterables)
+    if chunksize == 1:
+        return _values_in_order(submissions.submit_all((fn, args) for args in calls), end, chunked=False)
+    chunks, start = [], 0
+    while chunk := list(itertools.islice(calls, chunksize)):
+        chunks.append((CallsOfChunk(fn, start, start + len(chunk)), (chunk,)))
+        start += len(chunk)
+    return _values_in_order(submissions.submit_all(chunks), end, chunked=True)
+
+
+def _values_in_order(futures: list, end: float | None, chunked: bool):
+    """The values of ``futures`` (of each chunk's list, if ``chunked``) in order; an
+    error raises at its place; the futures not yet waited for are cancelled when the
+    iterator is closed or raises (``concurrent.futures``' way)."""
+    futures.reverse()
+    try:
+        while futures:
+            future = futures.pop()
+            try:
+                value = future.result(None if end is None else end - time.monotonic())
+            except BaseException:
+                future.cancel()
+                raise
+            if not chunked:
+                yield value
+            else:
+                value.reverse()
+                while value:
+                    yield value.pop()
+            del future, value  # (an iterator kept by the caller must not keep the values)
+    finally:
+        for future in futures:
+            future.cancel()
+
+
+class CallsOfChunk:
+    """The calls of one chunk of a ``map`` with ``chunksize > 1``, one node: ``fn(*args)``
+    for each ``args`` of the chunk, their values in a list (``ProcessPoolExecutor``'s
+    way). Its name (the node's label) says which calls of the map it makes."""
+
+    __slots__ = ("fn", "start", "stop")
+
+    def __init__(self, fn, start: int, stop: int):
+        self.fn, self.start, self.stop = fn, start, stop
+
+    def __call__(self, chunk: list) -> list:
+        fn = self.fn
+        return [fn(*args) for args in chunk]
+
+    @property
+    def __name__(self) -> str:
+        return f"map({_func_name(self.fn)})[{self.start}:{self.stop}]"
 
 
 class _Resolve(Callback):

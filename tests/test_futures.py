@@ -67,6 +67,27 @@ def test_map_keeps_the_order_and_takes_a_timeout(executor):
         list(executor.map(nap, [1.0], timeout=0.2))
 
 
+def refuse_seven(x):
+    if x == 7:
+        raise KeyError(x)
+    return x
+
+
+def test_map_with_a_chunksize_makes_a_node_per_chunk(executor_factory):
+    ex = executor_factory(retries=0)
+    assert list(ex.map(lambda a, b: a * b, range(11), range(1, 12), chunksize=4)) == [
+        a * b for a, b in zip(range(11), range(1, 12))
+    ]
+    values = ex.map(refuse_seven, range(20), chunksize=4)
+    assert [next(values) for _ in range(4)] == [0, 1, 2, 3]
+    with pytest.raises(KeyError) as info:
+        next(values)  # the chunk of calls 4 to 7 fails as one node
+    assert isinstance(info.value.__cause__, dp.DependencyError)
+    assert info.value.__cause__.node.label == "map(refuse_seven)[4:8]"
+    with pytest.raises(ValueError, match="chunksize"):
+        ex.map(inc, range(3), chunksize=0)
+
+
 def test_a_submitted_call_has_the_executors_timeout(executor_factory):
     ex = executor_factory(timeout=0.3, retries=0)
     start_workers(ex)

@@ -56,7 +56,7 @@ from .. import daskgraph
 from ..checks import check_budget, check_retries, check_timeout, retry_predicates
 from ..engine import Backoff, Task
 from ..engine.cores import CoreBudget
-from ..futures import Submissions
+from ..futures import Submissions, map_calls
 from ..results import ExecutorError
 from ..running import run_graph
 from ..slurm import this_host, usable_cores
@@ -260,6 +260,12 @@ class Executor(cf.Executor):
         """Run ``fn(*args, **kwargs)`` as a node; its ``concurrent.futures.Future``.
         Futures of this executor among the arguments are dependencies."""
         return self._submitted.submit(fn, args, kwargs)
+
+    def map(self, fn, *iterables, timeout: float | None = None, chunksize: int = 1):
+        """The values of ``fn`` over the zipped ``iterables``, in order (an iterator).
+        All calls are submitted at once; with ``chunksize > 1`` each chunk of that many
+        calls is one node (see :mod:`dispatcher.futures`)."""
+        return map_calls(self._submitted, fn, iterables, timeout, chunksize)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Refuse new calls, cancel the pending ones if ``cancel_futures``, and close
