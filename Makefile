@@ -69,7 +69,7 @@ bench: $(STAMP)
 bench-quick: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m dispatcher.bench --quick
 
-# the same with the other tools beside (joblib, Ray: the `peers` extra), in bench-results/peers
+# the same with the other tools beside (joblib, Ray, Parsl: the `peers` extra), in bench-results/peers
 PEERS_STAMP := $(VENV)/.installed-peers
 
 $(PEERS_STAMP): $(STAMP)

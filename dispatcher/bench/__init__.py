@@ -11,7 +11,7 @@ prints a table and writes a JSON file, a Markdown table and a plot. See
     python -m dispatcher.bench --quick              # a first look (under a minute)
     python -m dispatcher.bench --suites wide,deep --executors python,serial,threads,delayed-sync
     python -m dispatcher.bench --sizes wide=10,100000 --out results/
-    python -m dispatcher.bench --peers              # with joblib and Ray (pip install '.[peers]')
+    python -m dispatcher.bench --peers              # with joblib, Ray and Parsl (pip install '.[peers]')
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def _parser(contenders, suites) -> argparse.ArgumentParser:
     p.add_argument(
         "--peers",
         action="store_true",
-        help="add the contenders of other tools (joblib, Ray: the peers extra) to those chosen",
+        help="add the contenders of other tools (joblib, Ray, Parsl: the peers extra) to those chosen",
     )
     p.add_argument(
         "--sizes",

@@ -1,5 +1,5 @@
 """Contenders from other tools, which the ``peers`` extra installs: joblib's
-``Parallel`` (on loky) and Ray's tasks. ``python -m dispatcher.bench --peers``
+``Parallel`` (on loky), Ray's tasks and Parsl's apps. ``python -m dispatcher.bench --peers``
 (``make bench-peers``) adds them to a run; they are not in the default run, which
 needs none of their packages.
 
@@ -11,6 +11,12 @@ Each runs a suite's graph as a user of that tool writes it:
   ``ray.get`` at the end. A dependency inside a list goes through a task that
   rebuilds the list from its resolved arguments (Ray resolves only top-level
   references). Ray runs in this process with as many CPUs as the pools' workers.
+* **parsl**: every call a ``python_app`` on a ``HighThroughputExecutor`` with as
+  many workers as the pools' (a local block of its own, its interchange and worker
+  pool started from this environment's scripts), given the ``AppFuture`` of each
+  call it needs as its argument, also inside lists (Parsl's deep dependency
+  resolver), so that Parsl starts each call once its inputs are done; its run
+  directory is a temporary one, removed at close.
 * **joblib**: joblib has no graph: the calls go level by level, each level (the
   calls whose inputs are all computed) one ``Parallel`` call with joblib's
   automatic batching on a reused loky pool, and each value is dropped after the
@@ -19,7 +25,9 @@ Each runs a suite's graph as a user of that tool writes it:
 
 from __future__ import annotations
 
+import os
 import shutil
+import sysconfig
 import tempfile
 from typing import Any
 
@@ -27,7 +35,7 @@ from .contenders import Contender
 from .graphs import _subst
 from .suites import Ref
 
-__all__ = ["PEERS", "PEER_GROUPS", "Joblib", "Ray", "make_peers"]
+__all__ = ["PEERS", "PEER_GROUPS", "Joblib", "Parsl", "Ray", "make_peers"]
 
 
 def _refs(value, found: list) -> Any:
@@ -98,6 +106,78 @@ class Ray(Contender):
             self.logs = None
 
 
+class Parsl(Contender):
+    """Parsl python_apps with ``AppFuture`` arguments, on a HighThroughputExecutor."""
+
+    group = "parsl"
+
+    def __init__(self):
+        super().__init__("parsl", "Parsl apps on a HighThroughputExecutor, AppFutures as arguments (peers)")
+        self.dfk = None
+        self.run_dir: str | None = None
+        self.apps: dict = {}
+
+    def start(self, shared) -> None:
+        from parsl.config import Config
+        from parsl.dataflow.dependency_resolvers import DEEP_DEPENDENCY_RESOLVER
+        from parsl.dataflow.dflow import DataFlowKernel
+        from parsl.executors import HighThroughputExecutor
+        from parsl.executors.high_throughput.executor import DEFAULT_LAUNCH_CMD
+        from parsl.providers import LocalProvider
+
+        scripts = sysconfig.get_path("scripts")  # (the scripts need not be on PATH)
+        self.run_dir = tempfile.mkdtemp(prefix="dispatcher-parsl-")
+        executor = HighThroughputExecutor(
+            label="bench",
+            max_workers_per_node=shared.workers,
+            provider=LocalProvider(init_blocks=1, min_blocks=1, max_blocks=1),
+            launch_cmd=DEFAULT_LAUNCH_CMD.replace(
+                "process_worker_pool.py", os.path.join(scripts, "process_worker_pool.py"), 1
+            ),
+            interchange_launch_cmd=[os.path.join(scripts, "interchange.py")],
+            worker_logdir_root=self.run_dir,
+        )
+        config = Config(
+            executors=[executor],
+            run_dir=self.run_dir,
+            dependency_resolver=DEEP_DEPENDENCY_RESOLVER,
+            strategy="none",
+            initialize_logging=False,
+        )
+        self.dfk = DataFlowKernel(config)
+        self._app(abs)(-1).result()
+        for future in [self._app(abs)(-i) for i in range(shared.workers * 4)]:
+            future.result()
+
+    def _app(self, func):
+        app = self.apps.get(func)
+        if app is None:
+            from parsl.app.python import PythonApp
+
+            app = self.apps[func] = PythonApp(func, data_flow_kernel=self.dfk, executors=["bench"])
+        return app
+
+    def build(self, graph) -> list:
+        return [graph.calls, graph.outputs]
+
+    def run(self, built) -> list:
+        calls, outputs = built
+        futures: list = []
+        get = lambda ref: futures[ref.index]  # noqa: E731
+        for func, args in calls:
+            futures.append(self._app(func)(*_subst(args, get)))
+        return [futures[i].result() for i in outputs]
+
+    def close(self) -> None:
+        if self.dfk is not None:
+            self.dfk.cleanup()  # stops the interchange, the worker pool and the DFK's threads
+            self.dfk = None
+        self.apps = {}
+        if self.run_dir:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+            self.run_dir = None
+
+
 class Joblib(Contender):
     """joblib.Parallel, level by level."""
 
@@ -152,14 +232,14 @@ class Joblib(Contender):
             self.parallel = None
 
 
-PEERS = ("joblib", "ray")
+PEERS = ("joblib", "ray", "parsl")
 """The names of the contenders from other tools, run with ``--peers``."""
 
-PEER_GROUPS = ("ray",)
-"""Groups of their own (see :data:`~dispatcher.bench.contenders.GROUPS`): Ray's
-processes run only while Ray is measured; joblib's loky pool sits idle as the
+PEER_GROUPS = ("ray", "parsl")
+"""Groups of their own (see :data:`~dispatcher.bench.contenders.GROUPS`): Ray's and
+Parsl's processes run only while they are measured; joblib's loky pool sits idle as the
 local pools do."""
 
 
 def make_peers() -> dict:
-    return {c.name: c for c in (Joblib(), Ray())}
+    return {c.name: c for c in (Joblib(), Ray(), Parsl())}
