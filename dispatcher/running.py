@@ -128,6 +128,7 @@ def _state(
         timeout_grace=capabilities.timeout_grace,
         pipelined=capabilities.pipelines,
         in_process=capabilities.in_process,
+        task_window=None if capabilities.pipelines else executor.task_window(),
     )
     cache = None
     if store is not None:

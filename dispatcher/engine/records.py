@@ -87,6 +87,11 @@ class RunOptions:
     in_process: bool = False
     """Tasks run in the driver's process (its threads, its event loop), which they
     share: a node's cores do not set the process's thread variables."""
+    task_window: int | None = None
+    """At most this many tasks handed to the executor and not yet reported (None: no
+    limit); the other ready nodes wait in the engine, where no task, future or job
+    exists for them yet: a wide graph of a million nodes does not make a million
+    objects for the collector to walk, and a timeout is never spent in a queue."""
 
 
 class Task:

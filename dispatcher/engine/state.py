@@ -212,19 +212,19 @@ class RunState:
             notify(self.callbacks, "on_start", None, self.total)
 
     def next_task(self) -> Task | None:
-        """The next task to start, or None if none is ready now.
+        """The next task to start, or None if none is ready now (or the window is full).
 
         Light nodes, nodes the engine runs inline, and nodes whose dependencies
         failed are finished here without a task.
         """
         ready, state, poison, resolved = self.ready, self.state, self.poison, self.resolved
-        get = self._get
+        get, running = self._get, self.running
         inline_light = self.inline_light
         inline_untimed = self.inline_all
         pipelined = self.pipelined
-        default_timeout = self.options.timeout
+        default_timeout, window = self.options.timeout, self.options.task_window
         cache = self.cache
-        while self.error is None:
+        while self.error is None and (window is None or len(running) < window):  # (else the rest wait here)
             grant = None
             if pipelined and resolved:
                 pipelining.resolve(self, resolved.pop())
@@ -281,7 +281,7 @@ class RunState:
             task.cores = grant
             task.ready = self.ready_at.pop(node, self.t_start)
             task.submitted = self.clock()
-            self.running[node] = task
+            running[node] = task
             if self.pipelined:
                 if not self.edges_pass_values:  # a graph's edges: some may pass no value
                     own = node.dependencies()
