@@ -182,12 +182,18 @@ def test_worker_ranks_of_a_world_leave_the_script(tmp_path):
     rank = MPI.COMM_WORLD.Get_rank()
     ex = dp.MPIExecutor(max_workers=5)
     out = {"value": dp.execute(dp.Op(sum, [1, 2]), ex), "workers": ex.max_workers}
+    def poller():                      # how the ranks wait for messages (dispatcher.executors._mpipoll)
+        from mpi4py.futures import _core
+        return _core.Backoff.__name__
+    out["polls"] = [poller(), dp.execute(dp.Op(poller), ex)]
     second = dp.MPIExecutor()          # shares the world's workers
     out["second"] = dp.execute(dp.Op(abs, -4), second)
     report(out, rank)
     """
     proc = mpirun(tmp_path, code, "world")
-    assert reports(proc, tmp_path) == {0: {"value": 3, "workers": 2, "second": 4}}
+    assert reports(proc, tmp_path) == {
+        0: {"value": 3, "workers": 2, "polls": ["QuickPoll", "QuickPoll"], "second": 4}
+    }
     assert "max_workers=5 ignored" in proc.stderr
 
 

@@ -1,7 +1,8 @@
 """The ranks of an ``mpiexec`` job the user started, as the workers of an
 ``MPIExecutor``: the world split by ``mpi4py.futures.MPICommExecutor`` (rank
 ``root`` drives, the others serve) and :class:`WorldRanks`, which sends them
-nodes through ``mpi4py.futures``.
+nodes through ``mpi4py.futures`` (whose waits for a message are quick soon after
+the last one: :mod:`~dispatcher.executors._mpipoll`).
 
 Policy: at most one batch per worker is in flight, so that what is still waiting
 can be batched and a node's timeout counts from when a worker has it
@@ -39,7 +40,7 @@ import cloudpickle
 
 from ..engine.records import timeout_error
 from ..results import ExecutorError, format_exception
-from . import _mpiwork
+from . import _mpipoll, _mpiwork
 from ._jobs import PENDING, SENT, Job, JobQueue
 from ._mpicomm import too_many_ranks
 from ._mpigang import GangRun, Rendezvous
@@ -76,6 +77,7 @@ def world_pool(comm, root: int, init: bytes | None, options: dict):
                 "a later one cannot pass an initializer or pool options"
             )
         return _WORLD["pool"]
+    _mpipoll.install()  # (every rank: the driver's thread and the workers' loops wait so)
     ctx = MPICommExecutor(comm, root, **_pool_options(init, options))
     pool = ctx.__enter__()
     if pool is None:  # a worker rank: it has served until the driver exited
