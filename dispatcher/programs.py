@@ -91,7 +91,7 @@ class Command:
         self.cwd = cwd
         self.env = env
         self.timeout = timeout
-        self._running: set = set()  # the process groups of the calls under way
+        self._running: set = set()  # the calls under way (_Call)
         self._lock = threading.Lock()
 
     def __call__(self, args) -> CommandResult:
@@ -110,6 +110,16 @@ class Command:
                 os.unlink(hostfile)
 
     def _run(self, argv: tuple, env: dict) -> CommandResult:
+        call = _Call()  # under way from now on: a stop from here on ends its program
+        with self._lock:
+            self._running.add(call)
+        try:
+            return self._start(call, argv, env)
+        finally:
+            with self._lock:
+                self._running.discard(call)
+
+    def _start(self, call: _Call, argv: tuple, env: dict) -> CommandResult:
         start = time.monotonic()
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
             proc = subprocess.Popen(
@@ -122,10 +132,13 @@ class Command:
                 start_new_session=True,  # its own group: it and all it starts end together
             )
             group = proc.pid
-            watch(group)
             with self._lock:
-                self._running.add(group)
+                call.group = group
+                stopped = call.stopped
+            watch(group)
             try:
+                if stopped:  # the run gave the call up while its program started
+                    kill_group(group, reap=proc.poll)
                 proc.wait(timeout=self.timeout)
             except subprocess.TimeoutExpired:
                 kill_group(group, reap=proc.poll)
@@ -140,8 +153,6 @@ class Command:
                 raise
             finally:
                 kill_group(group, grace=0.5, reap=proc.poll)  # what it left running
-                with self._lock:
-                    self._running.discard(group)
                 unwatch(group)
             stdout, stderr = _read(out), _read(err)
         if proc.returncode != 0:
@@ -151,7 +162,9 @@ class Command:
     def __dispatcher_stop__(self) -> None:
         """The run gave the node up: end the programs of the calls under way."""
         with self._lock:
-            groups = list(self._running)
+            for call in self._running:
+                call.stopped = True
+            groups = [call.group for call in self._running if call.group is not None]
         for group in groups:
             kill_group(group)
 
@@ -160,6 +173,18 @@ class Command:
 
     def __repr__(self) -> str:
         return "<command>"
+
+
+class _Call:
+    """A call of a :class:`Command` under way: its program's process group, once
+    started, and whether the run gave the call up (then a program that starts after
+    is ended at once)."""
+
+    __slots__ = ("group", "stopped")
+
+    def __init__(self):
+        self.group: int | None = None
+        self.stopped = False
 
 
 def _fill(arg: str, cores: int, hosts: str, hostfile: str | None) -> str:

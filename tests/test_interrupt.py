@@ -108,3 +108,30 @@ def test_ctrl_c_in_a_script_exits_without_leftover_threads(tmp_path):
     _, err = proc.communicate(timeout=30)
     assert proc.returncode != 0
     assert "KeyboardInterrupt" in err
+
+
+def test_ctrl_c_that_reaches_another_thread_still_ends_the_run(tmp_path):
+    """A process's signal may reach any of its threads; Python runs the handler in
+    the main thread once it wakes, so the driver never waits without end."""
+    script = tmp_path / "script.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import signal, threading, time, dispatcher as dp
+            def nap():
+                time.sleep(120)
+            def poke():
+                time.sleep(1.0)
+                signal.pthread_kill(threading.get_ident(), signal.SIGINT)  # to this thread alone
+            with dp.ProcessExecutor(1) as ex:
+                ex.start()
+                threading.Thread(target=poke, daemon=True).start()
+                try:
+                    dp.execute(dp.Op(nap), ex)
+                except KeyboardInterrupt:
+                    print("interrupted", flush=True)
+            """
+        )
+    )
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.strip() == "interrupted", proc.stderr

@@ -111,6 +111,27 @@ def test_a_failure_elsewhere_ends_the_programs_the_run_gives_up(kind):
         assert gone(mark)
 
 
+def test_a_stop_that_comes_while_the_program_starts_ends_it(monkeypatch):
+    """The run gives a command's call up (Ctrl-C, a failure elsewhere) between the
+    start of the call and the start of its program: the program is ended as soon
+    as it starts, not left running after the run."""
+    from dispatcher import programs
+
+    mark = marker()
+    node = dp.command(["sh", "-c", f"sleep {mark}"], retries=0, timeout=10)  # (before: TimeoutError)
+    popen = subprocess.Popen
+
+    def stopped_meanwhile(*args, **kwargs):
+        proc = popen(*args, **kwargs)
+        node.func.__dispatcher_stop__()  # as the run's stop, before the call knows its group
+        return proc
+
+    monkeypatch.setattr(programs.subprocess, "Popen", stopped_meanwhile)
+    with pytest.raises(dp.CommandError, match="killed by signal"):
+        node.func(node._args[0])
+    assert gone(mark, within=5.0)
+
+
 DRIVER = """
 import sys, time
 import dispatcher as dp

@@ -22,6 +22,12 @@ bounded: a task that has not reported :data:`SETTLE_SECONDS` after its cancellat
 abandoned with a warning, and so are all of them at a second interruption; the
 exception that ended the run is then raised (SIGTERM excepted: it fails the nodes
 left, see :mod:`~dispatcher.engine.termination`). An interrupted run never hangs.
+
+The blocking adapter waits :data:`SIGNAL_CHECK` seconds at most at once. Python
+runs a signal's handler (Ctrl-C's ``KeyboardInterrupt``, SIGTERM's) in the main
+thread, but the signal itself may reach any thread, say one waiting for a node's
+program; a main thread blocked in a wait that has no end would then never learn of
+it, and the run would go on as if the signal had not come.
 """
 
 from __future__ import annotations
@@ -43,13 +49,17 @@ from . import openrun, pipelining, termination
 from .records import Task
 from .state import RunState
 
-__all__ = ["SETTLE_SECONDS", "Gather", "drive", "drive_async"]
+__all__ = ["SETTLE_SECONDS", "SIGNAL_CHECK", "Gather", "drive", "drive_async"]
 
 logger = logging.getLogger("dispatcher")
 
 #: Seconds an interrupted run waits for its cancelled tasks to report before it
 #: abandons them.
 SETTLE_SECONDS = 10.0
+
+#: Seconds the blocking adapter waits at most at once, so that a signal that
+#: reached another thread is handled (see the module docstring).
+SIGNAL_CHECK = 0.1
 
 
 WAKE_UP = Task(object(), None, (), None, 1, None)
@@ -248,7 +258,7 @@ def _serve(state: RunState, executor, inbox: queue.SimpleQueue | None, request) 
     try:
         if type(request) is Gather:
             return _Answer(executor.gather_values(request.handles))
-        timeout = None if request is None else max(0.0, request - state.clock())
+        timeout = SIGNAL_CHECK if request is None else min(SIGNAL_CHECK, max(0.0, request - state.clock()))
         if inbox is None:
             time.sleep(timeout)
             return _NOTHING
