@@ -69,3 +69,36 @@ def test_a_run_hands_an_executor_that_queues_tasks_at_most_its_window(executor):
     if window is not None:
         assert window >= max(TASK_WINDOW, 4 * executor.slots())
         assert in_flight.most == window  # the window is filled, never passed
+
+
+def test_a_node_waiting_for_cores_goes_before_the_ready_nodes_the_window_holds_back():
+    """Chains keep the ready nodes coming faster than the window lets them go; a
+    node that waits for cores starts as soon as they are free all the same."""
+    from dispatcher.executors.base import TASK_WINDOW
+
+    chains = []
+    for c in range(TASK_WINDOW + 100):
+        node = dp.Op(inc, c)
+        for _ in range(20):
+            node = dp.Op(inc, node)
+        chains.append(node)
+    wants_cores = dp.op(inc, cores=1)(0)
+    order: list = []
+
+    class Order(dp.Callback):
+        def on_finish(self, node, value) -> None:
+            order.append(node)
+
+    with dp.ThreadExecutor(2) as ex:
+        dp.run(ex, [*chains, wants_cores], callbacks=[Order()])
+    assert len(order) == 21 * len(chains) + 1
+    assert order.index(wants_cores) < len(order) // 4  # (held back to the end, it came 21,585th of 23,101)
+
+
+def test_a_task_window_below_one_is_refused_at_once():
+    class Shut(dp.ThreadExecutor):
+        def task_window(self):
+            return 0  # (would start nothing, and wait for ever)
+
+    with Shut(2) as ex, pytest.raises(ValueError, match="task_window"):
+        dp.run(ex, [dp.Op(inc, 1)])

@@ -90,8 +90,9 @@ class RunOptions:
     task_window: int | None = None
     """At most this many tasks handed to the executor and not yet reported (None: no
     limit); the other ready nodes wait in the engine, where no task, future or job
-    exists for them yet: a wide graph of a million nodes does not make a million
-    objects for the collector to walk, and a timeout is never spent in a queue."""
+    exists for them yet, so that a wide graph of a million nodes does not make a
+    million objects for the collector to walk. A node waiting for cores starts as
+    soon as they are free, full window or not."""
 
 
 class Task:
