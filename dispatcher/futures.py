@@ -36,10 +36,13 @@ executor's retries, timeouts and lost-worker handling, and its future is a plain
   (when it has none of its own). A call is *running* (``cancel()`` cannot take it
   back) once its run has taken it. A node among a call's arguments (not a future)
   runs with it; one on a cycle makes ``submit`` raise ``ExecutorError`` at once.
-* **Map.** ``map(fn, *iterables, timeout=None, chunksize=1)`` submits all its
-  calls at once (one taking of the lock) and yields their values in order; an
-  error raises at its place, and ``timeout`` counts from the call to ``map``, as
-  in ``concurrent.futures``. With ``chunksize=1`` each call is a node of its own
+* **Map.** ``map(fn, *iterables, timeout=None, chunksize=1)`` reads the
+  iterables whole, submits all the calls at once (one taking of the lock) and
+  yields their values in order; an error raises at its place, and ``timeout``
+  counts from the call to ``map``, as in ``concurrent.futures``. When the iterator
+  raises or is closed, the calls not yet waited for are cancelled, which takes
+  back only those no run has taken yet: an open run takes calls within
+  milliseconds, so most of them run all the same. With ``chunksize=1`` each call is a node of its own
   (its own retries, timeout and trace span). With ``chunksize=k`` each chunk of
   ``k`` calls is one node (:class:`CallsOfChunk`, labelled ``map(fn)[i:j]``) that
   returns their values in a list, as ``ProcessPoolExecutor`` does: far less cost
@@ -290,9 +293,9 @@ def map_calls(submissions: Submissions, fn, iterables: tuple, timeout: float | N
     if not isinstance(chunksize, int) or chunksize < 1:
         raise ValueError(f"chunksize must be a positive integer, got {chunksize!r}")
     end = None if timeout is None else time.monotonic() + timeout
-    calls = zip(*iterables)
+    calls = zip(*iterables)  # read whole before the lock is taken: an iterable may submit calls itself
     if chunksize == 1:
-        return _values_in_order(submissions.submit_all((fn, args) for args in calls), end, chunked=False)
+        return _values_in_order(submissions.submit_all([(fn, args) for args in calls]), end, chunked=False)
     chunks, start = [], 0
     while chunk := list(itertools.islice(calls, chunksize)):
         chunks.append((CallsOfChunk(fn, start, start + len(chunk)), (chunk,)))

@@ -88,6 +88,13 @@ def test_map_with_a_chunksize_makes_a_node_per_chunk(executor_factory):
         ex.map(inc, range(3), chunksize=0)
 
 
+def test_map_takes_an_iterable_that_submits_calls_itself(executor):
+    """The iterables are read before the calls go in: one that submits to the same
+    executor does not deadlock (its futures are arguments: dependencies)."""
+    submitted = (executor.submit(inc, i) for i in range(5))
+    assert list(executor.map(lambda v: v * 10, submitted, timeout=120)) == [10, 20, 30, 40, 50]
+
+
 def test_a_submitted_call_has_the_executors_timeout(executor_factory):
     ex = executor_factory(timeout=0.3, retries=0)
     start_workers(ex)

@@ -3,7 +3,9 @@ quick soon after the last message, then backing off as mpi4py.futures does."""
 
 from __future__ import annotations
 
-from dispatcher.executors import _mpipoll
+import subprocess
+import sys
+
 from dispatcher.executors._mpipoll import QUICK_FOR, QUICK_SLEEP, QuickPoll
 
 
@@ -38,10 +40,18 @@ def test_a_wait_is_quick_after_a_message_then_backs_off_to_its_ceiling():
     assert QuickPoll(0.0).quick == 0.0  # a ceiling of 0 (MPI4PY_FUTURES_BACKOFF=0): never sleeps
 
 
-def test_install_replaces_the_backoff_of_mpi4py_futures(monkeypatch):
-    from mpi4py.futures import _core as core
+INSTALL = """
+from mpi4py.futures import _core
+from dispatcher.executors import _mpipoll
+_core.BACKOFF = 0.005  # (as if mpi4py's default were another)
+assert _mpipoll.install() and _core.Backoff is _mpipoll.QuickPoll
+assert _core.Backoff().ceiling == 0.005 and _core.Backoff(0.002).ceiling == 0.002
+assert _mpipoll.install()  # twice: still the same
+print("installed")
+"""
 
-    monkeypatch.setattr(core, "Backoff", core.Backoff)  # (restored after the test)
-    assert _mpipoll.install() and core.Backoff is QuickPoll
-    assert core.Backoff().ceiling == core.BACKOFF  # mpi4py's default ceiling when none is given
-    assert _mpipoll.install()  # twice: still the same
+
+def test_install_replaces_the_backoff_of_mpi4py_futures():
+    # in a process of its own: importing mpi4py.futures starts MPI
+    proc = subprocess.run([sys.executable, "-c", INSTALL], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip() == "installed", proc.stderr
