@@ -30,10 +30,7 @@ class PooledExecutor(Executor):
     set by the subclass."""
 
     capabilities = Capabilities(
-        reports_start=True,
-        store_on_worker=True,
-        on_timeout="; its worker process ({where}) was killed",
-        queues_tasks=True,
+        reports_start=True, store_on_worker=True, on_timeout="; its worker process ({where}) was killed"
     )
     default_retry_on = (is_worker_lost,)
     _workers: PoolHandle
