@@ -95,6 +95,16 @@ class Command:
         self._lock = threading.Lock()
 
     def __call__(self, args) -> CommandResult:
+        call = _Call()  # under way from now on: a stop from here on ends its program
+        with self._lock:
+            self._running.add(call)
+        try:
+            return self._prepare(call, args)
+        finally:
+            with self._lock:
+                self._running.discard(call)
+
+    def _prepare(self, call: _Call, args) -> CommandResult:
         alloc = allocation()
         hostfile = None
         if any("{hostfile}" in str(a) for a in args):
@@ -104,22 +114,12 @@ class Command:
         argv = tuple(_fill(str(a), alloc.cores, hosts, hostfile) for a in args)
         env = {**os.environ, **dict.fromkeys(THREAD_VARIABLES, str(alloc.cores)), **(self.env or {})}
         try:
-            return self._run(argv, env)
+            return self._run(call, argv, env)
         finally:
             if hostfile is not None:
                 os.unlink(hostfile)
 
-    def _run(self, argv: tuple, env: dict) -> CommandResult:
-        call = _Call()  # under way from now on: a stop from here on ends its program
-        with self._lock:
-            self._running.add(call)
-        try:
-            return self._start(call, argv, env)
-        finally:
-            with self._lock:
-                self._running.discard(call)
-
-    def _start(self, call: _Call, argv: tuple, env: dict) -> CommandResult:
+    def _run(self, call: _Call, argv: tuple, env: dict) -> CommandResult:
         start = time.monotonic()
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
             proc = subprocess.Popen(
@@ -153,6 +153,8 @@ class Command:
                 raise
             finally:
                 kill_group(group, grace=0.5, reap=proc.poll)  # what it left running
+                with self._lock:
+                    call.group = None  # (reaped: its number may be reused)
                 unwatch(group)
             stdout, stderr = _read(out), _read(err)
         if proc.returncode != 0:

@@ -123,15 +123,19 @@ def test_ctrl_c_that_reaches_another_thread_still_ends_the_run(tmp_path):
             def poke():
                 time.sleep(1.0)
                 signal.pthread_kill(threading.get_ident(), signal.SIGINT)  # to this thread alone
+            class Ended(dp.Callback):
+                def on_end(self):
+                    print("settled", flush=True)
             with dp.ProcessExecutor(1) as ex:
                 ex.start()
                 threading.Thread(target=poke, daemon=True).start()
                 try:
-                    dp.execute(dp.Op(nap), ex)
+                    dp.run(ex, [dp.Op(nap)], callbacks=[Ended()])
                 except KeyboardInterrupt:
                     print("interrupted", flush=True)
             """
         )
     )
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
-    assert proc.stdout.strip() == "interrupted", proc.stderr
+    assert proc.stdout.split() == ["settled", "interrupted"], proc.stderr  # the run settled, then raised
+    assert "Error" not in proc.stderr, proc.stderr

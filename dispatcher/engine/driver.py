@@ -240,10 +240,11 @@ def drive(state: RunState, executor: Any) -> list[DispatchResult]:
         answer = _NOTHING
         while True:
             try:
-                request = answer.resume(steps)
-                if type(request) is _Finished:
-                    return request.results
-                answer = _serve(state, executor, inbox, request)
+                while True:  # (inside the try: a signal's handler may run at the loop's jump back)
+                    request = answer.resume(steps)
+                    if type(request) is _Finished:
+                        return request.results
+                    answer = _serve(state, executor, inbox, request)
             except BaseException as exc:
                 if steps.gi_frame is None:  # the loop itself ended with it
                     raise
