@@ -4,14 +4,16 @@ A node that runs a program (:func:`dispatcher.command`) starts it in a process
 group of its own, so that the program and everything it starts can be killed at
 once. If the process that started it is killed (a worker past its timeout, a
 driver stopped with SIGKILL), nothing in that process can do it; so each process
-that starts programs has one guard, started on its first program: a small
+that starts programs has one guard, started before its first program: a small
 process in a session of its own that reads, on a pipe from its owner, ``+PGID``
 when a group starts and ``-PGID`` when it has ended. When the pipe closes (the
 owner exited or was killed) the guard ends every group it still holds: SIGTERM,
 then SIGKILL to what is left after :data:`GRACE` seconds.
 
-Started as a script by :func:`watch` (it needs only the standard library); not
-meant to be started by hand.
+Started as a script by :func:`start_guard` before a program starts (it needs
+only the standard library), so that :func:`watch` is one write to the pipe and a
+group is watched the moment its program has started; not meant to be started by
+hand.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import sys
 import threading
 import time
 
-__all__ = ["GRACE", "kill_group", "kill_groups", "unwatch", "watch"]
+__all__ = ["GRACE", "kill_group", "kill_groups", "start_guard", "unwatch", "watch"]
 
 GRACE = 2.0  # seconds between SIGTERM and SIGKILL
 
@@ -52,6 +54,12 @@ def _send(line: str) -> None:
             _guard.update(proc=proc, pid=os.getpid())
         proc.stdin.write(f"{line}\n".encode())
         proc.stdin.flush()
+
+
+def start_guard() -> None:
+    """Start this process's guard, if it is not running (an empty line, which it
+    ignores)."""
+    _send("")
 
 
 def watch(pgid: int) -> None:

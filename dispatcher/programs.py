@@ -43,7 +43,7 @@ from typing import Any
 import attrs
 
 from .checks import check_cores, check_retries, check_timeout, retry_predicates
-from .guard import kill_group, unwatch, watch
+from .guard import kill_group, start_guard, unwatch, watch
 from .node_allocation import THREAD_VARIABLES, allocation
 from .nodes import Op
 
@@ -120,6 +120,7 @@ class Command:
                 os.unlink(hostfile)
 
     def _run(self, call: _Call, argv: tuple, env: dict) -> CommandResult:
+        start_guard()  # (first, so that the program's group is watched as soon as it starts)
         start = time.monotonic()
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
             proc = subprocess.Popen(

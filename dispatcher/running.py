@@ -64,6 +64,19 @@ def _run(executor, outputs, inputs, options) -> list[DispatchResult]:
             return drive(state, executor)
 
 
+def _task_window(executor, intake) -> int | None:
+    """The run's :attr:`~dispatcher.engine.RunOptions.task_window`: the executor's,
+    but none for a pipelined run (its scheduler takes the whole graph) or an open run
+    (calls that keep coming, on top of the ready nodes, must not hold back the calls
+    waiting since before)."""
+    if executor.capabilities.pipelines or intake is not None:
+        return None
+    window = executor.task_window()
+    if window is not None and (not isinstance(window, int) or window < 1):
+        raise ValueError(f"{type(executor).__name__}.task_window() must be None or >= 1, got {window!r}")
+    return window
+
+
 def _trace(trace: Any, executor) -> Trace:
     """The :class:`Trace` of ``trace=`` (a path to write, or a Trace), told the
     executor it traces."""
@@ -128,6 +141,7 @@ def _state(
         timeout_grace=capabilities.timeout_grace,
         pipelined=capabilities.pipelines,
         in_process=capabilities.in_process,
+        task_window=_task_window(executor, intake),
     )
     cache = None
     if store is not None:

@@ -34,3 +34,71 @@ def test_a_pool_executor_runs_in_this_process_only_over_threads():
         assert dp.PoolExecutor(threads).capabilities.in_process
         assert not dp.PoolExecutor(threads, cloudpickle=True).capabilities.in_process
         assert not dp.PoolExecutor(processes).capabilities.in_process
+
+
+def inc(x):
+    return x + 1
+
+
+class InFlight(dp.Callback):
+    """The most tasks handed to the executor and not yet finished at once."""
+
+    def __init__(self):
+        self.now = self.most = 0
+
+    def on_submit(self, node) -> None:
+        self.now += 1
+        self.most = max(self.most, self.now)
+
+    def on_finish(self, node, value) -> None:
+        self.now -= 1
+
+
+def test_a_run_hands_an_executor_that_queues_tasks_at_most_its_window(executor):
+    """A wide graph's ready nodes wait in the engine once the executor holds its
+    window of tasks (``Executor.task_window``): a million ready nodes do not make a
+    million tasks, jobs or futures at once."""
+    from dispatcher.executors.base import TASK_WINDOW
+
+    window = executor.task_window()
+    assert (window is not None) == executor.capabilities.queues_tasks
+    count = TASK_WINDOW * 2 + 100
+    in_flight = InFlight()
+    (result,) = dp.run(executor, [dp.Op(sum, [dp.Op(inc, i) for i in range(count)])], callbacks=[in_flight])
+    assert result.value == sum(range(1, count + 1)) and in_flight.now == 0
+    if window is not None:
+        assert window >= max(TASK_WINDOW, 4 * executor.slots())
+        assert in_flight.most == window  # the window is filled, never passed
+
+
+def test_a_node_waiting_for_cores_goes_before_the_ready_nodes_the_window_holds_back():
+    """Chains keep the ready nodes coming faster than the window lets them go; a
+    node that waits for cores starts as soon as they are free all the same."""
+    from dispatcher.executors.base import TASK_WINDOW
+
+    chains = []
+    for c in range(TASK_WINDOW + 100):
+        node = dp.Op(inc, c)
+        for _ in range(20):
+            node = dp.Op(inc, node)
+        chains.append(node)
+    wants_cores = dp.op(inc, cores=1)(0)
+    order: list = []
+
+    class Order(dp.Callback):
+        def on_finish(self, node, value) -> None:
+            order.append(node)
+
+    with dp.ThreadExecutor(2) as ex:
+        dp.run(ex, [*chains, wants_cores], callbacks=[Order()])
+    assert len(order) == 21 * len(chains) + 1
+    assert order.index(wants_cores) < len(order) // 4  # (held back to the end, it came 21,585th of 23,101)
+
+
+def test_a_task_window_below_one_is_refused_at_once():
+    class Shut(dp.ThreadExecutor):
+        def task_window(self):
+            return 0  # (would start nothing, and wait for ever)
+
+    with Shut(2) as ex, pytest.raises(ValueError, match="task_window"):
+        dp.run(ex, [dp.Op(inc, 1)])

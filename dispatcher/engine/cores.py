@@ -43,6 +43,7 @@ from typing import Any
 
 from ..node_allocation import Allocated, Allocation, lender
 from ..results import DependencyError, ExecutorError, format_exception
+from . import failures
 
 __all__ = ["CoreBudget", "RunCores", "lend_cores", "wait_for_cores"]
 
@@ -124,7 +125,7 @@ class RunCores:
                 f"node {node.label!r} asks for {lo} cores but {has} "
                 "(give the executor cores=..., or ask for fewer)"
             )
-            run._finish_error(node, DependencyError(exc, format_exception(exc), node))
+            failures.fail(run, node, DependencyError(exc, format_exception(exc), node))
             return False
         self.queue.append(node)
         if self.wake is not None:

@@ -59,7 +59,7 @@ def failed_attempt(run: Any, node, exc, tb, attempt: int) -> None:
         limit, retry_on = retry_limits(node, run.options)
     except (TypeError, ValueError) as bad:  # set by hand on the node, wrongly
         bad.__context__ = exc
-        run._finish_error(node, DependencyError(bad, format_exception(bad), node, attempt))
+        fail(run, node, DependencyError(bad, format_exception(bad), node, attempt))
         return
     try:
         again = run.error is None and should_retry(node, exc, attempt, limit, retry_on, run.options)
@@ -68,7 +68,7 @@ def failed_attempt(run: Any, node, exc, tb, attempt: int) -> None:
             raise  # it ends the run
         # an open run serves independent calls: only this one fails, with the predicate's error
         broken.__context__ = exc
-        run._finish_error(node, DependencyError(broken, format_exception(broken), node, attempt))
+        fail(run, node, DependencyError(broken, format_exception(broken), node, attempt))
         return
     if again:
         back_off(run, node, exc, attempt, limit)
@@ -76,7 +76,7 @@ def failed_attempt(run: Any, node, exc, tb, attempt: int) -> None:
     error = DependencyError(exc, tb, node, attempt)
     error.__cause__ = exc
     logger.info("node %r failed: %s: %s", node.label, type(exc).__name__, exc)
-    run._finish_error(node, error)
+    fail(run, node, error)
 
 
 def fail(run: Any, node, error: DependencyError) -> None:
@@ -131,5 +131,5 @@ def checked_timeout(run: Any, node, value) -> float | None:
     try:
         return check_timeout(value, f"the timeout of node {node.label!r}")
     except (TypeError, ValueError) as exc:
-        run._finish_error(node, DependencyError(exc, format_exception(exc), node))
+        fail(run, node, DependencyError(exc, format_exception(exc), node))
         return None

@@ -87,6 +87,12 @@ class RunOptions:
     in_process: bool = False
     """Tasks run in the driver's process (its threads, its event loop), which they
     share: a node's cores do not set the process's thread variables."""
+    task_window: int | None = None
+    """At most this many tasks handed to the executor and not yet reported (None: no
+    limit); the other ready nodes wait in the engine, where no task, future or job
+    exists for them yet, so that a wide graph of a million nodes does not make a
+    million objects for the collector to walk. A node waiting for cores starts as
+    soon as they are free, full window or not."""
 
 
 class Task:

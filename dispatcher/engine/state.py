@@ -42,6 +42,7 @@ Fields of :class:`RunState`
     children: dict[node, node|list]   the nodes waiting for it (see plan.kids)
     poison: dict[node, DependencyError]  a dependency failed: fail with this once waiting is 0
     ready: list[node]                 stack of READY nodes; an entry no longer READY is skipped
+    held: deque[node]                 READY nodes the task window held back, the oldest first
     resolved: list[node]              pipelined: nodes whose dependencies all finished, to act on
     running: dict[node, Task]         the current attempt of each SENT or RUNNING node
     parked: dict[node, tuple]         pipelined: the early report (task, ok, payload) of a PARKED node
@@ -63,6 +64,7 @@ Fields of :class:`RunState`
 
 from __future__ import annotations
 
+import collections
 import functools
 import logging
 import math
@@ -88,7 +90,6 @@ from .records import NodeState, RunOptions, Task, timeout_error
 __all__ = ["RunState"]
 
 logger = logging.getLogger("dispatcher")
-
 
 WAITING, READY, SENT, RUNNING, PARKED, BACKING_OFF, CLAIMED, DONE, FAILED, RELEASED_ = NodeState
 _ABORTED = DependencyError(DispatcherError("the run was interrupted"), "", None)
@@ -169,7 +170,7 @@ class RunState:
         self.keep = set(self.outputs)
         self._get = self.values.__getitem__
         self._get_here = functools.partial(value_here, self.values)  # (for a node run in the driver)
-        self.running: dict = {}
+        self.running, self.held = {}, collections.deque()  # (held: READY nodes the task window held back)
         self.interrupted = None  # the node called in the driver's thread when Ctrl-C or SIGTERM came
         self.attempts: dict = {}
         self.ready_at: dict = {}  # when each node became READY, from the start on (dispatcher.attempts)
@@ -212,25 +213,27 @@ class RunState:
             notify(self.callbacks, "on_start", None, self.total)
 
     def next_task(self) -> Task | None:
-        """The next task to start, or None if none is ready now.
+        """The next task to start, or None if none is ready now (or the window is full).
 
         Light nodes, nodes the engine runs inline, and nodes whose dependencies
         failed are finished here without a task.
         """
         ready, state, poison, resolved = self.ready, self.state, self.poison, self.resolved
-        get = self._get
-        inline_light = self.inline_light
-        inline_untimed = self.inline_all
-        pipelined = self.pipelined
-        default_timeout = self.options.timeout
-        cache = self.cache
+        get, running, held = self._get, self.running, self.held
+        inline_light, inline_untimed = self.inline_light, self.inline_all
+        pipelined, cache = self.pipelined, self.cache
+        default_timeout, window = self.options.timeout, self.options.task_window
         while self.error is None:
             grant = None
             if pipelined and resolved:
                 pipelining.resolve(self, resolved.pop())
                 continue
-            if ready:
-                node = ready.pop()
+            full = window is not None and len(running) >= window  # ready nodes wait; those for cores go
+            if full and ready:  # held back: the oldest go first, each in its own order
+                held.extend(reversed(ready))
+                ready.clear()
+            if (held or ready) and not full:
+                node = held.popleft() if held else ready.pop()
                 if pipelined and self.state_of(node) is not READY:
                     continue  # a stale entry: withdrawn, or already sent
             elif self.cores is not None and self.cores.queue:  # all ready nodes seen: share the cores
@@ -244,7 +247,7 @@ class RunState:
                 if self.waiting[node]:  # pipelined: it fails once its other dependencies finish
                     state[node] = WAITING
                 else:
-                    self._finish_error(node, poison.pop(node))
+                    failures.fail(self, node, poison.pop(node))  # -> FAILED, and all downstream
                 continue
             if grant is None and node.cores is not None:
                 wait_for_cores(self, node)  # -> the queue of the nodes waiting for cores (or FAILED)
@@ -281,7 +284,7 @@ class RunState:
             task.cores = grant
             task.ready = self.ready_at.pop(node, self.t_start)
             task.submitted = self.clock()
-            self.running[node] = task
+            running[node] = task
             if self.pipelined:
                 if not self.edges_pass_values:  # a graph's edges: some may pass no value
                     own = node.dependencies()
@@ -364,10 +367,8 @@ class RunState:
         """Stop starting nodes; returns the running tasks, to cancel and await."""
         if self.error is None:
             self.error = _ABORTED
-        self.ready.clear()
-        self.resolved.clear()
-        self.parked.clear()
-        self.timers.clear()
+        for pending in (self.ready, self.held, self.resolved, self.parked, self.timers):
+            pending.clear()
         return list(self.running.values()) + self.take_revoked()
 
     def results(self) -> list[DispatchResult]:
@@ -477,9 +478,7 @@ class RunState:
         if self.needed is not None:
             release.after(self, node)
 
-    def _finish_error(self, node, error) -> None:
-        """-> FAILED, and every node downstream fails with the same error."""
-        failures.fail(self, node, error)
+    _finish_error = failures.fail  # -> FAILED, and every node downstream fails with the same error
 
     def _attempt_ended(self, attempt: Attempt) -> None:
         """Keep ``attempt`` if its node is an output; tell the callbacks."""

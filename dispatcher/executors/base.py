@@ -61,7 +61,10 @@ from ..results import ExecutorError
 from ..running import run_graph
 from ..slurm import this_host, usable_cores
 
-__all__ = ["Capabilities", "Executor"]
+__all__ = ["TASK_WINDOW", "Capabilities", "Executor"]
+
+TASK_WINDOW = 1024
+"""The least :meth:`Executor.task_window` of an executor that queues its tasks."""
 
 
 @attrs.frozen
@@ -102,6 +105,9 @@ class Capabilities:
     """A task's arguments may hold the *handles* (``task.handle``) of tasks not yet
     finished, which the backend resolves where the work runs (dask futures); see
     :mod:`dispatcher.engine.pipelining`."""
+    queues_tasks: bool = False
+    """Its tasks wait in a queue for a known number of workers (:meth:`Executor.slots`):
+    a run hands it at most :meth:`Executor.task_window` tasks at once."""
 
 
 class Executor(cf.Executor):
@@ -186,6 +192,20 @@ class Executor(cf.Executor):
         """How many nodes the executor runs at once (its workers; None: no limit
         it knows), among which a run shares the free cores."""
         return getattr(self, "max_workers", None)
+
+    def task_window(self) -> int | None:
+        """At most how many of a run's tasks the executor holds at once, not yet
+        reported (:attr:`~dispatcher.engine.RunOptions.task_window`): for one that
+        queues its tasks for its workers, :data:`TASK_WINDOW`, or four per worker if
+        that is more, so that its workers never wait for the engine, while a wide
+        graph's other ready nodes wait in the engine, where they cost nothing. The
+        window never holds back a call the workers would run: they run at most
+        one call per worker, and a call waiting on a nested run frees its slot to
+        that run's own tasks. None: no limit."""
+        slots = self.slots()
+        if not self.capabilities.queues_tasks or slots is None:
+            return None
+        return max(TASK_WINDOW, 4 * slots)
 
     # -- what each executor says (see the module's docstring) ---------------------
     def start_task(self, task: Task, done) -> None:

@@ -43,7 +43,7 @@ class LokyExecutor(Executor):
     42
     """
 
-    capabilities = Capabilities(store_on_worker=True)
+    capabilities = Capabilities(store_on_worker=True, queues_tasks=True)
     default_retry_on = (is_worker_lost,)  # a lost worker's nodes run again
 
     def __init__(self, max_workers: int | None = None, **options):

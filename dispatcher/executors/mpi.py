@@ -142,11 +142,18 @@ class MPIExecutor(PooledExecutor):
         # the call with an alarm, if the call lets it
         if self.spawns:
             self.capabilities = Capabilities(
-                reports_start=True, store_on_worker=True, on_timeout="; its worker rank ({where}) was killed"
+                reports_start=True,
+                store_on_worker=True,
+                on_timeout="; its worker rank ({where}) was killed",
+                queues_tasks=True,
             )
         else:
             self.capabilities = Capabilities(
-                reports_start=True, store_on_worker=True, on_timeout=WORLD_LATE, timeout_grace=TIMEOUT_SLACK
+                reports_start=True,
+                store_on_worker=True,
+                on_timeout=WORLD_LATE,
+                timeout_grace=TIMEOUT_SLACK,
+                queues_tasks=True,
             )
         if self.spawns:
             require_mpi4py()  # the ranks import it; this process does not start MPI

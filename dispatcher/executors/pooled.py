@@ -30,7 +30,10 @@ class PooledExecutor(Executor):
     set by the subclass."""
 
     capabilities = Capabilities(
-        reports_start=True, store_on_worker=True, on_timeout="; its worker process ({where}) was killed"
+        reports_start=True,
+        store_on_worker=True,
+        on_timeout="; its worker process ({where}) was killed",
+        queues_tasks=True,
     )
     default_retry_on = (is_worker_lost,)
     _workers: PoolHandle

@@ -115,7 +115,7 @@ class PoolExecutor(Executor):
         self.cloudpickle = _is_process_pool(pool) if cloudpickle is None else bool(cloudpickle)
         self._over_threads = isinstance(pool, cf.ThreadPoolExecutor) and not self.cloudpickle
         self.capabilities = Capabilities(
-            in_process=self._over_threads, store_on_worker=not self._over_threads
+            in_process=self._over_threads, store_on_worker=not self._over_threads, queues_tasks=True
         )
 
     def slots(self) -> int | None:
@@ -194,7 +194,7 @@ class ThreadExecutor(Executor):
     ``backoff`` and ``timeout`` are those of every :class:`~dispatcher.Executor`.
     """
 
-    capabilities = Capabilities(in_process=True)
+    capabilities = Capabilities(in_process=True, queues_tasks=True)
 
     def __init__(self, max_workers: int | None = None, **options):
         super().__init__(**options)
