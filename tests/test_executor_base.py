@@ -102,3 +102,31 @@ def test_a_task_window_below_one_is_refused_at_once():
 
     with Shut(2) as ex, pytest.raises(ValueError, match="task_window"):
         dp.run(ex, [dp.Op(inc, 1)])
+
+
+def test_a_full_window_keeps_the_run_depth_first():
+    """With the window full, the newest ready nodes go first (the engine's depth-first
+    order): chains started are finished before others start, so a wide graph of
+    chains keeps no more of them open (and their values alive) than the window holds."""
+    from dispatcher.executors.base import TASK_WINDOW
+
+    firsts, lasts = {}, {}
+    for c in range(TASK_WINDOW * 3):
+        node = firsts_node = dp.Op(inc, c)
+        for _ in range(4):
+            node = dp.Op(inc, node)
+        firsts[firsts_node], lasts[node] = c, c
+    open_now, most = set(), 0
+
+    class Open(dp.Callback):
+        def on_finish(self, node, value) -> None:
+            nonlocal most
+            if node in firsts:
+                open_now.add(firsts[node])
+                most = max(most, len(open_now))
+            if node in lasts:
+                open_now.discard(lasts[node])
+
+    with dp.ThreadExecutor(2) as ex:
+        dp.run(ex, list(lasts), release=True, callbacks=[Open()])
+    assert most <= ex.task_window() + 2  # (breadth first: all 3,072 open at once)

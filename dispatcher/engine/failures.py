@@ -16,16 +16,17 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from ..attempts import record
 from ..checks import check_timeout, nout_error
 from ..outcomes import Failure, Stored
 from ..results import DependencyError, DispatcherError, format_exception
 from . import pipelining, release
 from .callbacks import notify
 from .plan import kids
-from .records import NodeState
+from .records import NodeState, Task, timeout_error
 from .retries import retry_limits, should_retry
 
-__all__ = ["attempt_error", "back_off", "checked_timeout", "fail", "failed_attempt", "wrong_nout"]
+__all__ = ["attempt_error", "back_off", "checked_timeout", "expire", "fail", "failed_attempt", "wrong_nout"]
 
 logger = logging.getLogger("dispatcher")
 
@@ -133,3 +134,25 @@ def checked_timeout(run: Any, node, value) -> float | None:
     except (TypeError, ValueError) as exc:
         fail(run, node, DependencyError(exc, format_exception(exc), node))
         return None
+
+
+def expire(run: Any) -> list[Task]:
+    """:meth:`RunState.expire <dispatcher.engine.RunState.expire>`: fail the tasks past
+    their deadline (RUNNING -> BACKING_OFF or FAILED) and ready the nodes whose delay
+    is over; the timed-out tasks, whose work the driver asks the executor to cancel."""
+    expired = []
+    for what in run.timers.due(run.running):
+        if type(what) is Task:
+            node = what.node
+            del run.running[node]
+            run._cores_back(what.cores)
+            what.expired = True
+            expired.append(what)
+            why = run.options.on_timeout.format(where=what.where)
+            exc = timeout_error(node.label, what.timeout, why)
+            if run.on_attempt or node in run.keep:
+                run._attempt_ended(record(what, exc, run.clock()))
+            failed_attempt(run, node, exc, format_exception(exc), what.attempt)
+        elif run.error is None and run.state.get(what) in (NodeState.BACKING_OFF, NodeState.CLAIMED):
+            run._due(what)
+    return expired

@@ -42,7 +42,6 @@ Fields of :class:`RunState`
     children: dict[node, node|list]   the nodes waiting for it (see plan.kids)
     poison: dict[node, DependencyError]  a dependency failed: fail with this once waiting is 0
     ready: list[node]                 stack of READY nodes; an entry no longer READY is skipped
-    held: deque[node]                 READY nodes the task window held back, the oldest first
     resolved: list[node]              pipelined: nodes whose dependencies all finished, to act on
     running: dict[node, Task]         the current attempt of each SENT or RUNNING node
     parked: dict[node, tuple]         pipelined: the early report (task, ok, payload) of a PARKED node
@@ -64,7 +63,6 @@ Fields of :class:`RunState`
 
 from __future__ import annotations
 
-import collections
 import functools
 import logging
 import math
@@ -85,7 +83,7 @@ from .clock import Timers
 from .cores import CoreBudget, RunCores, wait_for_cores
 from .inline import call_here
 from .plan import given_values, kids, make_plan, output_nodes
-from .records import NodeState, RunOptions, Task, timeout_error
+from .records import NodeState, RunOptions, Task
 
 __all__ = ["RunState"]
 
@@ -170,7 +168,7 @@ class RunState:
         self.keep = set(self.outputs)
         self._get = self.values.__getitem__
         self._get_here = functools.partial(value_here, self.values)  # (for a node run in the driver)
-        self.running, self.held = {}, collections.deque()  # (held: READY nodes the task window held back)
+        self.running: dict = {}
         self.interrupted = None  # the node called in the driver's thread when Ctrl-C or SIGTERM came
         self.attempts: dict = {}
         self.ready_at: dict = {}  # when each node became READY, from the start on (dispatcher.attempts)
@@ -209,6 +207,10 @@ class RunState:
             node._outcome = NEVER
         if self.cache is not None:
             self.cache.start()
+        if self.options.task_window is not None and any(n.cores is not None for n in self.ready):
+            asking, self.ready[:] = [n for n in self.ready if n.cores], [n for n in self.ready if not n.cores]
+            for node in reversed(asking):  # (the stack's top first, as it would have gone)
+                self._wait_for_cores(node)
         if self.callbacks:
             notify(self.callbacks, "on_start", None, self.total)
 
@@ -219,7 +221,7 @@ class RunState:
         failed are finished here without a task.
         """
         ready, state, poison, resolved = self.ready, self.state, self.poison, self.resolved
-        get, running, held = self._get, self.running, self.held
+        get, running = self._get, self.running
         inline_light, inline_untimed = self.inline_light, self.inline_all
         pipelined, cache = self.pipelined, self.cache
         default_timeout, window = self.options.timeout, self.options.task_window
@@ -228,12 +230,8 @@ class RunState:
             if pipelined and resolved:
                 pipelining.resolve(self, resolved.pop())
                 continue
-            full = window is not None and len(running) >= window  # ready nodes wait; those for cores go
-            if full and ready:  # held back: the oldest go first, each in its own order
-                held.extend(reversed(ready))
-                ready.clear()
-            if (held or ready) and not full:
-                node = held.popleft() if held else ready.pop()
+            if ready and (window is None or len(running) < window):  # (else they wait; those for cores go)
+                node = ready.pop()
                 if pipelined and self.state_of(node) is not READY:
                     continue  # a stale entry: withdrawn, or already sent
             elif self.cores is not None and self.cores.queue:  # all ready nodes seen: share the cores
@@ -344,30 +342,13 @@ class RunState:
         """Fail the tasks past their deadline and ready the retries that are due
         (see :mod:`~dispatcher.engine.clock`). Returns the timed-out tasks, whose
         work the driver asks the executor to cancel."""
-        if not self.timers.heap:
-            return []
-        expired = []
-        for what in self.timers.due(self.running):
-            if type(what) is Task:
-                node = what.node
-                del self.running[node]
-                self._cores_back(what.cores)
-                what.expired = True
-                expired.append(what)
-                why = self.options.on_timeout.format(where=what.where)
-                exc = timeout_error(node.label, what.timeout, why)
-                if self.on_attempt or node in self.keep:
-                    self._attempt_ended(record(what, exc, self.clock()))
-                failures.failed_attempt(self, node, exc, format_exception(exc), what.attempt)
-            elif self.error is None and self.state.get(what) in (BACKING_OFF, CLAIMED):
-                self._due(what)
-        return expired
+        return failures.expire(self) if self.timers.heap else []
 
     def abort(self) -> list[Task]:
         """Stop starting nodes; returns the running tasks, to cancel and await."""
         if self.error is None:
             self.error = _ABORTED
-        for pending in (self.ready, self.held, self.resolved, self.parked, self.timers):
+        for pending in (self.ready, self.resolved, self.parked, self.timers):
             pending.clear()
         return list(self.running.values()) + self.take_revoked()
 
@@ -433,7 +414,10 @@ class RunState:
                 self.resolved.append(kid)
             else:
                 self.state[kid] = READY
-                self.ready.append(kid)
+                if kid.cores is None:
+                    self.ready.append(kid)
+                else:
+                    self._wait_for_cores(kid)
 
     def _due(self, node) -> None:
         """BACKING_OFF or CLAIMED -> READY: the delay before retrying ``node``, or
@@ -443,7 +427,19 @@ class RunState:
             self.state[node] = WAITING  # ready once its dependencies are sent again
         else:
             self.state[node] = READY
+            if node.cores is None:
+                self.ready.append(node)
+            else:
+                self._wait_for_cores(node)
+
+    def _wait_for_cores(self, node) -> None:
+        """A node that asks for cores, READY: it waits for them from now on, not behind
+        the ready stack (where a full task window would keep it); a poisoned one goes
+        on the stack, to fail from there."""
+        if node in self.poison:
             self.ready.append(node)
+        else:
+            wait_for_cores(self, node)
 
     def _finish_ok(self, node, value) -> None:
         """-> DONE; the nodes waiting only for it are READY (pipelined: resolved)."""
@@ -473,7 +469,10 @@ class RunState:
                     waiting[kid] = n
                     if n == 0:
                         state[kid] = READY
-                        ready.append(kid)
+                        if kid.cores is None:
+                            ready.append(kid)
+                        else:
+                            self._wait_for_cores(kid)
                         ready_at[kid] = now = now or self.clock()
         if self.needed is not None:
             release.after(self, node)
