@@ -136,8 +136,8 @@ class Command:
             with self._lock:
                 call.group = group
                 stopped = call.stopped
-            watch(group)
             try:
+                watch(group)
                 if stopped:  # the run gave the call up while its program started
                     kill_group(group, reap=proc.poll)
                 proc.wait(timeout=self.timeout)

@@ -130,3 +130,20 @@ def test_a_full_window_keeps_the_run_depth_first():
     with dp.ThreadExecutor(2) as ex:
         dp.run(ex, list(lasts), release=True, callbacks=[Open()])
     assert most <= ex.task_window() + 2  # (breadth first: all 3,072 open at once)
+
+
+def test_a_first_node_that_asks_for_too_many_cores_fails_after_the_run_starts():
+    """Nodes that ask for cores wait for them from the moment they are ready, also
+    the first ones; the callbacks still hear of the run's start first."""
+    events: list = []
+
+    class Events(dp.Callback):
+        def on_start(self, total) -> None:
+            events.append("start")
+
+        def on_fail(self, node, error) -> None:
+            events.append("fail")
+
+    with dp.ThreadExecutor(2, cores=1) as ex:
+        (result,) = dp.run(ex, [dp.op(inc, cores=2)(1)], throw_error=False, callbacks=[Events()])
+    assert "asks for 2 cores" in str(result.error) and events == ["start", "fail"]

@@ -207,12 +207,12 @@ class RunState:
             node._outcome = NEVER
         if self.cache is not None:
             self.cache.start()
+        if self.callbacks:
+            notify(self.callbacks, "on_start", None, self.total)
         if self.options.task_window is not None and any(n.cores is not None for n in self.ready):
             asking, self.ready[:] = [n for n in self.ready if n.cores], [n for n in self.ready if not n.cores]
             for node in reversed(asking):  # (the stack's top first, as it would have gone)
                 self._wait_for_cores(node)
-        if self.callbacks:
-            notify(self.callbacks, "on_start", None, self.total)
 
     def next_task(self) -> Task | None:
         """The next task to start, or None if none is ready now (or the window is full).
@@ -436,7 +436,7 @@ class RunState:
         """A node that asks for cores, READY: it waits for them from now on, not behind
         the ready stack (where a full task window would keep it); a poisoned one goes
         on the stack, to fail from there."""
-        if node in self.poison:
+        if node in self.poison or self.pipelined:  # (pipelined: the stack re-checks its state)
             self.ready.append(node)
         else:
             wait_for_cores(self, node)
@@ -469,11 +469,11 @@ class RunState:
                     waiting[kid] = n
                     if n == 0:
                         state[kid] = READY
+                        ready_at[kid] = now = now or self.clock()
                         if kid.cores is None:
                             ready.append(kid)
                         else:
                             self._wait_for_cores(kid)
-                        ready_at[kid] = now = now or self.clock()
         if self.needed is not None:
             release.after(self, node)
 

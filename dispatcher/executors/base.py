@@ -202,8 +202,8 @@ class Executor(cf.Executor):
         window never holds back a call the workers would run: they run at most
         one call per worker, and a call waiting on a nested run frees its slot to
         that run's own tasks. None: no limit."""
-        slots = self.slots()
-        if not self.capabilities.queues_tasks or slots is None:
+        slots = self.slots() if self.capabilities.queues_tasks else None
+        if slots is None:
             return None
         return max(TASK_WINDOW, 4 * slots)
 
