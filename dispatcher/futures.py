@@ -42,8 +42,8 @@ executor's retries, timeouts and lost-worker handling, and its future is a plain
   counts from the call to ``map``, as in ``concurrent.futures``. When the iterator
   raises or is closed, the calls not yet waited for are cancelled, which takes
   back only those no run has taken yet: an open run takes calls within
-  milliseconds, so most of them run all the same. With ``chunksize=1`` each call is a node of its own
-  (its own retries, timeout and trace span). With ``chunksize=k`` each chunk of
+  milliseconds, so most of them run all the same. With ``chunksize=1`` each call
+  is a node of its own (its own retries, timeout and trace span). With ``chunksize=k`` each chunk of
   ``k`` calls is one node (:class:`CallsOfChunk`, labelled ``map(fn)[i:j]``) that
   returns their values in a list, as ``ProcessPoolExecutor`` does: far less cost
   per call for quick calls, but the executor's retries and timeout apply to the

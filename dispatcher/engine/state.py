@@ -209,10 +209,11 @@ class RunState:
             self.cache.start()
         if self.callbacks:
             notify(self.callbacks, "on_start", None, self.total)
-        if self.options.task_window is not None and any(n.cores is not None for n in self.ready):
-            asking, self.ready[:] = [n for n in self.ready if n.cores], [n for n in self.ready if not n.cores]
+        asking = [n for n in self.ready if n.cores is not None] if self.options.task_window else ()
+        if asking:  # (with a window: they wait for cores from the start, not behind the stack)
+            self.ready[:] = [n for n in self.ready if n.cores is None]
             for node in reversed(asking):  # (the stack's top first, as it would have gone)
-                self._wait_for_cores(node)
+                self._queue_ready(node)
 
     def next_task(self) -> Task | None:
         """The next task to start, or None if none is ready now (or the window is full).
@@ -414,10 +415,7 @@ class RunState:
                 self.resolved.append(kid)
             else:
                 self.state[kid] = READY
-                if kid.cores is None:
-                    self.ready.append(kid)
-                else:
-                    self._wait_for_cores(kid)
+                self._queue_ready(kid)
 
     def _due(self, node) -> None:
         """BACKING_OFF or CLAIMED -> READY: the delay before retrying ``node``, or
@@ -427,16 +425,14 @@ class RunState:
             self.state[node] = WAITING  # ready once its dependencies are sent again
         else:
             self.state[node] = READY
-            if node.cores is None:
-                self.ready.append(node)
-            else:
-                self._wait_for_cores(node)
+            self._queue_ready(node)
 
-    def _wait_for_cores(self, node) -> None:
-        """A node that asks for cores, READY: it waits for them from now on, not behind
-        the ready stack (where a full task window would keep it); a poisoned one goes
-        on the stack, to fail from there."""
-        if node in self.poison or self.pipelined:  # (pipelined: the stack re-checks its state)
+    def _queue_ready(self, node) -> None:
+        """A READY node goes on the ready stack; one that asks for cores waits for them
+        from now on instead, not behind the stack (where a full task window would keep
+        it), unless it is poisoned (it fails from the stack) or the run is pipelined
+        (the stack re-checks its state)."""
+        if node.cores is None or node in self.poison or self.pipelined:
             self.ready.append(node)
         else:
             wait_for_cores(self, node)
@@ -470,10 +466,10 @@ class RunState:
                     if n == 0:
                         state[kid] = READY
                         ready_at[kid] = now = now or self.clock()
-                        if kid.cores is None:
+                        if kid.cores is None:  # (the hot path: _queue_ready without a call)
                             ready.append(kid)
                         else:
-                            self._wait_for_cores(kid)
+                            self._queue_ready(kid)
         if self.needed is not None:
             release.after(self, node)
 
