@@ -33,7 +33,6 @@ Policy:
 from __future__ import annotations
 
 import collections
-import functools
 import json
 import os
 import time
@@ -130,30 +129,26 @@ class Trace(Callback):
             out.append(_META % ("thread_name", tid, "name", quote(name)))
             out.append(_META % ("thread_sort_index", tid, "sort_index", tid))
         tids = {where: lanes[where or "executor"] for where in {a.where for a in attempts}}
-        name = functools.partial(_json_label, {})
-        plain = [a for a in attempts if a.error is None and a.cores is None]
-        # the hot loop: one tuple per attempt, formatted by map in C
+        special = [a for a in attempts if a.error is not None or a.cores is not None]
+        plain = [a for a in attempts if a.error is None and a.cores is None] if special else attempts
+        # the hot loop: one string per attempt, formatted in one comprehension
         out.extend(
-            map(
-                _SLICE.__mod__,
-                [
-                    (
-                        name(a.node),
-                        (a.started - start) * 1e6,
-                        (a.finished - a.started) * 1e6,
-                        tids[a.where],
-                        a.number,
-                        (a.ready - start) * 1e6,
-                        (a.submitted - start) * 1e6,
-                        "",
-                    )
-                    for a in plain
-                ],
-            )
+            [
+                _SLICE
+                % (
+                    label,
+                    (a.started - start) * 1e6,
+                    (a.finished - a.started) * 1e6,
+                    tids[a.where],
+                    a.number,
+                    (a.ready - start) * 1e6,
+                    (a.submitted - start) * 1e6,
+                    "",
+                )
+                for label, a in zip(_json_labels([a.node for a in plain]), plain)
+            ]
         )
-        for a in attempts:
-            if a.error is None and a.cores is None:
-                continue
+        for label, a in zip(_json_labels([a.node for a in special]), special):
             extra = "" if a.cores is None else f',"cores":{a.cores}'
             if a.error is None:
                 template = _SLICE
@@ -163,7 +158,7 @@ class Trace(Callback):
                 extra += f',"error":{quote(f"{type(a.error).__name__}: {a.error}")},"retried":{retried}'
             times = (a.started - start) * 1e6, (a.finished - a.started) * 1e6
             waits = (a.ready - start) * 1e6, (a.submitted - start) * 1e6
-            out.append(template % (name(a.node), *times, tids[a.where], a.number, *waits, extra))
+            out.append(template % (label, *times, tids[a.where], a.number, *waits, extra))
         if len(lanes) > 1:  # (on one lane, the order of the slices shows every dependency)
             out.extend(self._flows(start, tids))
         started = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(self.wall0 + start - self.mono0))
@@ -305,17 +300,22 @@ _FLOW = (
 )
 
 
-def _json_label(by_function: dict, node) -> str:
-    """``node``'s label as JSON text, made once per function (in ``by_function``)
-    for the nodes named after theirs (an :class:`~dispatcher.Op` without a label of
-    its own)."""
-    if type(node) is Op and node._label is None:
-        key = id(node.func)
-        text = by_function.get(key)
-        if text is None:
-            text = by_function[key] = json.dumps(node.label)
-        return text
-    return json.dumps(node.label)
+def _json_labels(nodes: list) -> list[str]:
+    """The label of each node as JSON text, made once per function for the nodes
+    named after theirs (an :class:`~dispatcher.Op` without a label of its own)."""
+    by_function: dict = {}
+    labels = []
+    add = labels.append
+    for node in nodes:
+        if node._label is None and type(node) is Op:
+            key = id(node.func)  # (a callable need not be hashable)
+            text = by_function.get(key)
+            if text is None:
+                text = by_function[key] = json.dumps(node.label)
+        else:
+            text = json.dumps(node.label)
+        add(text)
+    return labels
 
 
 def _lane_order(name: str) -> tuple:

@@ -199,6 +199,29 @@ def test_trace_is_a_path_or_a_trace():
         dp.run(dp.SerialExecutor(), [dp.Op(abs, 1)], trace=3)
 
 
+def test_each_slice_is_named_by_its_own_node():
+    """Labels are made once per function for the nodes named after it; a node with a
+    label of its own, another function and a node that is not an Op keep theirs."""
+
+    class Callable:
+        __eq__ = object.__eq__  # (and so no __hash__: a callable need not be hashable)
+
+        def __call__(self, x):
+            return x
+
+    leaves = [dp.Op(abs, -i) for i in range(3)]
+    mine = dp.Op(abs, -5)
+    mine.label = 'say "mine"'
+    other = dp.Op(Callable(), mine)
+    data = dp.DataNode(7)
+    total = dp.Op(lambda *xs: sum(xs), *leaves, other, dp.Op(abs, data))
+    trace = dp.Trace()
+    dp.run(dp.SerialExecutor(), [total], trace=trace)
+    names = sorted(e["name"] for e in trace.to_chrome()["traceEvents"] if e["ph"] == "X")
+    assert names == sorted(a.node.label for a in trace.attempts)
+    assert names.count("abs") == 4 and 'say "mine"' in names
+
+
 # -- in a real browser, and with Graphviz ----------------------------------------------
 
 

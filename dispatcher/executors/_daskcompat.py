@@ -10,7 +10,9 @@ each node is ``Client.submit``-ted when it is ready, with its dependencies'
 futures as arguments, and its future's ``add_done_callback`` reports it; slower
 per node, the same behaviour. A handler of the scheduler's ``"all"`` topic that
 the client already had is found through ``Client._event_handlers`` when it exists,
-and is otherwise replaced.
+and is otherwise replaced. A worker's event on when a call ran goes with the call's
+result, queued in the worker's ``batched_stream`` (:func:`log_with_result`), where
+there is one as this module uses it; otherwise it is sent at once.
 """
 
 from __future__ import annotations
@@ -20,7 +22,15 @@ from typing import Any
 
 from ..nodes import CONTAINERS
 
-__all__ = ["GraphBurst", "event_handler", "internals", "status_of", "submit_one", "task_graph"]
+__all__ = [
+    "GraphBurst",
+    "event_handler",
+    "internals",
+    "log_with_result",
+    "status_of",
+    "submit_one",
+    "task_graph",
+]
 
 FINAL = ("finished", "error", "cancelled")
 
@@ -99,6 +109,26 @@ async def status_of(future) -> tuple[str, BaseException | None, Any]:
 def event_handler(client, topic: str):
     """The handler of ``topic`` the client already has, to chain to, or None."""
     return getattr(client, "_event_handlers", {}).get(topic)
+
+
+def log_with_result(worker, topic: str, msg: Any) -> None:
+    """Log an event from the thread of a task that is about to end, so that it
+    reaches the scheduler in the same message as the task's result (the worker's
+    next message). ``Worker.log_event`` would send it at once, and the worker's
+    batched stream then holds the task's result back for its interval (2 ms): a
+    chain of tasks would wait that long at each hop. The event is queued on the
+    worker's loop, which runs it before the task's result (both come from this
+    thread, in this order), without waking the stream."""
+    stream = getattr(worker, "batched_stream", None)
+    if not isinstance(getattr(stream, "buffer", None), list):
+        worker.log_event(topic, msg)  # (another version of distributed: sent at once)
+        return
+    worker.loop.add_callback(_queue_quietly, stream, {"op": "log-event", "topic": topic, "msg": msg})
+
+
+def _queue_quietly(stream, message: dict) -> None:
+    stream.buffer.append(message)
+    stream.message_count += 1
 
 
 def _holds_specials(args, kwargs) -> bool:

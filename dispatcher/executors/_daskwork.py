@@ -19,6 +19,7 @@ import types
 
 from ..checks import nout_error
 from ..coroutines import finish
+from ._daskcompat import log_with_result
 from ._procworker import failure
 from ._wire import pickle_dumps
 
@@ -63,7 +64,7 @@ def _tell_attempt(start: float) -> None:
 
     try:
         worker = get_worker()
-        worker.log_event(ATTEMPTS, [worker.get_current_task(), start, time.time(), worker.address])
+        log_with_result(worker, ATTEMPTS, [worker.get_current_task(), start, time.time(), worker.address])
     except Exception:  # not on a dask worker (a local scheduler), or none to tell: the call's outcome stands
         return
 
