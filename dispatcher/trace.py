@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import collections
 import json
+import operator
 import os
 import time
 
@@ -42,6 +43,8 @@ from .engine.callbacks import Callback
 from .nodes import Op
 
 __all__ = ["Trace", "lane_of"]
+
+_NODE, _READY, _FINISHED, _WHERE = map(operator.attrgetter, ("node", "ready", "finished", "where"))
 
 
 def lane_of(attempt: Attempt) -> str:
@@ -94,14 +97,18 @@ class Trace(Callback):
 
     def lanes(self) -> dict[str, int]:
         """The lane number of each worker the attempts name."""
-        names = sorted({lane_of(a) for a in self.attempts}, key=_lane_order)
+        names = sorted({where or "executor" for where in self._workers()}, key=_lane_order)
         return {name: i + 1 for i, name in enumerate(names)}
+
+    def _workers(self) -> set:
+        """The ``where`` of every attempt (None among them where an executor does not say)."""
+        return set(map(_WHERE, self.attempts))
 
     def span(self) -> tuple[float, float]:
         """From the first node ready to the last attempt finished (the engine's clock)."""
         if not self.attempts:
             return (0.0, 0.0)
-        return min(a.ready for a in self.attempts), max(a.finished for a in self.attempts)
+        return min(map(_READY, self.attempts)), max(map(_FINISHED, self.attempts))
 
     def final_attempts(self) -> dict:
         """The attempt that gave each node its value: ``{node: Attempt}``."""
@@ -128,7 +135,7 @@ class Trace(Callback):
         for name, tid in lanes.items():
             out.append(_META % ("thread_name", tid, "name", quote(name)))
             out.append(_META % ("thread_sort_index", tid, "sort_index", tid))
-        tids = {where: lanes[where or "executor"] for where in {a.where for a in attempts}}
+        tids = {where: lanes[where or "executor"] for where in self._workers()}
         special = [a for a in attempts if a.error is not None or a.cores is not None]
         plain = [a for a in attempts if a.error is None and a.cores is None] if special else attempts
         # the hot loop: one string per attempt, formatted in one comprehension
@@ -145,10 +152,10 @@ class Trace(Callback):
                     (a.submitted - start) * 1e6,
                     "",
                 )
-                for label, a in zip(_json_labels([a.node for a in plain]), plain)
+                for label, a in zip(_json_labels(map(_NODE, plain)), plain)
             ]
         )
-        for label, a in zip(_json_labels([a.node for a in special]), special):
+        for label, a in zip(_json_labels(map(_NODE, special)), special):
             extra = "" if a.cores is None else f',"cores":{a.cores}'
             if a.error is None:
                 template = _SLICE
@@ -300,7 +307,7 @@ _FLOW = (
 )
 
 
-def _json_labels(nodes: list) -> list[str]:
+def _json_labels(nodes) -> list[str]:
     """The label of each node as JSON text, made once per function for the nodes
     named after theirs (an :class:`~dispatcher.Op` without a label of its own)."""
     by_function: dict = {}
