@@ -77,31 +77,3 @@ def test_a_timeout_fails_the_node_on_time(ex):
     with pytest.raises(dp.DependencyError) as info:
         dp.execute(dp.op(time.sleep, timeout=0.3, retries=0)(3), ex)
     assert isinstance(info.value.error, TimeoutError) and time.monotonic() - start < 2.5
-
-
-def _stream_counts(dask_worker):
-    stream = dask_worker.batched_stream
-    return stream.batch_count, stream.message_count
-
-
-def test_when_a_call_ran_goes_with_its_result():
-    """A worker's event on when a call ran is sent with the call's result, not on
-    its own: on its own it would hold the result back for the stream's interval at
-    every hop of a chain. So a chain costs each worker about one message batch a hop
-    (two if the event went alone), and every attempt still names its worker."""
-    client = dask_client()
-    hops = 40
-    node = dp.Op(abs, -1)
-    for _ in range(hops - 1):
-        node = dp.Op(add, node, 1)
-    with dp.DaskExecutor(client) as ex:
-        dp.execute(dp.Op(abs, 0), ex)  # (the client follows the events from its first run)
-        before = client.run(_stream_counts)
-        trace = dp.Trace()
-        assert dp.execute(node, ex, trace=trace) == hops
-        after = client.run(_stream_counts)
-    batches = sum(after[w][0] - before[w][0] for w in after)
-    messages = sum(after[w][1] - before[w][1] for w in after)
-    assert messages >= 2 * hops  # an event and a result for each call
-    assert batches <= hops + hops // 4, (batches, messages)
-    assert len(trace.attempts) == hops and all(a.where in after for a in trace.attempts)

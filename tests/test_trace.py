@@ -201,7 +201,8 @@ def test_trace_is_a_path_or_a_trace():
 
 def test_each_slice_is_named_by_its_own_node():
     """Labels are made once per function for the nodes named after it; a node with a
-    label of its own, another function and a node that is not an Op keep theirs."""
+    label of its own, another function, a node that is not an Op, a failed attempt
+    and one granted cores keep theirs, each on its own slice."""
 
     class Callable:
         __eq__ = object.__eq__  # (and so no __hash__: a callable need not be hashable)
@@ -209,17 +210,28 @@ def test_each_slice_is_named_by_its_own_node():
         def __call__(self, x):
             return x
 
+    def boom(x):
+        raise ValueError(x)
+
     leaves = [dp.Op(abs, -i) for i in range(3)]
     mine = dp.Op(abs, -5)
     mine.label = 'say "mine"'
     other = dp.Op(Callable(), mine)
+    cored = dp.op(abs, cores=1)(-2)
     data = dp.DataNode(7)
-    total = dp.Op(lambda *xs: sum(xs), *leaves, other, dp.Op(abs, data))
+    total = dp.Op(lambda *xs: sum(xs), *leaves, other, cored, dp.Op(abs, data))
+    bad = dp.op(boom, retries=0)(mine)
     trace = dp.Trace()
-    dp.run(dp.SerialExecutor(), [total], trace=trace)
-    names = sorted(e["name"] for e in trace.to_chrome()["traceEvents"] if e["ph"] == "X")
-    assert names == sorted(a.node.label for a in trace.attempts)
-    assert names.count("abs") == 4 and 'say "mine"' in names
+    dp.run(dp.SerialExecutor(), [total, bad], trace=trace, throw_error=False)
+    start, _ = trace.span()
+    slices = [e for e in trace.to_chrome()["traceEvents"] if e["ph"] == "X"]
+    got = sorted((e["ts"], e["args"]["attempt"], e["name"]) for e in slices)
+    want = sorted((round((a.started - start) * 1e6, 3), a.number, a.node.label) for a in trace.attempts)
+    assert got == want
+    names = [name for _, _, name in got]
+    assert names.count("abs") == 5 and 'say "mine"' in names and "boom" in names
+    assert {e["name"]: e.get("cname") for e in slices}["boom"] == "terrible"
+    assert {e["name"]: e["args"].get("cores") for e in slices if e["args"].get("cores")} == {"abs": 1}
 
 
 # -- in a real browser, and with Graphviz ----------------------------------------------

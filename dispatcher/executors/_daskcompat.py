@@ -113,12 +113,15 @@ def event_handler(client, topic: str):
 
 def log_with_result(worker, topic: str, msg: Any) -> None:
     """Log an event from the thread of a task that is about to end, so that it
-    reaches the scheduler in the same message as the task's result (the worker's
-    next message). ``Worker.log_event`` would send it at once, and the worker's
-    batched stream then holds the task's result back for its interval (2 ms): a
-    chain of tasks would wait that long at each hop. The event is queued on the
-    worker's loop, which runs it before the task's result (both come from this
-    thread, in this order), without waking the stream."""
+    leaves with the task's result (the worker's next message), or before it, and
+    never holds the result back. ``Worker.log_event`` would send it at once, and
+    the worker's batched stream then holds the task's result back for its interval
+    (2 ms): a chain of tasks would wait that long at each hop. The event is queued
+    on the worker's loop, which runs it before it hears that the task ended (both
+    come from this thread, in this order), without waking the stream. A task that
+    sends no result (cancelled while it ran) leaves its event for the worker's next
+    message. ``msg`` must be what msgpack encodes (``log_event`` checks it, this
+    does not): a message that is not would fail the whole batch."""
     stream = getattr(worker, "batched_stream", None)
     if not isinstance(getattr(stream, "buffer", None), list):
         worker.log_event(topic, msg)  # (another version of distributed: sent at once)
