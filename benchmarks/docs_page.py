@@ -158,7 +158,9 @@ needs are done (`futures-threads`, `futures-processes`, `mpi4py`). Every pool
 has as many workers as the machine has usable CPUs, and each of the library's
 executors a budget of as many cores. `make bench-peers` (`--peers`) adds other
 tools: `joblib` (`Parallel` on loky, the graph level by level, since joblib has
-no graph) and `ray` (Ray tasks taking the `ObjectRef`s of the calls they need).
+no graph), `ray` (Ray tasks taking the `ObjectRef`s of the calls they need) and
+`parsl` (Parsl `python_app`s on a `HighThroughputExecutor` with as many workers,
+taking the `AppFuture`s of the calls they need, also inside lists).
 
 Method: a warm-up run whose outputs are checked against plain Python's, then the
 median of at least 3 timed runs (up to 25 for runs of milliseconds; a run over a
