@@ -50,7 +50,11 @@ _NODE, _READY, _FINISHED, _WHERE = map(operator.attrgetter, ("node", "ready", "f
 def lane_of(attempt: Attempt) -> str:
     """The lane of an attempt: its worker (``"executor"`` where the executor does
     not say)."""
-    return attempt.where or "executor"
+    return _lane_named(attempt.where)
+
+
+def _lane_named(where: str | None) -> str:
+    return where or "executor"
 
 
 class Trace(Callback):
@@ -97,8 +101,7 @@ class Trace(Callback):
 
     def lanes(self) -> dict[str, int]:
         """The lane number of each worker the attempts name."""
-        names = sorted({where or "executor" for where in self._workers()}, key=_lane_order)
-        return {name: i + 1 for i, name in enumerate(names)}
+        return _lane_numbers(self._workers())
 
     def _workers(self) -> set:
         """The ``where`` of every attempt (None among them where an executor does not say)."""
@@ -129,13 +132,14 @@ class Trace(Callback):
         are µs from the start of the run's span."""
         attempts = self.attempts
         start, _ = self.span()
-        lanes = self.lanes()
+        workers = self._workers()
+        lanes = _lane_numbers(workers)
         quote = json.dumps
         out = [_META % ("process_name", 0, "name", quote("dispatcher " + self.executor))]
         for name, tid in lanes.items():
             out.append(_META % ("thread_name", tid, "name", quote(name)))
             out.append(_META % ("thread_sort_index", tid, "sort_index", tid))
-        tids = {where: lanes[where or "executor"] for where in self._workers()}
+        tids = {where: lanes[_lane_named(where)] for where in workers}
         special = [a for a in attempts if a.error is not None or a.cores is not None]
         plain = [a for a in attempts if a.error is None and a.cores is None] if special else attempts
         # the hot loop: one string per attempt, formatted in one comprehension
@@ -323,6 +327,12 @@ def _json_labels(nodes) -> list[str]:
             text = json.dumps(node.label)
         add(text)
     return labels
+
+
+def _lane_numbers(workers) -> dict[str, int]:
+    """The lane number of each of ``workers`` (the ``where`` of attempts), by name."""
+    names = sorted({_lane_named(where) for where in workers}, key=_lane_order)
+    return {name: i + 1 for i, name in enumerate(names)}
 
 
 def _lane_order(name: str) -> tuple:
