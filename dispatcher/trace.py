@@ -174,24 +174,30 @@ class Trace(Callback):
             out.extend(self._flows(start, tids))
         started = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(self.wall0 + start - self.mono0))
         other = quote({"executor": self.executor, "cores": self.cores, "started": started})
-        return '{"traceEvents":[' + ",\n".join(out) + '],"displayTimeUnit":"ms","otherData":' + other + "}"
+        # one join makes the document: each concatenation of a text this long would copy it again
+        out[0] = '{"traceEvents":[' + out[0]
+        out[-1] += '],"displayTimeUnit":"ms","otherData":' + other + "}"
+        return ",\n".join(out)
 
     def _flows(self, start: float, tids: dict) -> list[str]:
         """A flow per dependency whose value went from one worker to another, from
         just inside the end of the attempt that made it to the start of each
         attempt of the node that took it."""
         final = self.final_attempts()
+        crossings = [
+            (made, a)
+            for a in self.attempts
+            for dep in a.node.dependencies()
+            if (made := final.get(dep)) is not None and made.where != a.where
+        ]
         out = []
-        for a in self.attempts:
-            began = (a.started - start) * 1e6
-            for dep in a.node.dependencies():
-                made = final.get(dep)
-                if made is None or made.where == a.where:
-                    continue
-                # the start binds to the slice that encloses it: just inside the dependency's end
-                at = max((made.finished - start) * 1e6 - 0.001, (made.started - start) * 1e6)
-                flow = len(out) + 1
-                out.append(_FLOW % (flow, at, tids[made.where], flow, began, tids[a.where]))
+        for flow, (made, a) in enumerate(crossings, 1):
+            # the start binds to the slice that encloses it: just inside the dependency's end
+            at = (made.finished - start) * 1e6 - 0.001
+            began = (made.started - start) * 1e6
+            if at < began:
+                at = began
+            out.append(_FLOW % (flow, at, tids[made.where], flow, (a.started - start) * 1e6, tids[a.where]))
         return out
 
     def write(self, path: str | os.PathLike) -> None:
@@ -339,9 +345,14 @@ def _lane_order(name: str) -> tuple:
     return (name != "driver", name)
 
 
+_WRITE_PIECE = 1 << 16  # characters written at a time
+
+
 def _write(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to a temporary name, then rename it into place."""
     tmp = f"{os.fspath(path)}.tmp-{os.getpid()}"
     with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
+        # in pieces: encoding a long text whole would make (and map) a copy as long
+        for at in range(0, len(text), _WRITE_PIECE):
+            f.write(text[at : at + _WRITE_PIECE])
     os.replace(tmp, path)

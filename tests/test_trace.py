@@ -234,6 +234,20 @@ def test_each_slice_is_named_by_its_own_node():
     assert {e["name"]: e["args"].get("cores") for e in slices if e["args"].get("cores")} == {"abs": 1}
 
 
+def test_a_trace_longer_than_a_written_piece_is_written_whole(tmp_path, monkeypatch):
+    """The file is written a piece at a time: every piece arrives, in order, and the
+    file is the trace's own text."""
+    monkeypatch.setattr(dp.trace, "_WRITE_PIECE", 1000)
+    path = tmp_path / "run.json"
+    trace = dp.Trace(path)
+    dp.run(dp.SerialExecutor(), [dp.Op(sum, [dp.Op(abs, -i) for i in range(300)])], trace=trace)
+    text = path.read_text(encoding="utf-8")
+    assert len(text) > 20 * 1000
+    assert text == trace.chrome_json()
+    assert json.loads(text) == trace.to_chrome()
+    assert sum(e["ph"] == "X" for e in json.loads(text)["traceEvents"]) == 301
+
+
 # -- in a real browser, and with Graphviz ----------------------------------------------
 
 

@@ -14,7 +14,7 @@ from ..attempts import Attempt
 from ..nodes import DispatchNode
 from ..results import DependencyError, DispatcherError
 
-__all__ = ["Callback", "ProgressBar", "listeners", "notify", "tell"]
+__all__ = ["Callback", "ProgressBar", "failed", "listeners", "notify", "tell"]
 
 
 class Callback:
@@ -74,7 +74,7 @@ def tell(listening: tuple, method: str, node: DispatchNode | None, *args: Any) -
         try:
             bound(*args)
         except Exception as exc:
-            raise _failed(cb, method, node, exc) from exc
+            raise failed(cb, method, node, exc) from exc
 
 
 def notify(callbacks: tuple, method: str, node: DispatchNode | None, *args: Any) -> None:
@@ -83,10 +83,10 @@ def notify(callbacks: tuple, method: str, node: DispatchNode | None, *args: Any)
         try:
             getattr(cb, method)(*args)
         except Exception as exc:
-            raise _failed(cb, method, node, exc) from exc
+            raise failed(cb, method, node, exc) from exc
 
 
-def _failed(callback: Callback, method: str, node: DispatchNode | None, exc: Exception) -> DispatcherError:
+def failed(callback: Callback, method: str, node: DispatchNode | None, exc: Exception) -> DispatcherError:
     where = f" for node {node.label!r}" if node is not None else ""
     raised = f"raised {type(exc).__name__}: {exc}"
     return DispatcherError(f"callback {type(callback).__name__}.{method}{where} {raised}")

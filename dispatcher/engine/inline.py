@@ -56,5 +56,6 @@ def call_here(run: Any, node, func, args, kwargs, grant) -> None:
 
 def _attempt(run: Any, node, begun: float, error, grant) -> None:
     ready = run.ready_at.pop(node, run.t_start)
-    attempt = Attempt(node, run._attempt(node), ready, begun, begun, run.clock(), "driver", error, grant)
+    number = run.attempts.get(node, 1) if run.attempts else 1  # (run._attempt, a call less)
+    attempt = Attempt(node, number, ready, begun, begun, run.clock(), "driver", error, grant)
     run._attempt_ended(attempt)

@@ -78,7 +78,7 @@ from ..outcomes import NEVER, UNREAD, Remote, Stored, here, read_here, value_her
 from ..results import DependencyError, DispatcherError, DispatchResult, format_exception
 from . import caching, failures, openrun, pipelining, release
 from .caching import COMPUTE, RunCache
-from .callbacks import listeners, notify, tell
+from .callbacks import failed, listeners, notify, tell
 from .clock import Timers
 from .cores import CoreBudget, RunCores, wait_for_cores
 from .inline import call_here
@@ -321,7 +321,8 @@ class RunState:
         if ok and type(payload) in UNREAD and (node.nout is not None or caching.driver_needs(self, node)):
             ok, payload = read_here(node, payload)  # kept as its worker pickled it: read it here now
         if self.on_attempt or node in self.keep:
-            self._attempt_ended(record(task, failures.attempt_error(self, node, ok, payload), self.clock()))
+            error = None if ok and node.nout is None else failures.attempt_error(self, node, ok, payload)
+            self._attempt_ended(record(task, error, self.clock()))
         if pipelined and self.state.get(node) is SENT:
             self.state[node] = PARKED
             self.parked[node] = (task, ok, payload)
@@ -480,8 +481,11 @@ class RunState:
         node = attempt.node
         if node in self.keep:
             self.log.setdefault(node, []).append(attempt)
-        if self.on_attempt:
-            tell(self.on_attempt, "on_attempt", node, node, attempt)
+        for callback, on_attempt in self.on_attempt:  # (tell's loop, a call less per attempt)
+            try:
+                on_attempt(node, attempt)
+            except Exception as exc:
+                raise failed(callback, "on_attempt", node, exc) from exc
 
     def _cores_back(self, grant: int | None) -> None:
         if grant is not None:
