@@ -9,7 +9,8 @@ one process and one run:
 - each in-process executor: run time per node, and its overhead over plain;
 - with ``--trace``, each executor again with a :class:`dispatcher.Trace` kept in
   memory and with one written to a file (``trace=path``): what a trace costs per
-  node over the same executor's run without one;
+  node over the same executor's run without one (the three runs in turn, round
+  after round, so that the machine's noise falls on each alike);
 - dask, twice: ``dask.delayed`` objects of the same calls computed with
   ``scheduler="sync"`` (``dask_delayed``), and the same calls as a plain dask task
   graph (a dict of task tuples) given to dask's synchronous scheduler,
@@ -44,7 +45,7 @@ import time
 
 import dispatcher as dp
 from dispatcher.bench.report import write_json
-from dispatcher.bench.timing import sample
+from dispatcher.bench.timing import alternate, sample
 
 
 def noop(*args):
@@ -138,14 +139,22 @@ def measure(
     row["plain_us"] = plain / n * 1e6
     for name in executors:
         with EXECUTORS[name]() as ex:
-            t = sample(lambda ex=ex: dp.run(ex, [output]), repeat)[0]
-            if with_trace:
-                kept = sample(lambda ex=ex: dp.run(ex, [output], trace=dp.Trace()), repeat)[0]
+            if with_trace:  # the runs with and without a trace in turn, so that noise falls on all
                 with tempfile.TemporaryDirectory() as folder:
                     path = os.path.join(folder, "run.json")
-                    written = sample(lambda ex=ex, path=path: dp.run(ex, [output], trace=path), repeat)[0]
-                row[f"{name}_trace_us"] = (kept - t) / n * 1e6
-                row[f"{name}_trace_file_us"] = (written - t) / n * 1e6
+                    runs = {
+                        "plain": lambda ex=ex: dp.run(ex, [output]),
+                        "kept": lambda ex=ex: dp.run(ex, [output], trace=dp.Trace()),
+                        "written": lambda ex=ex, path=path: dp.run(ex, [output], trace=path),
+                    }
+                    for warm_up in runs.values():
+                        warm_up()
+                    times = alternate(runs, repeat, before=gc.collect)
+                t = times["plain"]
+                row[f"{name}_trace_us"] = (times["kept"] - t) / n * 1e6
+                row[f"{name}_trace_file_us"] = (times["written"] - t) / n * 1e6
+            else:
+                t = sample(lambda ex=ex: dp.run(ex, [output]), repeat)[0]
         row[f"{name}_us"] = t / n * 1e6
         row[f"{name}_overhead_us"] = (t - plain) / n * 1e6
     if with_dask:
