@@ -87,6 +87,8 @@ def notify(callbacks: tuple, method: str, node: DispatchNode | None, *args: Any)
 
 
 def failed(callback: Callback, method: str, node: DispatchNode | None, exc: Exception) -> DispatcherError:
+    """The error that ends a run whose ``callback`` raised ``exc`` in ``method``
+    (for ``node``), naming all three."""
     where = f" for node {node.label!r}" if node is not None else ""
     raised = f"raised {type(exc).__name__}: {exc}"
     return DispatcherError(f"callback {type(callback).__name__}.{method}{where} {raised}")
