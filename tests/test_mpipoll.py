@@ -6,7 +6,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from dispatcher.executors._mpipoll import QUICK_FOR, QUICK_SLEEP, QuickPoll
+from dispatcher.executors import _mpipoll
+from dispatcher.executors._mpipoll import QUICK_FOR, QUICK_SLEEP, SEND_RATE, QuickPoll
 
 
 class FakeTime:
@@ -38,6 +39,24 @@ def test_a_wait_is_quick_after_a_message_then_backs_off_to_its_ceiling():
     poll.sleep()
     assert t.slept == [QUICK_SLEEP]
     assert QuickPoll(0.0).quick == 0.0  # a ceiling of 0 (MPI4PY_FUTURES_BACKOFF=0): never sleeps
+
+
+def test_a_wait_stays_quick_while_a_large_message_leaves(monkeypatch):
+    """MPI moves a large message only while its sender tests for it: after
+    ``sending(n)`` the waits stay quick for n / SEND_RATE seconds, past QUICK_FOR."""
+    monkeypatch.setattr(_mpipoll, "_sending_until", 0.0)
+    t = FakeTime()
+    poll = QuickPoll(0.001, clock=t.clock, pause=t.pause)
+    _mpipoll.sending(int(SEND_RATE * 20 * QUICK_FOR), clock=t.clock)  # 20 quick periods' worth
+    while t.now < 20 * QUICK_FOR:
+        poll.sleep()
+    assert set(t.slept) == {QUICK_SLEEP}
+    t.slept.clear()
+    for _ in range(5):
+        poll.sleep()
+    assert t.slept[-1] > QUICK_SLEEP  # then it backs off as before
+    _mpipoll.sending(1, clock=t.clock)  # a small message keeps no wait quick for long
+    assert _mpipoll._sending_until < t.now + 2 * QUICK_SLEEP
 
 
 INSTALL = """

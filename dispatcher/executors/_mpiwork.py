@@ -1,15 +1,19 @@
 """What :class:`~dispatcher.MPIExecutor` runs on its worker ranks.
 
 Each task that ``mpi4py.futures`` carries to a worker is a call of
-:func:`run_batch` with cloudpickle bytes: a list of ``(func, args, kwargs)``,
-run in order by the same loop as :class:`~dispatcher.ProcessExecutor`'s workers
-(:func:`~dispatcher.executors._procworker.run_calls`). The answer is cloudpickle
-bytes too, ``("done", outcomes, spans, rank)`` with each outcome pickled on its
-own, the wall-clock start and end of each call and the rank that ran them,
-or ``("unreadable", description)``, so
-lambdas, closures and functions of ``__main__`` travel both ways whatever pickle
-``mpi4py`` itself uses. The ranks of an SPMD node each run :func:`run_member`
-(:mod:`~dispatcher.executors._mpigang`).
+:func:`run_batch` with a list of ``(func, args, kwargs)`` :func:`packed`: cloudpickle
+bytes and the large buffers of the arguments beside them, run in order by the
+same loop as :class:`~dispatcher.ProcessExecutor`'s workers
+(:func:`~dispatcher.executors._procworker.run_calls`). The answer is
+``("done", outcomes, spans, rank)`` with each outcome packed on its own, the
+wall-clock start and end of each call and the rank that ran them, or
+``("unreadable", description)``. Lambdas, closures and functions of ``__main__``
+so travel both ways whatever pickle ``mpi4py`` itself uses, and, on the ``pkl5``
+communicators the executor asks for, a large array goes from the memory of one
+process into that of the other as an MPI message of its own, never copied into a
+pickle. A rank keeps testing for its answer while it leaves
+(:func:`~._mpipoll.sending`): MPI moves a large message only then. The ranks of
+an SPMD node each run :func:`run_member` (:mod:`~dispatcher.executors._mpigang`).
 
 :func:`init_worker` runs first on every worker: it lets SIGINT interrupt a node
 (and only a node: between nodes it is ignored, so the executor can interrupt a
@@ -24,12 +28,14 @@ from __future__ import annotations
 import contextlib
 import faulthandler
 import os
+import pickle
 import signal
 import socket
 import threading
 
 import cloudpickle
 
+from . import _mpipoll, _wire
 from ._alarm import alarm
 from ._mpigang import SpmdCall, join
 from ._procworker import checked_outcomes, describe, run_calls
@@ -63,6 +69,7 @@ def _on_sigterm(signum, frame) -> None:
 def init_worker(user_init: bytes | None) -> None:
     """Set up a worker rank (see the module docstring); then the user's initializer."""
     faulthandler.enable()
+    _mpipoll.install()  # (under ``python -m mpi4py.futures``, before this rank's loop starts waiting)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, _on_sigint)
         signal.signal(signal.SIGTERM, _on_sigterm)
@@ -85,9 +92,9 @@ def run_batch(payload: bytes, timeout: float | None = None, labels: list = (), l
     only if this did not stop it."""
     global _in_call
     try:
-        calls = cloudpickle.loads(payload)
+        calls = unpacked(payload)
     except Exception as exc:  # a module of the driver this worker cannot import
-        return cloudpickle.dumps(("unreadable", f"{type(exc).__name__}: {exc}\n{describe(exc)}"))
+        return ("unreadable", f"{type(exc).__name__}: {exc}\n{describe(exc)}")
     del payload
     timed = timeout is not None and threading.current_thread() is threading.main_thread()
     _in_call = True
@@ -99,7 +106,8 @@ def run_batch(payload: bytes, timeout: float | None = None, labels: list = (), l
         _in_call = False
         _running.clear()
     del calls
-    return cloudpickle.dumps(("done", [_outcome_bytes(o) for o in outcomes], spans, _this_rank()))
+    done = [_outcome_packed(o) for o in outcomes]
+    return _answer(("done", done, spans, _this_rank()), done)
 
 
 def run_member(
@@ -115,7 +123,7 @@ def run_member(
 
     address, token, number = gang
     try:
-        (func, args, kwargs), broken = cloudpickle.loads(payload)[0], None
+        (func, args, kwargs), broken = unpacked(payload)[0], None
     except Exception as exc:  # it still meets the others, who would wait for it
         func, args, kwargs = None, (), None
         broken = RuntimeError(
@@ -125,7 +133,7 @@ def run_member(
     workers = get_comm_workers()
     members = join(address, token, number, workers.Get_rank(), socket.gethostname())
     if members is None:
-        return cloudpickle.dumps(("cancelled",))
+        return ("cancelled",)
     rank = [r for r, _ in members].index(workers.Get_rank())
     call = SpmdCall(func if broken is None else _raiser(broken), members, "workers", number, label, grace)
     timed = timeout is not None and threading.current_thread() is threading.main_thread()
@@ -137,7 +145,36 @@ def run_member(
     finally:
         _in_call = False
         _running.clear()
-    return cloudpickle.dumps(("done", rank, _outcome_bytes(outcomes[0]), spans[0]))
+    outcome = _outcome_packed(outcomes[0])
+    return _answer(("done", rank, outcome, spans[0]), [outcome])
+
+
+def packed(obj) -> tuple[bytes, list]:
+    """``obj`` as it travels between the driver and a rank: :mod:`._wire`'s
+    cloudpickle bytes (protocol 5) and its large buffers, each a
+    ``pickle.PickleBuffer`` of the object's own memory, which ``mpi4py``'s ``pkl5``
+    communicators send as MPI messages of their own, not copied into a pickle."""
+    stream, buffers = _wire.dumps(obj)
+    return stream, [pickle.PickleBuffer(raw) for raw in buffers]
+
+
+def unpacked(data: tuple[bytes, list]):
+    """The object :func:`packed` gave ``data`` for, built on the received buffers."""
+    stream, buffers = data
+    return pickle.loads(stream, buffers=buffers)
+
+
+def packed_size(data: tuple[bytes, list]) -> int:
+    """The bytes of what :func:`packed` gave."""
+    stream, buffers = data
+    return len(stream) + sum(memoryview(b).nbytes for b in buffers)
+
+
+def _answer(answer: tuple, outcomes: list) -> tuple:
+    """``answer``, which leaves now with ``outcomes``: this rank keeps testing for
+    it until they have had time to go (:func:`~._mpipoll.sending`)."""
+    _mpipoll.sending(sum(map(packed_size, outcomes)))
+    return answer
 
 
 def _this_rank() -> str:
@@ -154,10 +191,10 @@ def _raiser(exc: BaseException):
     return raises
 
 
-def _outcome_bytes(outcome: tuple) -> bytes:
-    """One call's outcome on its own, so that one the driver cannot load fails
-    only its node."""
+def _outcome_packed(outcome: tuple) -> tuple[bytes, list]:
+    """One call's outcome, :func:`packed` on its own, so that one the driver cannot
+    load fails only its node."""
     try:
-        return cloudpickle.dumps(outcome)
+        return packed(outcome)
     except Exception:
-        return cloudpickle.dumps(checked_outcomes([outcome], cloudpickle.dumps)[0])
+        return packed(checked_outcomes([outcome], _wire.pickle_dumps)[0])

@@ -36,15 +36,12 @@ import threading
 import time
 from concurrent.futures import CancelledError
 
-import cloudpickle
-
 from ..engine.records import timeout_error
 from ..results import ExecutorError, format_exception
 from . import _mpipoll, _mpiwork
 from ._jobs import PENDING, SENT, Job, JobQueue
 from ._mpicomm import too_many_ranks
 from ._mpigang import GangRun, Rendezvous
-from ._wire import pickle_dumps
 from .codec import decode_outcome
 
 __all__ = ["WorldRanks", "world_pool"]
@@ -99,10 +96,14 @@ def _pool_options(init: bytes | None, options: dict) -> dict:
     ``__main__`` (``main=False``): its functions arrive by value, with cloudpickle,
     and a script without an ``if __name__ == "__main__":`` guard is not run again.
     They add the driver's ``sys.path`` to theirs (``path``), so that what the driver
-    imports they can import."""
+    imports they can import. Messages go through ``mpi4py``'s ``pkl5``
+    communicators (``use_pkl5``): the large buffers of a call or a value
+    (:func:`~._mpiwork.packed`) travel as MPI messages of their own, sent from the
+    object's memory and received into the buffer the value is then built on."""
     return {
         "main": False,
         "path": list(sys.path),
+        "use_pkl5": True,
         **options,
         "initializer": _mpiwork.init_worker,
         "initargs": (init,),
@@ -215,7 +216,7 @@ class WorldRanks:
                 self._drained.notify_all()
 
     def _send(self, batch: list) -> bool:
-        payload = self._jobs.encode(batch, pickle_dumps)  # None: it went back one job at a time
+        payload = self._jobs.encode(batch, _mpiwork.packed)  # None: it went back one job at a time
         if payload is None:
             return False
         self._jobs.sent(batch)
@@ -226,6 +227,7 @@ class WorldRanks:
             labels = [j.task.node.label for j in batch]
             task.started = time.monotonic()  # a free rank takes it now
             task.where = "a worker rank"
+            _mpipoll.sending(_mpiwork.packed_size(payload))
             future = self._pool.submit(_mpiwork.run_batch, payload, timeout, labels, late)
         except Exception as exc:  # a broken or shut-down pool
             err = ExecutorError(f"the MPI pool cannot take nodes: {type(exc).__name__}: {exc}")
@@ -238,7 +240,7 @@ class WorldRanks:
         """Send the members of an SPMD node, its ranks being free (see :mod:`_mpigang`)."""
         task = job.task
         size = task.cores
-        payload = self._jobs.encode([job], pickle_dumps)
+        payload = self._jobs.encode([job], _mpiwork.packed)
         if payload is None:  # it failed, naming what would not pickle
             self._free_slot(size)
             return
@@ -263,6 +265,7 @@ class WorldRanks:
         gang = (rendezvous.address, rendezvous.token, run.gang)
         task.started = time.monotonic()
         task.where = f"{size} worker ranks"
+        _mpipoll.sending(_mpiwork.packed_size(payload) * size)
         for i in range(size):
             try:
                 future = self._pool.submit(
@@ -282,7 +285,7 @@ class WorldRanks:
         self._dispatch()
         job = run.job
         try:
-            kind, *rest = cloudpickle.loads(future.result())
+            kind, *rest = future.result()
         except BaseException as exc:  # cancelled, a broken pool, an unreadable answer
             if isinstance(exc, CancelledError):
                 self._jobs.report(job, False, (_cancelled_error(job), ""))
@@ -294,7 +297,7 @@ class WorldRanks:
             return
         rank, data, (start, end) = rest
         try:
-            outcome = cloudpickle.loads(data)
+            outcome = _mpiwork.unpacked(data)
         except Exception as exc:
             err = ExecutorError(
                 f"the outcome of node {job.task.node.label!r} on its rank {rank} cannot be unpickled "
@@ -318,7 +321,7 @@ class WorldRanks:
         self._free_slot()
         self._dispatch()  # keep the workers busy while we report
         try:
-            kind, *rest = cloudpickle.loads(future.result())
+            kind, *rest = future.result()
         except BaseException as exc:  # cancelled, a broken pool, an unreadable answer
             if isinstance(exc, CancelledError):
                 for job in batch:
@@ -334,7 +337,7 @@ class WorldRanks:
         loaded = []
         for job, data in zip(batch, outcomes):
             try:
-                loaded.append(cloudpickle.loads(data))
+                loaded.append(_mpiwork.unpacked(data))
             except Exception as exc:  # this outcome only: a class the driver lacks...
                 label = job.task.node.label
                 err = ExecutorError(

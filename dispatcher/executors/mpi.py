@@ -26,7 +26,10 @@ In the first two ways the world fixes the workers: they are shared by every
 In a Slurm allocation a spawning executor takes ``SLURM_NTASKS - 1`` workers (the
 driver is the first task); see :func:`slurm_allocation`.
 
-Functions and values travel as cloudpickle bytes. Quick nodes go in batches (the
+Functions and values travel as cloudpickle bytes; on the ranks of an ``mpiexec``
+job started by the user, the large buffers of arrays travel beside them as MPI
+messages of their own (``mpi4py``'s ``pkl5`` communicators), not copied into a
+pickle. Quick nodes go in batches (the
 same policy as :class:`~dispatcher.ProcessExecutor`: a running estimate of each
 function's time; a node whose function is unknown, slow or has a timeout goes
 alone).
