@@ -10,8 +10,8 @@ wall-clock start and end of each call and the rank that ran them, or
 ``("unreadable", description)``. Lambdas, closures and functions of ``__main__``
 so travel both ways whatever pickle ``mpi4py`` itself uses, and, on the ``pkl5``
 communicators the executor asks for, a large array goes from the memory of one
-process into that of the other as an MPI message of its own, never copied into a
-pickle. A rank keeps testing for its answer while it leaves
+process into that of the other as an MPI message of its own, not copied into a
+pickle (:class:`Beside`). A rank keeps testing for its answer while it leaves
 (:func:`~._mpipoll.sending`): MPI moves a large message only then. The ranks of
 an SPMD node each run :func:`run_member` (:mod:`~dispatcher.executors._mpigang`).
 
@@ -85,7 +85,7 @@ def hello() -> list:
     return get_comm_workers().allgather((socket.gethostname(), os.getpid()))
 
 
-def run_batch(payload: bytes, timeout: float | None = None, labels: list = (), late: str = "") -> bytes:
+def run_batch(payload: tuple, timeout: float | None = None, labels: list = (), late: str = "") -> tuple:
     """Run the calls in ``payload`` (the nodes ``labels``); a node alone with a
     ``timeout`` is stopped by ``SIGALRM`` with a ``TimeoutError(late)`` (the
     driver's message) when it runs longer; the driver's engine fails the node itself
@@ -111,12 +111,12 @@ def run_batch(payload: bytes, timeout: float | None = None, labels: list = (), l
 
 
 def run_member(
-    payload: bytes, gang: tuple, timeout: float | None, label: str, late: str, grace: float
-) -> bytes:
+    payload: tuple, gang: tuple, timeout: float | None, label: str, late: str, grace: float
+) -> tuple:
     """One of the calls of an SPMD node (:mod:`_mpigang`): meet the other members
     of ``gang`` (the rendezvous's address and token, and the gang's number), then
     call the node on the communicator of their ranks (stopped at ``timeout`` as
-    :func:`run_batch` does). Answers ``("done", rank in the gang, outcome bytes,
+    :func:`run_batch` does). Answers ``("done", rank in the gang, packed outcome,
     span)``, with the value of rank 0 only, or ``("cancelled",)``."""
     global _in_call
     from mpi4py.futures import get_comm_workers
@@ -151,11 +151,32 @@ def run_member(
 
 def packed(obj) -> tuple[bytes, list]:
     """``obj`` as it travels between the driver and a rank: :mod:`._wire`'s
-    cloudpickle bytes (protocol 5) and its large buffers, each a
-    ``pickle.PickleBuffer`` of the object's own memory, which ``mpi4py``'s ``pkl5``
-    communicators send as MPI messages of their own, not copied into a pickle."""
+    cloudpickle bytes (protocol 5) and its large buffers beside them, each a view
+    of the object's own memory (:class:`Beside`)."""
     stream, buffers = _wire.dumps(obj)
-    return stream, [pickle.PickleBuffer(raw) for raw in buffers]
+    return stream, [Beside(raw) for raw in buffers]
+
+
+class Beside:
+    """A large buffer of a :func:`packed` object. Pickled with protocol 5 it is a
+    ``pickle.PickleBuffer`` of the object's memory, which ``mpi4py``'s ``pkl5``
+    communicators send as an MPI message of its own (from ``MPI4PY_PICKLE_THRESHOLD``
+    bytes, 256 KiB by default); pickled with an older protocol (``mpi4py``'s
+    ``MPI4PY_PICKLE_PROTOCOL``), a copy of its bytes."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw: memoryview):
+        self.raw = raw
+
+    def __reduce_ex__(self, protocol):
+        if protocol >= 5:
+            return _same, (pickle.PickleBuffer(self.raw),)
+        return bytearray, (self.raw.tobytes(),)
+
+
+def _same(buffer):
+    return buffer
 
 
 def unpacked(data: tuple[bytes, list]):
@@ -167,7 +188,7 @@ def unpacked(data: tuple[bytes, list]):
 def packed_size(data: tuple[bytes, list]) -> int:
     """The bytes of what :func:`packed` gave."""
     stream, buffers = data
-    return len(stream) + sum(memoryview(b).nbytes for b in buffers)
+    return len(stream) + sum(b.raw.nbytes for b in buffers)
 
 
 def _answer(answer: tuple, outcomes: list) -> tuple:

@@ -97,13 +97,15 @@ def _pool_options(init: bytes | None, options: dict) -> dict:
     and a script without an ``if __name__ == "__main__":`` guard is not run again.
     They add the driver's ``sys.path`` to theirs (``path``), so that what the driver
     imports they can import. Messages go through ``mpi4py``'s ``pkl5``
-    communicators (``use_pkl5``): the large buffers of a call or a value
-    (:func:`~._mpiwork.packed`) travel as MPI messages of their own, sent from the
-    object's memory and received into the buffer the value is then built on."""
+    communicators (``use_pkl5``, unless ``MPI4PY_FUTURES_USE_PKL5`` says
+    otherwise): the large buffers of a call or a value (:func:`~._mpiwork.packed`)
+    travel as MPI messages of their own, sent from the object's memory and received
+    into the buffer the value is then built on."""
+    pkl5 = {} if "MPI4PY_FUTURES_USE_PKL5" in os.environ else {"use_pkl5": True}
     return {
         "main": False,
         "path": list(sys.path),
-        "use_pkl5": True,
+        **pkl5,
         **options,
         "initializer": _mpiwork.init_worker,
         "initargs": (init,),
