@@ -20,7 +20,11 @@ from ..checks import check_retries, retry_predicates
 from ..nodes import _func_name
 from ..results import DispatcherError
 
-__all__ = ["Backoff", "retry_limits", "should_retry"]
+__all__ = ["JITTER", "Backoff", "retry_limits", "should_retry"]
+
+JITTER = random.Random()
+"""The random numbers of the backoffs' jitter: a generator of the library's own, so
+that retries leave the program's ``random`` module, and its seed, as they were."""
 
 
 @attrs.frozen
@@ -37,7 +41,7 @@ class Backoff:
     max_delay: float = 10.0
     jitter: float = 0.1
 
-    def delay(self, attempt: int, rand: Callable[[], float] = random.random) -> float:
+    def delay(self, attempt: int, rand: Callable[[], float] = JITTER.random) -> float:
         base = min(self.max_delay, self.first_delay * self.factor ** (attempt - 1))
         return max(0.0, base * (1.0 + self.jitter * (2.0 * rand() - 1.0)))
 

@@ -66,7 +66,6 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import random
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -84,6 +83,7 @@ from .cores import CoreBudget, RunCores, wait_for_cores
 from .inline import call_here
 from .plan import given_values, kids, make_plan, output_nodes
 from .records import NodeState, RunOptions, Task
+from .retries import JITTER
 
 __all__ = ["RunState"]
 
@@ -117,7 +117,7 @@ class RunState:
         budget: Callable[[], CoreBudget] | None = None,
         intake: Any = None,
         clock: Callable[[], float] = time.monotonic,
-        rand: Callable[[], float] = random.random,
+        rand: Callable[[], float] = JITTER.random,
         **option_fields: Any,
     ):
         if options is None:
