@@ -1,8 +1,9 @@
 """``MPIExecutor``: nodes run on MPI worker ranks, a pool of them.
 
 It needs ``mpi4py`` and an MPI library (``pip install 'dispatcher-graph[mpi]'``
-brings both as wheels); ``mpi4py`` is imported when an executor is made, not with
-the package. Where the workers come from depends on how the script was started:
+brings both as wheels); ``mpi4py`` is imported when an executor is made under
+``mpiexec`` (a spawning one only checks that it is installed: its ranks import
+it), never with the package. Where the workers come from depends on how the script was started:
 
 * ``mpiexec -n N python -m mpi4py.futures script.py``: ranks 1..N-1 are the
   workers and only rank 0 runs the script; nodes reach them through
